@@ -1,0 +1,115 @@
+"""Input specification and host-side preprocessing.
+
+The graph takes a normalised float tensor; the *manifest* records how to make it
+(size, layout, mean/std), so every consumer (calibration, eval, tracking, a phone app)
+preprocesses exactly the same way. Images are resized straight to the network size
+(no letterbox): predictions are resized back to the original image size afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass
+class InputSpec:
+    """How to feed the graph: ``name`` is the ONNX input name."""
+
+    height: int = 640
+    width: int = 640
+    channels: int = 3
+    layout: str = "NCHW"
+    color: str = "RGB"
+    mean: tuple[float, ...] = IMAGENET_MEAN  # on 0..255 pixel values
+    std: tuple[float, ...] = IMAGENET_STD
+    name: str = "image"
+    dtype: str = "float32"
+    stride: int = 32  # sizes must be multiples of this (the coarsest feature level)
+
+    @property
+    def shape(self) -> list[int]:
+        if self.layout == "NCHW":
+            return [1, self.channels, self.height, self.width]
+        return [1, self.height, self.width, self.channels]
+
+    def with_size(self, height: int, width: int) -> "InputSpec":
+        d = asdict(self)
+        d.update(height=height, width=width)
+        return InputSpec(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["shape"] = self.shape
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for k in ("mean", "std"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+def parse_input_size(text: str | int | None, stride: int = 32) -> tuple[int, int] | None:
+    """``640`` -> (640, 640); ``512x640`` -> (512, 640) as height x width.
+
+    Sizes must be positive multiples of the model's stride (its coarsest feature map),
+    otherwise the top-down fusion cannot line feature maps up.
+    """
+    if text is None:
+        return None
+    s = str(text).strip().lower()
+    m = re.fullmatch(r"(\d+)(?:\s*[x,]\s*(\d+))?", s)
+    if not m:
+        raise EdgesegError(f"cannot read input size {text!r}",
+                           "give one number (640) or HEIGHTxWIDTH (512x640)")
+    h = int(m.group(1))
+    w = int(m.group(2)) if m.group(2) else h
+    for v in (h, w):
+        if v <= 0 or v % stride:
+            raise EdgesegError(f"input size {h}x{w} is not a multiple of {stride}",
+                               f"use multiples of {stride}, e.g. {max(stride, round(v / stride) * stride)}")
+    return h, w
+
+
+def preprocess(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """HxWx3 uint8 RGB image -> 1xCxHxW (or NHWC) float32 normalised tensor."""
+    from PIL import Image
+
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise EdgesegError(f"expected an HxWx3 image, got shape {tuple(image.shape)}",
+                           "pass an RGB image")
+    image = image[..., :3]
+    if image.shape[0] != spec.height or image.shape[1] != spec.width:
+        image = np.asarray(Image.fromarray(image).resize((spec.width, spec.height), Image.BILINEAR))
+    x = image.astype(np.float32)
+    if spec.color == "BGR":
+        x = x[..., ::-1]
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    if spec.layout == "NCHW":
+        x = x.transpose(2, 0, 1)
+    return np.ascontiguousarray(x[None])
+
+
+def load_image(path) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB; raise EdgesegError when unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise EdgesegError(f"cannot read image {path}: {e}", "check the file is a valid JPEG or PNG") from e

@@ -1,0 +1,139 @@
+"""``manifest.json``: the record written beside every artifact.
+
+One manifest per artifact folder. It says what the model is, how to feed it (input
+spec), which components it has, and for every file in the folder (ONNX, quantized ONNX,
+TFLite, TNN, TensorRT cache...) how it was made: graph, precision plan, calibration,
+parity/fidelity figures and tool versions. Every step that writes into the folder
+(export, calibrate, quantize, convert) appends itself to ``history``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeseg.errors import EdgesegError
+from edgeseg.utils import atomic
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+def tool_versions(*modules: str) -> dict[str, str]:
+    """Versions of the named Python packages that are importable (never imports torch needlessly)."""
+    from importlib import metadata
+
+    import edgeseg
+
+    out = {"edgeseg": edgeseg.__version__}
+    for mod in modules:
+        try:
+            out[mod] = metadata.version(mod)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class Manifest:
+    model: str
+    model_cfg: dict[str, Any] = field(default_factory=dict)
+    input: dict[str, Any] = field(default_factory=dict)  # InputSpec.to_dict()
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # [{name, shape}]
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {module}
+    presets: dict[str, str] = field(default_factory=dict)  # model's named precision plans
+    weights: dict[str, Any] | None = None  # {path, sha256, format} or None (random init)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> info
+    history: list[dict[str, Any]] = field(default_factory=list)
+    schema: int = SCHEMA_VERSION
+
+    # ----------------------------------------------------------------- artifacts
+    def add_artifact(self, filename: str, **info: Any) -> dict[str, Any]:
+        entry = self.artifacts.setdefault(filename, {})
+        entry.update(info)
+        return entry
+
+    def artifact(self, filename: str) -> dict[str, Any]:
+        if filename not in self.artifacts:
+            raise EdgesegError(f"{filename} is not recorded in the manifest",
+                               f"known artifacts: {', '.join(self.artifacts) or 'none'}")
+        return self.artifacts[filename]
+
+    def component_names(self) -> list[str]:
+        return list(self.components)
+
+    def plan(self, spec: str):
+        """Parse a precision plan against this model's components and presets."""
+        from edgeseg.quantize.plan import PrecisionPlan
+
+        return PrecisionPlan.parse(spec, self.component_names(), self.presets)
+
+    def record(self, step: str, **details: Any) -> None:
+        self.history.append({"step": step, "time": _now(), **details})
+
+    # ----------------------------------------------------------------- io
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "model": self.model,
+            "model_cfg": self.model_cfg,
+            "input": self.input,
+            "outputs": self.outputs,
+            "components": self.components,
+            "presets": self.presets,
+            "weights": self.weights,
+            "artifacts": self.artifacts,
+            "history": self.history,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+        if "model" not in d:
+            raise EdgesegError("manifest has no 'model' field", "re-export the model with `edgeseg export`")
+        return cls(
+            model=d["model"], model_cfg=d.get("model_cfg", {}), input=d.get("input", {}),
+            outputs=d.get("outputs", []), components=d.get("components", {}),
+            presets=d.get("presets", {}),
+            weights=d.get("weights"), artifacts=d.get("artifacts", {}),
+            history=d.get("history", []), schema=d.get("schema", SCHEMA_VERSION),
+        )
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        return atomic.write_json(Path(folder) / MANIFEST_NAME, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Manifest":
+        """Load from an artifact folder or from any file inside it."""
+        p = find_manifest(path)
+        if p is None:
+            raise EdgesegError(f"no {MANIFEST_NAME} found for {path}",
+                               "point at a folder written by `edgeseg export` (it holds manifest.json)")
+        try:
+            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as e:
+            raise EdgesegError(f"{p} is not valid JSON: {e}", "re-export the model with `edgeseg export`") from e
+
+
+def find_manifest(path: str | os.PathLike) -> Path | None:
+    p = Path(path)
+    candidates = [p / MANIFEST_NAME] if p.is_dir() else [p.parent / MANIFEST_NAME]
+    if p.name == MANIFEST_NAME:
+        candidates.insert(0, p)
+    for c in candidates:
+        if c.is_file():
+            return c
+    return None
+
+
+def input_spec_of(manifest: Manifest):
+    from edgeseg.data.preprocess import InputSpec
+
+    return InputSpec.from_dict(manifest.input)

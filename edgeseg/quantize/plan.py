@@ -1,0 +1,131 @@
+"""Per-component precision plans: ``backbone=int8,mask_decoder=int8,instance_decoder=fp16``.
+
+YolactEdge's finding is that precision has to be chosen per component (INT8 backbone and
+FPN, FP16 ProtoNet and head: an INT8 head costs ~4 AP). A :class:`PrecisionPlan` maps
+every component of a model to ``fp32``, ``fp16`` or ``int8``; it is validated against
+the component names recorded in the manifest, so a typo never silently quantizes nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from edgeseg.errors import EdgesegError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+_ALIASES = {"float32": "fp32", "float": "fp32", "f32": "fp32", "float16": "fp16", "half": "fp16",
+            "f16": "fp16", "i8": "int8", "qint8": "int8"}
+
+# Presets every model has. Models add their own (e.g. MobileInst's "mixed") through the
+# manifest's ``presets`` so the best-known mix for each family has a short name.
+GENERIC_PRESETS = {
+    "fp32": "*=fp32",
+    "fp16": "*=fp16",
+    "int8": "*=int8",
+}
+
+
+def _norm_precision(p: str, where: str) -> str:
+    q = _ALIASES.get(p.strip().lower(), p.strip().lower())
+    if q not in PRECISIONS:
+        raise EdgesegError(f"unknown precision {p!r} for {where}",
+                           f"use one of {', '.join(PRECISIONS)}")
+    return q
+
+
+@dataclass
+class PrecisionPlan:
+    """component -> precision, covering every component of the model, in pipeline order."""
+
+    precisions: dict[str, str] = field(default_factory=dict)
+    name: str | None = None  # preset name, when it came from one
+
+    # ---------------------------------------------------------------- parsing
+    @classmethod
+    def parse(cls, spec: str, components: Iterable[str],
+              presets: dict[str, str] | None = None) -> "PrecisionPlan":
+        """Parse ``a=int8,b=fp16`` (``*=`` sets the default, else fp32) or a preset name."""
+        comps = list(components)
+        if not comps:
+            raise EdgesegError("the model has no components to plan for",
+                               "re-export it with `edgeseg export` so the manifest lists its components")
+        all_presets = {**GENERIC_PRESETS, **(presets or {})}
+        text = spec.strip()
+        name = None
+        if text in all_presets:
+            name, text = text, all_presets[text]
+        if not text:
+            raise EdgesegError("empty precision plan",
+                               f"write e.g. {comps[0]}=int8,*=fp16 or a preset: {', '.join(all_presets)}")
+        default = "fp32"
+        explicit: dict[str, str] = {}
+        for item in text.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if "=" not in item:
+                raise EdgesegError(
+                    f"cannot read {item!r} in precision plan {spec!r}",
+                    f"write COMPONENT=PRECISION pairs, e.g. {comps[0]}=int8; presets: {', '.join(all_presets)}")
+            key, val = (s.strip() for s in item.split("=", 1))
+            if key == "*":
+                default = _norm_precision(val, "'*'")
+                continue
+            if key not in comps:
+                close = difflib.get_close_matches(key, comps, n=1)
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise EdgesegError(f"unknown component {key!r} in precision plan",
+                                   f"{hint}valid components: {', '.join(comps)}")
+            if key in explicit:
+                raise EdgesegError(f"component {key!r} appears twice in precision plan {spec!r}",
+                                   "give each component once")
+            explicit[key] = _norm_precision(val, key)
+        return cls({c: explicit.get(c, default) for c in comps}, name=name)
+
+    @classmethod
+    def uniform(cls, precision: str, components: Iterable[str]) -> "PrecisionPlan":
+        p = _norm_precision(precision, "plan")
+        return cls({c: p for c in components}, name=p)
+
+    # ---------------------------------------------------------------- queries
+    def precision_of(self, component: str) -> str:
+        return self.precisions.get(component, "fp32")
+
+    def components_at(self, precision: str) -> list[str]:
+        return [c for c, p in self.precisions.items() if p == precision]
+
+    @property
+    def needs_calibration(self) -> bool:
+        return "int8" in self.precisions.values()
+
+    @property
+    def is_fp32(self) -> bool:
+        return all(p == "fp32" for p in self.precisions.values())
+
+    def spec(self) -> str:
+        return ",".join(f"{c}={p}" for c, p in self.precisions.items())
+
+    def label(self) -> str:
+        """Short label for tables and file names: ``int8-int8-fp16`` (pipeline order)."""
+        return "-".join(self.precisions.values())
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "spec": self.spec(), "precisions": dict(self.precisions)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PrecisionPlan":
+        return cls(dict(d["precisions"]), name=d.get("name"))
+
+    def __str__(self) -> str:
+        return self.name or self.spec()
+
+
+def all_combinations(components: list[str], precisions: Iterable[str] = ("fp16", "int8")) -> list[PrecisionPlan]:
+    """Every assignment of ``precisions`` over the components (the sweep's default set)."""
+    import itertools
+
+    plist = list(precisions)
+    return [PrecisionPlan(dict(zip(components, combo)))
+            for combo in itertools.product(plist, repeat=len(components))]

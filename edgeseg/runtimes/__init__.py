@@ -1,0 +1,3 @@
+"""Runtimes: one interface (load, inputs, outputs, run) over every backend."""
+
+from edgeseg.runtimes.base import Runtime, TensorInfo, load_runtime  # noqa: F401
