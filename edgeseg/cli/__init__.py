@@ -19,8 +19,18 @@ from edgeseg.errors import EdgesegError
 # verb -> (module, attribute, one-line help). Adding a verb = one line here + its module.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "models": ("edgeseg.cli.models", "models", "List the model zoo."),
-    "export": ("edgeseg.cli.export", "export", "Export a zoo model to ONNX (and other targets)."),
-    "bench": ("edgeseg.cli.bench", "bench", "Benchmark an artifact on one pinned core (or a device)."),
+    "export": ("edgeseg.cli.export", "export", "Export a zoo model to ONNX (and TFLite / TNN / TensorRT)."),
+    "calibrate": ("edgeseg.cli.calibrate", "calibrate", "Compute activation ranges (KL / min-max / percentile) from images."),
+    "quantize": ("edgeseg.cli.quantize", "quantize", "Apply a per-component precision plan (QDQ INT8 / FP16 ONNX)."),
+    "check": ("edgeseg.cli.check", "check", "Preflight an ONNX model for a target (tflite, tnn)."),
+    "bench": ("edgeseg.cli.bench", "bench", "Benchmark an artifact on one pinned core, a phone (adb) or a Jetson (ssh)."),
+    "eval": ("edgeseg.cli.eval", "eval", "Mask AP of an artifact on a COCO-format dataset."),
+    "sweep": ("edgeseg.cli.sweep", "sweep", "Accuracy vs latency over precision plans (table + Pareto plot)."),
+    "regress": ("edgeseg.cli.regress", "regress", "Gate CI on accuracy/latency regressions against a baseline."),
+    "track": ("edgeseg.cli.track", "track", "Video instance segmentation with kernel reuse + association."),
+    "train": ("edgeseg.cli.train", "train", "Train or fine-tune a zoo model on a COCO-format dataset."),
+    "data": ("edgeseg.cli.data", "data", "Generate synthetic COCO / YouTube-VIS data."),
+    "inspect": ("edgeseg.cli.inspect", "inspect", "Dump an artifact (ONNX, TNN, TFLite, calibration table)."),
 }
 
 
