@@ -1,0 +1,1 @@
+"""Accuracy: COCO mask AP (``coco``), YouTube-VIS AP (``vis``), regression gate (``regress``)."""
