@@ -115,3 +115,105 @@ class CalibrationTable:
                 f"calibration table was computed for a different {what} "
                 f"(sha256 {self.model_sha256[:12]} != {model_sha256[:12]})",
                 "re-run `edgeseg calibrate` on this ONNX file")
+
+
+# ---------------------------------------------------------------- TensorRT calibration cache
+# trtexec --calib=FILE (and IInt8Calibrator.readCalibrationCache) reads a text file:
+#   TRT-<NV_TENSORRT_VERSION>-<calibrator>
+#   <tensor name>: <8 hex digits: big-endian IEEE-754 float32 scale>
+# with scale = amax / 127. Writing it from our table lets a Jetson build an INT8 engine
+# on exactly the ranges every other backend uses, without calibrating on the device.
+
+DEFAULT_TRT_VERSION = "8.5.2"  # JetPack 5 (Xavier / Orin) ships TensorRT 8.5.2
+TRT_CALIBRATOR = "EntropyCalibration2"
+
+
+def trt_version_code(version: str | int) -> str:
+    """``"8.5.2"`` -> ``"8502"``, ``"10.3.0"`` -> ``"100300"`` (TensorRT's NV_TENSORRT_VERSION).
+
+    TensorRT 8 encodes major*1000 + minor*100 + patch; TensorRT 10 switched to
+    major*10000 + minor*100 + patch. A bare number (``8502``) is taken as already encoded.
+    """
+    text = str(version).strip()
+    if text.isdigit():
+        return text
+    parts = text.split(".")
+    try:
+        nums = [int(p) for p in parts] + [0] * (3 - len(parts))
+    except ValueError:
+        nums = []
+    if len(parts) > 3 or len(nums) != 3 or any(n < 0 for n in nums):
+        raise EdgesegError(f"cannot read TensorRT version {version!r}",
+                           "give it as MAJOR.MINOR.PATCH (e.g. 8.5.2) or as TensorRT's number (8502)")
+    major, minor, patch = nums
+    return str(major * (10000 if major >= 10 else 1000) + minor * 100 + patch)
+
+
+def _scale_hex(amax: float) -> str:
+    import struct
+
+    # A tensor that was always zero still needs a usable, non-zero scale (0 would make
+    # TensorRT divide by zero); 1/127 is what TensorRange.scale falls back to.
+    scale = amax / 127.0 if amax > 0 else 1.0 / 127.0
+    return struct.pack(">f", scale).hex()
+
+
+def write_trt_cache(table: CalibrationTable, path: str | os.PathLike,
+                    trt_version: str | int | None = None) -> Path:
+    """Write ``table`` as a TensorRT calibration cache (atomically).
+
+    ``trt_version`` defaults to the version a table read from a cache came with, else
+    TensorRT 8.5.2 (JetPack 5). TensorRT ignores a cache whose version line differs from
+    its own, so pass the version of the device that will read it.
+    """
+    version = trt_version if trt_version is not None else table.settings.get("trt_version", DEFAULT_TRT_VERSION)
+    calibrator = table.settings.get("trt_calibrator", TRT_CALIBRATOR)
+    lines = [f"TRT-{trt_version_code(version)}-{calibrator}"]
+    for name, rng in table.ranges.items():
+        if "\n" in name:
+            raise EdgesegError(f"tensor name {name!r} contains a newline and cannot go into a TensorRT cache",
+                               "rename the tensor in the ONNX graph")
+        lines.append(f"{name}: {_scale_hex(rng.amax)}")
+    return atomic.write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def read_trt_cache(path: str | os.PathLike) -> CalibrationTable:
+    """Read a TensorRT calibration cache into a :class:`CalibrationTable` (amax = scale * 127).
+
+    The version and calibrator of the header are kept in ``settings`` so that
+    ``write_trt_cache`` reproduces the file byte for byte.
+    """
+    import struct
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgesegError(f"TensorRT calibration cache {p} not found", "check the path")
+    fix = "pass a file written by TensorRT or by `edgeseg calibrate --trt-cache FILE`"
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise EdgesegError(f"{p} is not a text TensorRT calibration cache", fix) from e
+    lines = text.splitlines()
+    header = lines[0].strip() if lines else ""
+    parts = header.split("-", 2)
+    if len(parts) != 3 or parts[0] != "TRT" or not parts[1].isdigit() or not parts[2]:
+        raise EdgesegError(f"{p} does not start with a TensorRT cache header (TRT-<version>-<calibrator>)", fix)
+    ranges: dict[str, TensorRange] = {}
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        # Tensor names may contain ':' (``onnx::MatMul_12``); the hex value never does.
+        name, sep, value = line.rpartition(":")
+        value = value.strip()
+        if not sep or len(value) != 8:
+            raise EdgesegError(f"{p} line {lineno} is not '<tensor>: <8 hex digits>': {line!r}", fix)
+        try:
+            scale = struct.unpack(">f", bytes.fromhex(value))[0]
+        except ValueError as e:
+            raise EdgesegError(f"{p} line {lineno} has a bad hex scale {value!r}", fix) from e
+        if not math.isfinite(scale) or scale < 0:
+            raise EdgesegError(f"{p} line {lineno}: scale {scale} for {name!r} is not a positive number", fix)
+        # float32 scale * 127 is exact in float64, so amax / 127 gives the same float32 back.
+        ranges[name] = TensorRange(amax=float(scale) * 127.0)
+    return CalibrationTable(method="trt-cache", ranges=ranges,
+                            settings={"trt_version": parts[1], "trt_calibrator": parts[2]})
