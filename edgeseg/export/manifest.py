@@ -137,3 +137,30 @@ def input_spec_of(manifest: Manifest):
     from edgeseg.data.preprocess import InputSpec
 
     return InputSpec.from_dict(manifest.input)
+
+
+CHECKPOINT_METADATA_KEY = "edgeseg.manifest"
+
+
+def manifest_for_artifact(path: str | os.PathLike) -> Manifest:
+    """The manifest describing ``path``: ``manifest.json`` beside it, or, for a safetensors
+    checkpoint written by ``save_weights``, the manifest embedded in its metadata.
+
+    Lets every consumer (eval, track, bench) treat a trained checkpoint like any exported
+    artifact: model name, config and input spec come with the file.
+    """
+    p = Path(path)
+    if find_manifest(p) is not None:
+        return Manifest.load(p)
+    if p.suffix == ".safetensors" and p.is_file():
+        try:
+            from safetensors import safe_open
+
+            with safe_open(os.fspath(p), framework="numpy") as f:
+                meta = f.metadata() or {}
+        except Exception as e:  # safetensors raises SafetensorError on corrupt headers
+            raise EdgesegError(f"cannot read checkpoint {p}: {e}", "check the file is a safetensors checkpoint") from e
+        if CHECKPOINT_METADATA_KEY in meta:
+            return Manifest.from_dict(json.loads(meta[CHECKPOINT_METADATA_KEY]))
+    raise EdgesegError(f"don't know which model {p.name} belongs to",
+                       "pass --model NAME, or use a checkpoint saved by edgeseg (it embeds the model name)")

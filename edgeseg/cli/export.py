@@ -1,0 +1,83 @@
+"""``edgeseg export``: zoo model -> tagged, parity-checked ONNX (+ manifest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgeseg.errors import EdgesegError
+
+
+def build_model(name: str, input_size: str | None, num_classes: int | None, weights: str | None):
+    """Create a zoo model at the requested size and load weights; returns (model, weights_info)."""
+    from edgeseg.data.preprocess import parse_input_size
+    from edgeseg.models import create_model
+
+    cfg = {}
+    size = parse_input_size(input_size, stride=1) if input_size else None
+    if size:
+        cfg["input_size"] = size
+    if num_classes is not None:
+        cfg["num_classes"] = num_classes
+    model = create_model(name, **cfg)
+    spec = model.input_spec
+    if spec.height % spec.stride or spec.width % spec.stride:
+        raise EdgesegError(f"input size {spec.height}x{spec.width} is not a multiple of {spec.stride} "
+                           f"(the coarsest feature stride of {name})",
+                           f"use multiples of {spec.stride}, e.g. --input-size "
+                           f"{max(spec.stride, round(spec.height / spec.stride) * spec.stride)}")
+    info = None
+    if weights:
+        from edgeseg.models.checkpoints import load_weights
+        from edgeseg.utils.hashing import sha256_file
+
+        load_weights(model, weights)
+        info = {"path": str(weights), "sha256": sha256_file(weights), "format": Path(weights).suffix.lstrip(".")}
+    model.eval()
+    return model, info
+
+
+def print_export_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for g, res in result.graphs.items():
+        table = Table(title=f"{res.path.name}  ({g} graph: {res.nodes_after_simplify} nodes, "
+                            f"{res.simplifier}, every node tagged)")
+        table.add_column("output")
+        table.add_column("shape")
+        table.add_column("max abs err", justify="right")
+        table.add_column("cosine", justify="right")
+        for p in res.parity:
+            table.add_row(p.name, "x".join(map(str, p.shape)), f"{p.max_abs_error:.2e}", f"{p.cosine:.7f}")
+        console.print(table)
+        console.print("  components: " + ", ".join(f"{c} {n} nodes" for c, n in res.node_counts.items()))
+    console.print(f"[green]wrote[/green] {result.folder}/ (manifest.json)")
+
+
+@click.command("export")
+@click.argument("model_name", metavar="MODEL")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint: .safetensors, or .pt/.pth (loaded with weights_only=True).")
+@click.option("--input-size", help="640 or HEIGHTxWIDTH (512x640); default: the model's.")
+@click.option("--num-classes", type=int, help="Number of classes (default: the model's, 80 for COCO).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Artifact folder (default out/MODEL).")
+@click.option("--simplifier", type=click.Choice(["onnxslim", "onnxsim", "none"]), default="onnxslim", show_default=True)
+@click.option("--graphs", default=None, help="frame,features (default: every graph the model has).")
+def export(model_name, weights, input_size, num_classes, out_dir, simplifier, graphs) -> None:
+    """Export MODEL to ONNX (opset 17, static shapes), tag every node with its component,
+    check parity against PyTorch, and write the artifact folder with manifest.json.
+
+    \b
+    Example:
+      edgeseg export mobileinst_topformer --input-size 640 -o out/mobileinst
+      edgeseg export mobileinst_topformer_tiny --weights ckpt.safetensors --num-classes 3
+    """
+    from edgeseg.export.onnx import export_onnx
+
+    model, winfo = build_model(model_name, input_size, num_classes, weights)
+    out = Path(out_dir or Path("out") / model_name)
+    result = export_onnx(model, out, simplifier=simplifier, weights=winfo,
+                         graphs=tuple(g.strip() for g in graphs.split(",")) if graphs else None)
+    print_export_summary(result)

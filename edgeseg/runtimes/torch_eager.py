@@ -1,0 +1,63 @@
+"""PyTorch eager backend: the reference every exported artifact is compared against.
+
+Opens either a checkpoint (``.safetensors`` / ``.pt`` / ``.pth``) or an artifact folder.
+Which zoo model to build comes from, in order: the ``model=`` option, the checkpoint's
+embedded edgeseg metadata (``save_weights`` writes it into safetensors files), or the
+manifest beside the file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+from edgeseg.runtimes.base import Runtime, TensorInfo
+
+
+class TorchEagerRuntime(Runtime):
+    backend = "torch"
+
+    def __init__(self, path, threads: int = 1, model: str | None = None,
+                 model_cfg: dict[str, Any] | None = None, **options: Any):
+        super().__init__(path, threads=threads, **options)
+        import torch
+
+        from edgeseg.export.manifest import manifest_for_artifact
+        from edgeseg.models import create_model
+        from edgeseg.models.checkpoints import load_weights
+
+        torch.set_num_threads(threads)
+        cfg = dict(model_cfg or {})
+        name = model
+        if name is None:
+            m = manifest_for_artifact(self.path)
+            name = m.model
+            cfg = {**m.model_cfg, **cfg}
+        if cfg.get("input_size") is None:
+            cfg.pop("input_size", None)
+        elif isinstance(cfg["input_size"], list):  # JSON turns the tuple into a list
+            cfg["input_size"] = tuple(cfg["input_size"])
+        self.model = create_model(name, **cfg).eval()
+        if self.path.suffix in (".pt", ".pth", ".safetensors"):
+            load_weights(self.model, self.path)
+        self.spec = self.model.input_spec
+        self._torch = torch
+
+    def inputs(self) -> list[TensorInfo]:
+        return [TensorInfo(self.spec.name, self.spec.shape, "float32")]
+
+    def outputs(self) -> list[TensorInfo]:
+        return [TensorInfo(n, [], "float32") for n in self.model.output_names]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.check_feeds(feeds)
+        torch = self._torch
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(np.ascontiguousarray(feeds[self.spec.name])))
+        if isinstance(out, torch.Tensor):
+            out = (out,)
+        if len(out) != len(self.model.output_names):
+            raise EdgesegError("model returned an unexpected number of outputs", "report this as a bug")
+        return {n: t.detach().numpy() for n, t in zip(self.model.output_names, out)}
