@@ -1,0 +1,127 @@
+"""The one benchmark harness: every target (local core, phone, Jetson) goes through here.
+
+``run_benchmark(target, settings)``:
+
+1. opens the target (pins and loads, or pushes files to the device),
+2. records the device state *before* (governor, frequency, temperatures),
+3. measures ``runs`` timed runs split into ``repeats`` blocks; before each block the
+   device idles ``cooldown_s`` (so every block starts cool), then ``warmup`` untimed
+   runs (per block when the runner is a fresh process, once when it stays loaded),
+4. records the device state *after*, and builds the :class:`BenchmarkReport`.
+
+A device lost part-way (:class:`~edgeseg.errors.DeviceError` from a block) does not
+lose the blocks already measured: the report is returned marked incomplete with the
+error, and the caller decides how to exit. A Ctrl-C is handled the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeseg.benchmark.report import BenchmarkReport
+from edgeseg.benchmark.stats import LatencyStats
+from edgeseg.benchmark.targets.base import Measurement, Target
+from edgeseg.errors import DeviceError, EdgesegError
+
+
+@dataclass
+class BenchSettings:
+    runs: int = 50
+    warmup: int = 10
+    repeats: int = 1
+    cooldown_s: float = 0.0
+
+    def validate(self) -> None:
+        if self.runs < 1:
+            raise EdgesegError(f"--runs must be at least 1 (got {self.runs})", "e.g. --runs 50")
+        if self.warmup < 0:
+            raise EdgesegError(f"--warmup cannot be negative (got {self.warmup})", "e.g. --warmup 10")
+        if self.repeats < 1 or self.repeats > self.runs:
+            raise EdgesegError(f"--repeats must be between 1 and --runs ({self.runs}), got {self.repeats}",
+                               "e.g. --runs 50 --repeats 5 (five blocks of ten runs)")
+        if self.cooldown_s < 0:
+            raise EdgesegError(f"--cooldown cannot be negative (got {self.cooldown_s})", "e.g. --cooldown 30")
+
+    def blocks(self) -> list[int]:
+        """Runs per block: ``runs`` split as evenly as possible over ``repeats``."""
+        base, rest = divmod(self.runs, self.repeats)
+        return [base + (1 if i < rest else 0) for i in range(self.repeats)]
+
+
+def artifact_facts(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What was benchmarked: file, sha256, size, model, input shape; and its precision plan.
+
+    An artifact folder resolves to its manifest's primary file; the plan comes from the
+    manifest's record of that file (``precision``), else ``None`` (never assumed fp32
+    for a bare file, which may be a quantized model).
+    """
+    from edgeseg.export.manifest import Manifest, find_manifest
+    from edgeseg.runtimes.base import resolve_artifact
+    from edgeseg.utils.hashing import sha256_file
+
+    p = resolve_artifact(path)
+    facts: dict[str, Any] = {"path": str(p), "name": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size}
+    plan = None
+    if find_manifest(p) is not None:
+        m = Manifest.load(p)
+        facts["model"] = m.model
+        if m.input.get("shape"):
+            facts["input_shape"] = list(m.input["shape"])
+        info = m.artifacts.get(p.name, {})
+        recorded = info.get("precision") or info.get("plan")
+        if isinstance(recorded, dict):
+            plan = recorded
+        elif isinstance(recorded, str):
+            plan = {"name": None, "spec": recorded}
+        if info.get("sha256") and info["sha256"] != facts["sha256"]:
+            # The file changed after the manifest was written: say so rather than trust it.
+            facts["manifest_sha256_mismatch"] = info["sha256"]
+    return facts, plan
+
+
+def run_benchmark(target: Target, settings: BenchSettings, artifact: dict[str, Any] | None = None,
+                  plan: dict[str, Any] | None = None,
+                  on_block: Callable[[int, Measurement], None] | None = None,
+                  sleep: Callable[[float], None] = time.sleep) -> BenchmarkReport:
+    settings.validate()
+    report = BenchmarkReport(target={"kind": target.kind, "address": target.address},
+                             artifact=dict(artifact or {}), runtime={}, settings=asdict(settings), plan=plan)
+    measurements: list[Measurement] = []
+    with target:
+        report.runtime = target.runtime_info()
+        report.settings["core"] = report.runtime.get("core", getattr(target, "core", None))
+        report.device_before = target.device_state()
+        try:
+            for i, runs in enumerate(settings.blocks()):
+                if settings.cooldown_s:
+                    sleep(settings.cooldown_s)
+                warmup = settings.warmup if (i == 0 or target.warmup_each_block) else 0
+                m = target.measure(runs, warmup)
+                measurements.append(m)
+                if m.command and m.command not in report.commands:
+                    report.commands.append(m.command)
+                if on_block:
+                    on_block(i, m)
+        except DeviceError as e:
+            report.mark_incomplete(e.problem)
+        except KeyboardInterrupt:
+            report.mark_incomplete("interrupted by the user")
+        if report.complete:
+            report.device_after = target.device_state()
+        else:
+            # The device may be gone; a failed read must not hide the measured runs.
+            try:
+                report.device_after = target.device_state()
+            except (DeviceError, OSError):
+                report.device_after = None
+        report.runtime = target.runtime_info()  # read back after the runs (affinity held?)
+    if measurements:
+        report.latency = LatencyStats.combine([m.stats for m in measurements])
+        report.repeats = [{k: v for k, v in m.stats.to_dict().items() if k != "samples_ms"} for m in measurements]
+        extras = [m.extra for m in measurements if m.extra]
+        if extras:
+            report.extra = extras[0] if len(extras) == 1 else {"per_repeat": extras}
+    return report

@@ -1,0 +1,100 @@
+"""``edgeseg bench``: latency of an artifact on one pinned core, a phone (adb) or a Jetson (ssh)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgeseg.errors import DeviceError, EdgesegError
+
+_EPILOG = """\b
+Examples:
+  # host, one pinned core, one thread (an export folder or an .onnx file)
+  edgeseg bench out/mobileinst --runs 50 --warmup 10 -o bench.json -o bench.md
+\b
+  # phone over adb: TFLite benchmark_model pinned to the prime core
+  edgeseg bench model.tflite --target adb --runner-bin ./benchmark_model \\
+      --runs 50 --repeats 5 --cooldown 30 -o phone.html
+\b
+  # Jetson over ssh: trtexec with the precision plan from the manifest
+  edgeseg bench out/mobileinst_int8 --target ssh://nvidia@xavier -o jetson.md
+\b
+A report that lost its device part-way is still written, marked incomplete,
+with the runs measured before the loss (exit code 3).
+"""
+
+
+@click.command("bench", epilog=_EPILOG, context_settings={"max_content_width": 100})
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--target", "target_spec", default="local", show_default=True,
+              help="local | adb[:SERIAL] | ssh://user@host[:port]")
+@click.option("--core", type=int, default=None,
+              help="CPU core to pin to (default: the fastest core, by cpuinfo_max_freq).")
+@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs in total.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before timing.")
+@click.option("--repeats", type=int, default=None,
+              help="Split the runs into this many blocks with a cool-down before each "
+                   "(default: 1 on the host, 5 on a device).")
+@click.option("--cooldown", "cooldown_s", type=float, default=0.0, show_default=True,
+              help="Seconds of idle before each block (lets a phone cool down).")
+@click.option("--runner-bin", type=click.Path(path_type=Path), default=None,
+              help="Benchmark binary to push to the device (benchmark_model, TNNTest, trtexec).")
+@click.option("--backend", default=None, help="Local runtime override: onnxruntime | torch.")
+@click.option("--calib", "calib", type=click.Path(path_type=Path), default=None,
+              help="Jetson: calibration table (edgeseg JSON or TensorRT cache) for INT8 components.")
+@click.option("--timeout", "timeout_s", type=float, default=900.0, show_default=True,
+              help="Seconds one block may take on a device before it is killed there.")
+@click.option("-o", "--output", "outputs", multiple=True, type=click.Path(path_type=Path),
+              help="Report file(s): .json, .md or .html (repeatable).")
+def bench(artifact: Path, target_spec: str, core: int | None, runs: int, warmup: int, repeats: int | None,
+          cooldown_s: float, runner_bin: Path | None, backend: str | None, calib: Path | None,
+          timeout_s: float, outputs: tuple[Path, ...]) -> None:
+    """Benchmark ARTIFACT (export folder, .onnx, .tflite, .tnnproto) on one core."""
+    from edgeseg.benchmark.harness import BenchSettings, artifact_facts, run_benchmark
+    from edgeseg.benchmark.report import FORMATS
+    from edgeseg.benchmark.targets import parse_target
+
+    for out in outputs:  # fail before measuring, not after
+        if out.suffix.lower() not in FORMATS + (".htm",):
+            raise EdgesegError(f"cannot write a report as {out.name!r}",
+                               f"name the output with one of: {', '.join(FORMATS)}")
+    if not artifact.exists():
+        raise EdgesegError(f"artifact {artifact} does not exist",
+                           "pass an export folder (with manifest.json) or a model file; "
+                           "create one with `edgeseg export MODEL -o DIR`")
+    spec = parse_target(target_spec)
+    settings = BenchSettings(runs=runs, warmup=warmup, cooldown_s=cooldown_s,
+                             repeats=repeats if repeats is not None else (1 if spec.kind == "local" else min(5, runs)))
+    settings.validate()
+    facts, plan = artifact_facts(artifact)
+    target = build_target(spec, artifact, core=core, runner_bin=runner_bin, backend=backend, calib=calib,
+                          timeout_s=timeout_s, plan=plan)
+
+    def progress(i, m):
+        click.echo(f"  block {i + 1}/{settings.repeats}: {m.stats.n} runs, "
+                   f"mean {m.stats.mean_ms:.3f} ms", err=True)
+
+    report = run_benchmark(target, settings, artifact=facts, plan=plan, on_block=progress)
+
+    from rich.console import Console
+
+    Console().print(report.rich_table())
+    for out in outputs:
+        report.save(out)
+        click.echo(f"wrote {out}", err=True)
+    if not report.complete:
+        raise DeviceError(f"benchmark incomplete: {report.error}",
+                          "the runs measured before the failure are in the report; "
+                          "reconnect the device and run again for a full measurement")
+
+
+def build_target(spec, artifact: Path, *, core, runner_bin, backend, calib, timeout_s, plan):
+    """The Target for a parsed ``--target`` (heavy modules imported only for the chosen one)."""
+    if spec.kind == "local":
+        from edgeseg.benchmark.targets.local import LocalTarget
+
+        return LocalTarget(artifact, core=core, backend=backend)
+    if spec.kind in ("adb", "ssh"):
+        raise EdgesegError(f"the {spec.kind} target is not in this build yet", "use --target local for now")
+    raise EdgesegError(f"unknown target kind {spec.kind!r}", "use local, adb[:SERIAL] or ssh://user@host")
