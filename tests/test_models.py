@@ -139,7 +139,7 @@ def test_other_input_sizes_work_in_eager_mode(small):
     other.load_state_dict(small.state_dict())
     x = torch.randn(1, 3, 192, 128)
     with torch.no_grad():
-        for a, b in zip(small(x), other(x)):
+        for a, b in zip(small(x), other(x), strict=True):
             torch.testing.assert_close(a, b)
 
 
@@ -210,7 +210,7 @@ def test_onnx_export_is_portable_and_fully_scoped(small):
     got = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"image": x})
     with torch.no_grad():
         want = small(torch.from_numpy(x))
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w.numpy(), rtol=1e-3, atol=1e-4)
 
 
@@ -268,7 +268,7 @@ def test_topformer_outputs_match_declared_channels_and_strides(size):
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 128, 256))
     assert model.out_strides == (8, 16, 32, 64)
-    for t, c, s in zip(outs, model.out_channels, model.out_strides):
+    for t, c, s in zip(outs, model.out_channels, model.out_strides, strict=True):
         assert t.shape == (1, c, 128 // s, 256 // s)
 
 

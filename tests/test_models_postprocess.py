@@ -140,7 +140,7 @@ def test_runs_on_real_model_outputs():
     model = create_model("mobileinst_test", num_classes=3, input_size=(64, 128)).eval()
     with torch.no_grad():
         raw = model(torch.randn(1, 3, 64, 128))
-    out = {name: t.numpy() for name, t in zip(model.output_names, raw)}
+    out = {name: t.numpy() for name, t in zip(model.output_names, raw, strict=True)}
     dets = postprocess_for(model.model_name)(out, (48, 100), score_threshold=0.0, max_detections=5)
     assert 0 < len(dets) <= 5
     assert all(0 <= d.label < 3 and d.mask.shape == (48, 100) for d in dets)

@@ -273,7 +273,8 @@ def _input_size(value: Any) -> tuple[int, int]:
         if v <= 0 or v % INPUT_STRIDE:
             near = max(INPUT_STRIDE, round(v / INPUT_STRIDE) * INPUT_STRIDE)
             raise EdgesegError(
-                f"input size {h}x{w} is not a multiple of {INPUT_STRIDE} (MobileInst's global features sit at stride 64)",
+                f"input size {h}x{w} is not a multiple of {INPUT_STRIDE} "
+                "(MobileInst's global features sit at stride 64)",
                 f"use multiples of {INPUT_STRIDE}, e.g. {near}")
     return h, w
 

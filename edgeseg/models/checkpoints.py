@@ -1,0 +1,355 @@
+"""Load and save zoo weights without ever unpickling arbitrary objects.
+
+``load_weights(model, path)`` accepts
+
+* our own files: ``.safetensors`` written by :func:`save_weights`, or ``.pth``/``.pt``
+  state dicts (also wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``, with
+  DataParallel's ``module.`` or ``torch.compile``'s ``_orig_mod.`` prefixes);
+* official backbone checkpoints, loaded into ``model.backbone`` with the heads dropped:
+  TopFormer's ImageNet classifiers (``topformer-{T,S,B}-224-*.pth``: ``tpm.*``,
+  ``trans.*``, ``head.*``, EMA weights preferred as the official loader does), TopFormer's
+  ADE20K segmenters (mmseg: ``backbone.*``, ``decode_head.*``) and torchvision's
+  MobileNetV2 (``features.*``, ``classifier.*``). Our backbones use the official key
+  names, so no renaming table is needed.
+
+Pickle files are read with ``torch.load(weights_only=True)``: tensors and plain
+containers only. A file holding other Python objects is refused with one clear error
+(loading it could execute code); ``argparse.Namespace`` (training scripts store their
+arguments that way) is the single exception, being an attribute bag with no behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from edgeseg.errors import EdgesegError
+from edgeseg.utils.atomic import atomic_path
+
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
+SAFETENSORS_SUFFIX = ".safetensors"
+# Wrappers around the real state dict, in the official TopFormer loader's order
+# (EMA weights first: they are the ones the published accuracy was measured with).
+_CONTAINER_KEYS = ("state_dict_ema", "state_dict", "model_ema", "model", "module", "net", "weights")
+# Prefixes added by wrappers: DataParallel/DDP, torch.compile, Lightning-style modules.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+# Keys of classification / segmentation heads that backbone checkpoints carry and a
+# detection model does not use: dropped silently when loading only the backbone.
+_HEAD_PREFIXES = ("head.", "classifier.", "fc.", "features.18.", "decode_head.", "auxiliary_head.", "neck.")
+# Backbone parts that official pre-training does not have: TopFormer's ImageNet model
+# has no Semantics Injection Module, torchvision's MobileNetV2 has no stride-64 block.
+_NOT_PRETRAINED = ("SIM.", "global_block.")
+_SHOW = 5
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did, for the CLI to print."""
+
+    path: str
+    target: str                 # "model" or "backbone"
+    source: str                 # what the file looked like
+    loaded: int
+    missing: list[str] = field(default_factory=list)    # model keys left at their initial values
+    ignored: list[str] = field(default_factory=list)    # file keys not used
+    stripped_prefix: str | None = None
+
+    def summary(self) -> str:
+        text = f"loaded {self.loaded} tensors from {Path(self.path).name} ({self.source}) into the {self.target}"
+        if self.stripped_prefix:
+            text += f"; stripped prefix {self.stripped_prefix!r}"
+        if self.missing:
+            text += f"; {len(self.missing)} left at initial values ({_preview(self.missing)})"
+        if self.ignored:
+            text += f"; ignored {len(self.ignored)} ({_preview(self.ignored)})"
+        return text
+
+
+def _preview(keys: list[str], n: int = _SHOW) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+# ------------------------------------------------------------------------------ reading
+def _unsafe_globals(path: Path, error: Exception) -> list[str]:
+    """The non-allowlisted globals a pickle references ([] when it is simply unreadable)."""
+    import torch
+
+    try:
+        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        if names:
+            return names
+    except Exception:  # noqa: BLE001 - legacy (non-zip) files: fall back to the error text
+        pass
+    return re.findall(r"Unsupported global: GLOBAL (\S+)", str(error))
+
+
+def _torch_load(path: Path) -> Any:
+    import argparse
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        names = _unsafe_globals(path, e)
+        if not names:
+            raise EdgesegError(f"cannot read {path} as a PyTorch checkpoint (not a torch.save file, or damaged)",
+                               "check the file is complete (re-download it) and is a .pth/.pt state dict") from e
+        raise EdgesegError(
+            f"refusing to load {path}: it contains Python objects other than tensors "
+            f"({', '.join(names[:_SHOW])}), and unpickling them could run arbitrary code",
+            "if you trust the file, convert it once to plain weights: python -c \"import torch; "
+            f"c = torch.load('{path}', weights_only=False); torch.save(c.get('state_dict', c), 'clean.pth')\" "
+            "(or save a .safetensors file)") from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise EdgesegError(f"cannot read {path} as a PyTorch checkpoint: {e}",
+                           "check the file is complete (re-download it) and is a .pth/.pt state dict") from e
+
+
+def _safetensors_load(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        tensors, meta = {}, {}
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+        return tensors, meta
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise EdgesegError(f"cannot read {path} as safetensors: {e}",
+                           "check the file is complete and was written by safetensors") from e
+
+
+def _find_state_dict(obj: Any, path: Path) -> dict[str, Any]:
+    import torch
+
+    def tensors_of(d: Mapping) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+    if isinstance(obj, Mapping):
+        direct = tensors_of(obj)
+        if direct and len(direct) == len(obj):
+            return direct
+        for key in _CONTAINER_KEYS:
+            if isinstance(obj.get(key), Mapping) and tensors_of(obj[key]):
+                return tensors_of(obj[key])
+        if direct:
+            return direct
+    top = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, Mapping) else type(obj).__name__
+    raise EdgesegError(f"no weights found in {path} (top level: {top})",
+                       "pass a state dict, or a checkpoint with a 'state_dict' or 'model' entry")
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensors of a weights file and its metadata (safetensors only), containers unwrapped."""
+    p = Path(path)
+    if not p.is_file():
+        raise EdgesegError(f"weights file not found: {p}", "check the path passed to --weights")
+    suffix = p.suffix.lower()
+    if suffix == SAFETENSORS_SUFFIX:
+        tensors, meta = _safetensors_load(p)
+        return _find_state_dict(tensors, p), meta
+    if suffix in PICKLE_SUFFIXES:
+        return _find_state_dict(_torch_load(p), p), {}
+    raise EdgesegError(f"unsupported weights format {p.suffix or '(no suffix)'!r}: {p}",
+                       f"use {SAFETENSORS_SUFFIX} or one of {', '.join(PICKLE_SUFFIXES)}")
+
+
+def _strip_wrappers(state: dict[str, Any], model_keys: set[str]) -> tuple[dict[str, Any], str | None]:
+    stripped = []
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                candidate = {k[len(prefix):]: v for k, v in state.items()}
+                # "model." may be a real attribute name: strip only if that matches better.
+                if prefix == "model." and len(model_keys & set(candidate)) <= len(model_keys & set(state)):
+                    continue
+                state, changed = candidate, True
+                stripped.append(prefix)
+    return state, "".join(stripped) or None
+
+
+def _describe_source(keys: set[str]) -> str:
+    if any(k.startswith("tpm.") for k in keys):
+        if any(k.startswith("head.") for k in keys):
+            return "official TopFormer ImageNet checkpoint"
+        return "TopFormer backbone"
+    if any(k.startswith("backbone.tpm.") for k in keys):
+        return "official TopFormer segmentation checkpoint (mmseg)"
+    if any(k.startswith("features.") for k in keys):
+        return "MobileNetV2 (torchvision layout)"
+    return "backbone weights"
+
+
+# ------------------------------------------------------------------------------ loading
+def load_weights(model, path: str | Path, strict: bool = True) -> LoadReport:
+    """Load a weights file into a zoo model (or just its backbone); return what happened.
+
+    With ``strict`` every model key must be filled from a full checkpoint with the same
+    shape; for a backbone checkpoint every backbone key must be filled except the parts
+    official pre-training lacks (TopFormer's SIM, MobileNetV2's stride-64 block). A
+    mismatch raises :class:`EdgesegError` naming the keys and the likely cause. Without
+    ``strict``, whatever matches by name and shape is loaded and the rest reported.
+    """
+    p = Path(path)
+    state, meta = read_state_dict(p)
+    model_state = model.state_dict()
+    state, stripped = _strip_wrappers(state, set(model_state))
+    keys = set(state)
+    decoder_keys = {k for k in model_state if not k.startswith("backbone.")}
+    has_backbone = hasattr(model, "backbone")
+
+    if not has_backbone or keys & decoder_keys:
+        report = _load_into(model, model_state, state, p, strict, target="model",
+                            source="edgeseg checkpoint", meta=meta, stripped=stripped)
+        return report
+
+    # A backbone-only file: mmseg-style "backbone." keys, or bare backbone keys.
+    source = _describe_source(keys)
+    if any(k.startswith("backbone.") for k in keys):
+        ignored = sorted(k for k in keys if not k.startswith("backbone."))
+        sub = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    else:
+        ignored, sub = [], dict(state)
+    backbone_state = model.backbone.state_dict()
+    heads = sorted(k for k in sub if k not in backbone_state and k.startswith(_HEAD_PREFIXES))
+    sub = {k: v for k, v in sub.items() if k not in heads}
+    report = _load_into(model.backbone, backbone_state, sub, p, strict, target="backbone", source=source,
+                        meta=meta, stripped=stripped, allowed_missing=_NOT_PRETRAINED, full_model=model)
+    report.ignored = ignored + heads + report.ignored
+    return report
+
+
+def _load_into(module, module_state: dict[str, Any], state: dict[str, Any], path: Path, strict: bool, *,
+               target: str, source: str, meta: dict[str, str], stripped: str | None,
+               allowed_missing: tuple[str, ...] = (), full_model=None) -> LoadReport:
+    missing = sorted(k for k in module_state if k not in state)
+    unexpected = sorted(k for k in state if k not in module_state)
+    mismatched = sorted(k for k in state if k in module_state and tuple(state[k].shape) != tuple(module_state[k].shape))
+    blocking_missing = [k for k in missing if not k.startswith(allowed_missing)]
+    matched = {k: v for k, v in state.items() if k in module_state and k not in mismatched}
+
+    if not matched:
+        raise EdgesegError(
+            f"none of the {len(state)} tensors in {path.name} match the {target} of "
+            f"{getattr(full_model or module, 'model_name', type(module).__name__)} "
+            f"(file keys e.g. {_preview(sorted(state), 3)}; model keys e.g. {_preview(sorted(module_state), 3)})",
+            "check the file is weights for this model family; `edgeseg models` lists the variants")
+    if strict and (blocking_missing or unexpected or mismatched):
+        problem, fix = _diagnose(full_model or module, path, state, module_state, blocking_missing,
+                                 unexpected, mismatched, target, meta)
+        raise EdgesegError(problem, fix)
+
+    module.load_state_dict(matched, strict=False)
+    return LoadReport(str(path), target, source, loaded=len(matched), missing=missing,
+                      ignored=sorted(set(unexpected) | set(mismatched)), stripped_prefix=stripped)
+
+
+def _diagnose(model, path: Path, state, module_state, missing, unexpected, mismatched, target, meta) -> tuple[str, str]:
+    name = getattr(model, "model_name", type(model).__name__)
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({_preview(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({_preview(unexpected)})")
+    if mismatched:
+        shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(module_state[k].shape)}" for k in mismatched]
+        parts.append(f"{len(mismatched)} with other shapes ({_preview(shapes, 3)})")
+    problem = f"{path.name} does not fit the {target} of {name}: " + "; ".join(parts)
+
+    saved_as = meta.get("edgeseg.model")
+    cls_keys = {k for k in mismatched if ".cls_head." in k}
+    if target == "model" and mismatched and cls_keys == set(mismatched) and not missing and not unexpected:
+        n = state[sorted(cls_keys)[0]].shape[0]
+        return (problem + f" (the file was trained for {n} classes, the model has "
+                f"{module_state[sorted(cls_keys)[0]].shape[0]})",
+                f"create the model with num_classes={n}, or load with strict=False to keep only the "
+                "other weights (fine-tuning to a new class set)")
+    query_keys = {"instance_decoder.query_feat", "instance_decoder.query_pos"}
+    if target == "model" and mismatched and set(mismatched) <= query_keys and not missing and not unexpected:
+        n = state["instance_decoder.query_feat"].shape[0]
+        return problem, f"the file has {n} queries: create the model with num_queries={n}"
+    if any("module." in k for k in unexpected):
+        return problem, ("the file mixes DataParallel 'module.' prefixes with plain keys; "
+                         "re-save it from model.module.state_dict()")
+    if target == "backbone":
+        guess = _guess_topformer_size(state)
+        hint = f"the file looks like a TopFormer-{guess} backbone; " if guess else ""
+        return problem, (f"{hint}use the zoo variant with that backbone (`edgeseg models`), "
+                         "or pass strict=False to load only the matching layers")
+    guess = saved_as or _guess_variant(state, exclude=name)
+    if guess and guess != name:
+        return problem, f"the file looks like {guess}: create that model instead (or pass its options)"
+    return problem, ("the file was saved from a different variant or configuration; `edgeseg models` "
+                     "lists the variants, or pass strict=False to load what matches")
+
+
+def _guess_topformer_size(state: dict[str, Any]) -> str | None:
+    from edgeseg.models.backbones.topformer import TOPFORMER_CONFIGS, TopFormer
+
+    sig = {k: tuple(v.shape) for k, v in state.items() if k.startswith(("tpm.", "trans."))}
+    if not sig:
+        return None
+    for size, cfg in TOPFORMER_CONFIGS.items():
+        ref = {k: tuple(v.shape) for k, v in TopFormer(cfg).state_dict().items() if k in sig}
+        if ref == sig:
+            return {"tiny": "Tiny", "small": "Small", "base": "Base"}.get(size, size)
+    return None
+
+
+def _guess_variant(state: dict[str, Any], exclude: str | None) -> str | None:
+    """The registered variant whose keys and shapes match the file (classes aside), if any."""
+    from edgeseg.models.registry import create_model, list_models
+
+    sig = {k: tuple(v.shape) for k, v in state.items() if ".cls_head." not in k}
+    for name in list_models():
+        if name == exclude:
+            continue
+        try:
+            cand = create_model(name, input_size=(64, 64))
+        except Exception:  # noqa: BLE001 - a family that cannot build tiny is simply no match
+            continue
+        ref = {k: tuple(v.shape) for k, v in cand.state_dict().items() if ".cls_head." not in k}
+        if ref == sig:
+            return name
+    return None
+
+
+# ------------------------------------------------------------------------------- saving
+def save_weights(model, path: str | Path) -> Path:
+    """Write the model's state dict atomically: ``.safetensors`` (preferred) or ``.pth``/``.pt``.
+
+    safetensors files carry the model name and configuration as metadata, so a later
+    mismatch can say which variant the file came from.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (SAFETENSORS_SUFFIX, ".pth", ".pt"):
+        raise EdgesegError(f"cannot save weights as {p.suffix or '(no suffix)'!r}: {p}",
+                           "use a .safetensors (recommended) or .pth path")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(p) as tmp:
+        if suffix == SAFETENSORS_SUFFIX:
+            from safetensors.torch import save_file
+
+            meta = {"format": "pt"}
+            if getattr(model, "model_name", None):
+                meta["edgeseg.model"] = str(model.model_name)
+            cfg = getattr(model, "model_cfg", None)
+            if cfg is not None:
+                meta["edgeseg.cfg"] = json.dumps(cfg, default=str, sort_keys=True)
+            save_file(tensors, str(tmp), metadata=meta)
+        else:
+            import torch
+
+            torch.save(tensors, tmp)
+    return p
