@@ -136,3 +136,17 @@ def test_ytvis_missing_frames(copy):
     assert "val_0001/00002.jpg" in e.value.problem
     with pytest.raises(EdgesegError, match="COCO"):
         YtvisDataset(copy / "coco/annotations/val.json")
+
+
+def test_missing_pycocotools_is_one_clear_error(monkeypatch):
+    import sys
+
+    from edgeseg.data import rle
+
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "pycocotools.mask", None)
+    with pytest.raises(EdgesegError, match="pycocotools is not installed") as e:
+        rle.encode(np.zeros((2, 2), bool))
+    assert "edgeseg[eval]" in e.value.fix
+    # the synthetic generator's own RLE needs no pycocotools
+    assert rle.encode_uncompressed(np.ones((2, 2), bool))["counts"] == [0, 4]

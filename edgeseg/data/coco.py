@@ -258,6 +258,9 @@ class CocoDataset:
     def coco_api(self):
         """pycocotools ``COCO`` ground truth (built once, its prints swallowed)."""
         if self._coco is None:
+            from edgeseg.data.rle import mask_api
+
+            mask_api()  # a clear error when pycocotools is missing
             from pycocotools.coco import COCO
 
             coco = COCO()

@@ -18,6 +18,16 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 
 
+def mask_api():
+    """``pycocotools.mask``, or one clear error saying how to install it."""
+    try:
+        from pycocotools import mask as mask_utils
+    except ImportError as e:
+        raise EdgesegError(f"pycocotools is not installed ({e}); it decodes masks and computes AP",
+                           "pip install 'edgeseg[eval]' (or: pip install pycocotools)") from e
+    return mask_utils
+
+
 def encode_uncompressed(mask: np.ndarray) -> dict[str, Any]:
     """HxW bool mask -> ``{"size": [h, w], "counts": [ints]}`` (JSON-ready, numpy only)."""
     mask = np.asarray(mask, dtype=bool)
@@ -37,7 +47,7 @@ def encode_uncompressed(mask: np.ndarray) -> dict[str, Any]:
 
 def encode(mask: np.ndarray) -> dict[str, Any]:
     """HxW bool mask -> compressed RLE with ``counts`` as a str (JSON-ready)."""
-    from pycocotools import mask as mask_utils
+    mask_utils = mask_api()
 
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
@@ -51,7 +61,7 @@ def encode(mask: np.ndarray) -> dict[str, Any]:
 def to_compressed(segm: Any, height: int, width: int) -> dict[str, Any]:
     """Any COCO segmentation (polygons, uncompressed or compressed RLE) -> compressed RLE
     as pycocotools wants it (``counts`` bytes)."""
-    from pycocotools import mask as mask_utils
+    mask_utils = mask_api()
 
     if isinstance(segm, list):  # polygons: list of [x1, y1, x2, y2, ...]
         if not segm:
@@ -73,7 +83,7 @@ def decode(segm: Any, height: int, width: int) -> np.ndarray:
     """Any COCO segmentation -> HxW bool mask."""
     if isinstance(segm, dict) and isinstance(segm.get("counts"), list):
         return decode_uncompressed(segm, height, width)
-    from pycocotools import mask as mask_utils
+    mask_utils = mask_api()
 
     return mask_utils.decode(to_compressed(segm, height, width)).astype(bool)
 

@@ -39,7 +39,9 @@ def _figure(x: float) -> float | None:
 
 
 def _encode_masks(masks: list[np.ndarray]) -> list[dict[str, Any]]:
-    from pycocotools import mask as mask_utils
+    from edgeseg.data.rle import mask_api
+
+    mask_utils = mask_api()
 
     stack = np.asfortranarray(np.stack(masks, axis=-1).astype(np.uint8))
     rles = mask_utils.encode(stack)  # one C call for all masks of an image
@@ -89,6 +91,9 @@ def _empty_results_like(gt):
 
 def _run_cocoeval(dataset: CocoDataset, results: list[dict[str, Any]], iou_type: str,
                   image_ids: Sequence[int]) -> dict[str, Any]:
+    from edgeseg.data.rle import mask_api
+
+    mask_api()  # a clear error when pycocotools is missing
     from pycocotools.cocoeval import COCOeval
 
     gt = dataset.coco_api()
@@ -127,8 +132,9 @@ def evaluate_results(dataset: CocoDataset, results: list[dict[str, Any]],
     out["images"] = len(ids)
     out["detections"] = len(results)
     if box:
-        from pycocotools import mask as mask_utils
+        from edgeseg.data.rle import mask_api
 
+        mask_utils = mask_api()
         boxes = []
         for r in results:
             rle = {"size": r["segmentation"]["size"], "counts": r["segmentation"]["counts"]}

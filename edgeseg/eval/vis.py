@@ -54,7 +54,9 @@ def _frame_rles(segmentations: list[Any], height: int, width: int) -> list[Any]:
 
 def spatiotemporal_iou(dts: list[_Track], gts: list[_Track], length: int) -> np.ndarray:
     """(D, G) IoU of whole tracks: sum of per-frame intersections / sum of per-frame unions."""
-    from pycocotools import mask as mask_utils
+    from edgeseg.data.rle import mask_api
+
+    mask_utils = mask_api()
 
     inter = np.zeros((len(dts), len(gts)))
     area_d = np.zeros(len(dts))
