@@ -1,0 +1,114 @@
+"""TNN preflight: ops with no TNN mapping, and layers that fail or slow down on ARM.
+
+On ARM, TNN creates each layer's kernel from a registry (``REGISTER_ARM_ACC``); a layer
+type missing there fails when the network is created, with no fallback (x86 falls back
+to TNN's naive CPU kernels). Separately, only some layer types have fp16 kernels
+(``REGISTER_ARM_PRECISION_FP16``); with ``-pr NORMAL`` TNN runs the others in fp32 and
+inserts fp16<->fp32 reformat layers around them. The tables below are those registries,
+as read from TNN's ``source/tnn/device/arm/acc`` (type strings as in ``.tnnproto``).
+"""
+
+from __future__ import annotations
+
+from edgeseg.export.compat import CompatReport
+
+ARM_KERNELS = frozenset({
+    "Abs", "Acos", "Add", "ArgMaxOrMin", "Asin", "Atan", "BatchNormCxx", "Cast", "Ceil", "Clip", "Concat",
+    "Convolution", "Convolution1D", "Cos", "Deconvolution", "DetectionOutput", "Div", "Elu", "Exp", "Expand",
+    "Floor", "GLU", "Gather", "GELU", "GridSample", "GroupNorm", "HardSigmoid", "HardSwish", "InnerProduct",
+    "InstBatchNormCxx", "Inverse", "LSTMONNX", "LayerNorm", "Log", "LogSigmoid", "MatMul", "Maximum", "Minimum",
+    "Mul", "Neg", "Normalize", "PReLU", "Pad", "PadV2", "Permute", "PixelShuffle", "Pooling", "Power",
+    "PriorBox", "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
+    "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Reformat", "ReLU", "ReLU6",
+    "Reorg", "Flatten", "Reshape", "RoiAlign", "Rsqrt", "Scale", "ScatterND", "Selu", "ShuffleChannel",
+    "Sigmoid", "Sign", "SignedMul", "Sin", "Softmax", "Softplus", "SplitV", "Sqrt", "Squeeze", "StridedSlice",
+    "StridedSliceV2", "Sub", "Swish", "Tan", "Tanh", "Tile", "Unsqueeze", "Upsample",
+})
+
+ARM_FP16 = frozenset({
+    "Add", "BatchNormCxx", "Concat", "Convolution", "Convolution1D", "Deconvolution", "Div", "Expand", "Flatten",
+    "Gather", "GLU", "GroupNorm", "InnerProduct", "InstBatchNormCxx", "LayerNorm", "LSTMONNX", "MatMul",
+    "Maximum", "Minimum", "Mul", "Permute", "Pooling", "PReLU", "ReLU", "ReLU6", "Reshape", "Scale", "Sigmoid",
+    "Softmax", "SplitV", "Squeeze", "Sub", "Swish", "Unsqueeze",
+})
+
+# Why a layer has no ARM kernel, and what to change in the model.
+NO_ARM_FIXES: dict[str, str] = {
+    "Einsum": "use MatMul instead of Einsum (torch.matmul / @, with reshapes)",
+    "Shape": "export with static shapes so Shape folds away (`edgeseg export` does by default)",
+    "Erf": "use nn.GELU() (the whole Erf pattern fuses into a GELU layer) or a tanh/ReLU activation",
+    "Where": "replace where(m, a, b) by m*a + (1-m)*b with a float mask, or do it on the host",
+    "Range": "export with static shapes so Range folds to a constant",
+    "TopK": "select the top-k on the host after inference",
+    "GatherND": "use Gather on one axis, or index on the host",
+}
+FP16_FIXES: dict[str, str] = {
+    "HardSwish": "keep this component fp32 or replace HardSwish by x*ReLU6(x+3)/6 (ReLU6, Add, Mul run fp16)",
+    "HardSigmoid": "keep this component fp32 or replace HardSigmoid by ReLU6(x+3)/6",
+    "Upsample": "keep this component fp32, or accept fp32 resizes between fp16 layers (reformats cost time)",
+    "Clip": "use ReLU or ReLU6 where the bounds allow (both run fp16)",
+    "ReduceMean": "write layer norms so they fuse into LayerNorm, or pool with GlobalAveragePool (fp16)",
+    "GELU": "keep this component fp32, or use ReLU/Swish (fp16 kernels)",
+}
+GENERIC_FP16_FIX = "keep this component fp32 if the fp16<->fp32 reformats around this layer cost too much"
+
+
+def _arm_layer_items(report: CompatReport, conv, plan) -> None:
+    from edgeseg.export.tnn.format import base_type
+
+    for layer in conv.model.layers:
+        t = base_type(layer.type)
+        where = layer.source or layer.name
+        if t not in ARM_KERNELS:
+            report.add(t, where, layer.component, "error", f"TNN has no ARM kernel for {t} (the network fails to load)",
+                       NO_ARM_FIXES.get(t, "replace it with ops that have ARM kernels, or export for --device x86"))
+            continue
+        if t == "Softmax" and layer.params.get("axis") == 0:
+            report.add(t, where, layer.component, "error", "ARM Softmax rejects axis 0",
+                       "take the softmax over a non-batch axis (reshape so the axis is >= 1)")
+        if t == "MatMul" and len(layer.inputs) == 2:
+            _check_matmul_batch(report, conv, layer, where)
+        if t not in ARM_FP16:
+            precision = plan.precision_of(layer.component) if plan is not None else None
+            if precision in (None, "fp16"):
+                report.add(t, where, layer.component, "warn",
+                           f"no ARM fp16 kernel for {t}: with -pr NORMAL it runs fp32 between reformat layers",
+                           FP16_FIXES.get(t, GENERIC_FP16_FIX))
+
+
+def _check_matmul_batch(report: CompatReport, conv, layer, where: str) -> None:
+    """ARM MatMul indexes batch b of each operand as b (or 0 if that operand's batch is 1)."""
+    import numpy as np
+
+    shapes = [conv.tensor_shape(b) for b in layer.inputs]
+    if any(s is None or len(s) < 2 for s in shapes):
+        return
+    batches = [int(np.prod(s[:-2])) if len(s) > 2 else 1 for s in shapes]
+    lead = [list(s[:-2]) for s in shapes]
+    for dims in lead:  # leading 1s change nothing in how batches pair up
+        while dims and dims[0] == 1:
+            dims.pop(0)
+    if batches[0] > 1 and batches[1] > 1 and lead[0] != lead[1]:
+        report.add("MatMul", where, layer.component, "error",
+                   f"ARM MatMul cannot broadcast batch dims {lead[0]} x {lead[1]} (it pairs batches index by index)",
+                   "expand or reshape the operands so their batch dims are equal, or one has batch 1")
+
+
+def report_from_conversion(conv, device: str | None, plan=None) -> CompatReport:
+    device = device or "arm"
+    report = CompatReport(target="tnn", device=device, checked_nodes=len(conv.view.nodes))
+    for p in conv.problems:
+        report.add(p.op_type, p.node, p.component, "error", p.reason, p.fix)
+    if device == "arm":
+        _arm_layer_items(report, conv, plan)
+    return report
+
+
+def check(onnx_model, device: str | None = None, plan=None) -> CompatReport:
+    """The compat report for exporting ``onnx_model`` (a ModelProto) to TNN on ``device``."""
+    from edgeseg.errors import EdgesegError
+    from edgeseg.export.tnn.writer import DEVICES, convert
+
+    if device is not None and device not in DEVICES:
+        raise EdgesegError(f"unknown TNN device {device!r}", f"use one of: {', '.join(DEVICES)}")
+    return report_from_conversion(convert(onnx_model), device, plan)

@@ -1,0 +1,82 @@
+"""Read ``.tnnproto`` + ``.tnnmodel`` back into a :class:`TnnModel` (pure Python).
+
+Used by the round-trip tests, by the reference interpreter in the tests and by
+``edgeseg inspect``. It parses the proto the way TNN does (drop quotes and newlines,
+split on commas, then on spaces) so a file TNN would misread reads wrong here too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgeseg.errors import EdgesegError
+from edgeseg.export.tnn.format import (BLOB_SCALE_SUFFIX, MAGIC_V2, TnnLayer, TnnModel, decode_params,
+                                       parse_model_bytes)
+
+
+def parse_proto_text(text: str) -> TnnModel:
+    """Proto text -> model without resources (layers, params, inputs, outputs)."""
+    flat = text.replace('"', "").replace("\n", "")
+    pieces = flat.split(",")
+    if len(pieces) <= 5:
+        raise ValueError(f"a .tnnproto has at least 6 pieces, this one has {len(pieces)}")
+    head = pieces[0].split()
+    magic = int(head[3]) if len(head) >= 4 else 0
+    inputs: dict[str, tuple[list[int], int]] = {}
+    for item in pieces[1].split(":"):
+        tok = item.split()
+        if not tok:
+            continue
+        if magic == MAGIC_V2:
+            ndims = int(tok[1])
+            inputs[tok[0]] = ([int(t) for t in tok[2:2 + ndims]], int(tok[-1]) if len(tok) > 2 + ndims else 0)
+        else:  # old format: name followed by dims, float input
+            inputs[tok[0]] = ([int(t) for t in tok[1:]], 0)
+    outputs = pieces[3].split()
+    declared = int(pieces[4].split()[0]) if pieces[4].split() else 0
+    layers: list[TnnLayer] = []
+    for piece in pieces[5:]:
+        tok = piece.split()
+        if not tok:
+            continue
+        n_in, n_out = int(tok[2]), int(tok[3])
+        ins = tok[4:4 + n_in]
+        outs = tok[4 + n_in:4 + n_in + n_out]
+        params = decode_params(tok[0], tok[4 + n_in + n_out:])
+        layers.append(TnnLayer(type=tok[0], name=tok[1], inputs=ins, outputs=outs, params=params))
+    if declared != len(layers):
+        raise ValueError(f"the proto declares {declared} layers but lists {len(layers)}")
+    return TnnModel(inputs=inputs, outputs=outputs, layers=layers)
+
+
+def attach_resources(model: TnnModel, data: bytes) -> TnnModel:
+    resources, constants = parse_model_bytes(data)
+    by_name = {layer.name: layer for layer in model.layers}
+    for name, (type_str, payload) in resources.items():
+        if type_str == "BlobScale" and name.endswith(BLOB_SCALE_SUFFIX):
+            model.blob_scales[name[: -len(BLOB_SCALE_SUFFIX)]] = payload
+        elif name in by_name:
+            by_name[name].resource = payload
+        else:
+            raise ValueError(f".tnnmodel has a resource for {name!r} but the proto has no such layer")
+    model.constants = constants
+    return model
+
+
+def read_tnn(proto: str | os.PathLike, model: str | os.PathLike | None = None) -> TnnModel:
+    """Read a TNN model from its proto (and the ``.tnnmodel`` beside it, if any)."""
+    proto_path = Path(proto)
+    if proto_path.suffix == ".tnnmodel":
+        proto_path, model = proto_path.with_suffix(".tnnproto"), proto_path
+    model_path = Path(model) if model else proto_path.with_suffix(".tnnmodel")
+    if not proto_path.is_file():
+        raise EdgesegError(f"{proto_path} not found", "pass the .tnnproto written by `edgeseg export --to tnn`")
+    try:
+        result = parse_proto_text(proto_path.read_text(encoding="utf-8"))
+        if model_path.is_file():
+            attach_resources(result, model_path.read_bytes())
+    except (ValueError, KeyError, UnicodeDecodeError) as e:
+        raise EdgesegError(f"cannot read TNN model {proto_path.name}: {e}",
+                           "re-export it with `edgeseg export --to tnn`") from e
+    return result

@@ -1,0 +1,302 @@
+"""Tagged ONNX -> in-memory TNN model -> ``<name>.tnnproto`` + ``<name>.tnnmodel``.
+
+``convert`` turns every node into TNN layers and collects *every* node it cannot
+convert (rather than stopping at the first, as onnx2tnn does by asserting). ``export_tnn``
+then refuses, with one error that lists them all, or when the ARM preflight fails; it
+applies the precision plan (half weights for fp16 components, quantized layers for int8
+components), serialises both files in memory and only then writes them atomically, and
+records the artifact in the manifest with the TNNTest flags it needs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+from edgeseg.export import tags
+from edgeseg.export.tnn import format as fmt
+from edgeseg.export.tnn.fuse import fuse_patterns
+from edgeseg.export.tnn.graph import GraphView, build_view
+from edgeseg.export.tnn.names import NameMap
+from edgeseg.export.tnn.ops import CONVERTERS, NO_MAPPING_FIXES, ConversionIssue, Context
+
+DEVICES = ("arm", "x86")
+
+
+@dataclass
+class ConversionProblem:
+    op_type: str
+    node: str
+    component: str
+    reason: str
+    fix: str
+
+
+@dataclass
+class Conversion:
+    """The result of converting a graph, before any precision is applied."""
+
+    model: fmt.TnnModel
+    view: GraphView
+    names: NameMap
+    alias: dict[str, str]
+    range_source: dict[str, str]  # TNN blob -> ONNX tensor whose calibration range applies
+    problems: list[ConversionProblem]
+    fused: dict[str, int]
+
+    def output_map(self) -> dict[str, str]:
+        """ONNX output name -> TNN blob name."""
+        return {o: self.alias.get(o, self.names.blobs.get(o, o)) for o in self.view.outputs}
+
+    def tensor_shape(self, blob: str) -> list[int] | None:
+        tensor = self.range_source.get(blob)
+        return self.view.static_shape(tensor) if tensor else None
+
+
+def _load(onnx_path_or_model) -> tuple[Any, Path | None]:
+    import onnx
+
+    if isinstance(onnx_path_or_model, (str, os.PathLike)):
+        path = Path(onnx_path_or_model)
+        if not path.is_file():
+            raise EdgesegError(f"ONNX file {path} not found", "export one with `edgeseg export MODEL`")
+        try:
+            return onnx.load(str(path)), path
+        except Exception as e:  # noqa: BLE001 - protobuf raises several types
+            raise EdgesegError(f"cannot read {path} as ONNX: {e}", "pass a .onnx file written by `edgeseg export`") from e
+    return onnx_path_or_model, None
+
+
+def convert(onnx_model) -> Conversion:
+    """Convert every node; problems are collected, not raised."""
+    view = build_view(onnx_model)
+    fused = fuse_patterns(view)
+    ctx = Context(view=view)
+    problems: list[ConversionProblem] = []
+
+    inputs: dict[str, tuple[list[int], int]] = {}
+    for name in view.inputs:
+        shape = view.static_shape(name)
+        if shape is None:
+            problems.append(ConversionProblem("(input)", name, "", f"input {name!r} has a dynamic shape "
+                                              f"{view.shapes.get(name)}", "export with a fixed --input-size"))
+            shape = [max(d or 1, 1) for d in view.shapes.get(name, [1])]
+        inputs[ctx.blob(name)] = (shape, fmt.DTYPE_CODES["float32"])
+
+    for node in view.nodes:
+        if id(node) in ctx.absorbed:
+            continue
+        ctx.node = node
+        ctx.component = tags.get_component(node) or ""
+        fn = CONVERTERS.get(node.op_type)
+        if fn is None:
+            problems.append(ConversionProblem(
+                node.op_type, node.name, ctx.component, f"no TNN layer for ONNX op {node.op_type}",
+                NO_MAPPING_FIXES.get(node.op_type, "replace it with supported ops (`edgeseg check` lists them)")))
+            continue
+        try:
+            fn(ctx, node)
+        except ConversionIssue as e:
+            problems.append(ConversionProblem(node.op_type, node.name, ctx.component, e.reason, e.fix))
+
+    outputs = []
+    for name in view.outputs:
+        if name in view.consts and name not in ctx.alias:
+            problems.append(ConversionProblem("(output)", name, "", f"output {name!r} is a constant",
+                                              "return only tensors computed from the input"))
+            continue
+        outputs.append(ctx.alias.get(name) or ctx.names.blob(name))
+    model = fmt.TnnModel(inputs=inputs, outputs=outputs, layers=ctx.layers, constants=ctx.constants)
+    if not problems:
+        _check_wiring(model)
+    return Conversion(model=model, view=view, names=ctx.names, alias=ctx.alias, range_source=ctx.range_source,
+                      problems=problems, fused=fused)
+
+
+def _check_wiring(model: fmt.TnnModel) -> None:
+    """Every layer input is an input, a constant or an earlier layer's output (a writer bug otherwise)."""
+    known = set(model.inputs) | set(model.constants)
+    for layer in model.layers:
+        for b in layer.inputs:
+            if b not in known:
+                raise RuntimeError(f"TNN writer bug: layer {layer.name} reads blob {b!r} that nothing produced")
+        known.update(layer.outputs)
+    for o in model.outputs:
+        if o not in known:
+            raise RuntimeError(f"TNN writer bug: output {o!r} is produced by no layer")
+
+
+# --------------------------------------------------------------------------- precision
+
+# Resource fields that hold float weights, per layer type (fp16 plans store them half).
+HALF_FIELDS = {"Convolution": ("filter", "bias"), "InnerProduct": ("weight", "bias"), "MatMul": ("weight",),
+               "BatchNormCxx": ("scale", "bias"), "Add": ("element",), "Sub": ("element",),
+               "Mul": ("element",), "Div": ("element",), "Maximum": ("element",), "Minimum": ("element",)}
+
+
+def apply_half_weights(model: fmt.TnnModel, components: set[str]) -> int:
+    """Store the float weights of layers in ``components`` as float16; return how many arrays."""
+    count = 0
+    for layer in model.layers:
+        if layer.component not in components:
+            continue
+        for key in HALF_FIELDS.get(layer.type, ()):
+            arr = (layer.resource or {}).get(key)
+            if arr is not None and np.asarray(arr).dtype == np.float32 and np.asarray(arr).size:
+                layer.resource[key] = np.asarray(arr).astype(np.float16)
+                count += 1
+        if layer.type == "LayerNorm":
+            for blob in layer.inputs[1:]:
+                arr = model.constants.get(blob)
+                if arr is not None and arr.dtype == np.float32:
+                    model.constants[blob] = arr.astype(np.float16)
+                    count += 1
+    return count
+
+
+def test_flags(proto_name: str, device: str, precisions: set[str]) -> list[str]:
+    """TNNTest arguments for this file. TNN picks one precision per network:
+    ``-pr HIGH`` is fp32; NORMAL runs fp16 kernels where they exist on ARMv8.2 (LOW is
+    bfloat16, not fp16). A network with int8 layers runs its float layers in fp32."""
+    pr = "NORMAL" if "fp16" in precisions and "int8" not in precisions else "HIGH"
+    return ["-mt", "TNN", "-mp", proto_name, "-dt", "ARM" if device == "arm" else "X86", "-pr", pr]
+
+
+# --------------------------------------------------------------------------- export
+
+
+@dataclass
+class TnnExportResult:
+    proto_path: Path
+    model_path: Path
+    device: str
+    layers: int
+    layer_types: dict[str, int]
+    precisions: dict[str, str]  # component -> precision
+    test_flags: list[str]
+    name_map: dict[str, Any]
+    half_arrays: int = 0
+    quantized_layers: list[str] = field(default_factory=list)
+    kept_float: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    fused: dict[str, int] = field(default_factory=dict)
+    manifest_path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"proto": self.proto_path.name, "model": self.model_path.name, "device": self.device,
+                "layers": self.layers, "layer_types": self.layer_types, "precisions": self.precisions,
+                "test_flags": self.test_flags, "half_arrays": self.half_arrays,
+                "quantized_layers": len(self.quantized_layers), "kept_float": self.kept_float,
+                "warnings": self.warnings, "fused": self.fused}
+
+
+def _components(onnx_model) -> list[str]:
+    seen: dict[str, None] = {}
+    for node in onnx_model.graph.node:
+        seen.setdefault(tags.get_component(node) or "", None)
+    return [c for c in seen if c]
+
+
+def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=None, device: str = "arm",
+               name: str | None = None) -> TnnExportResult:
+    """Write ``<name>.tnnproto`` + ``<name>.tnnmodel`` into ``out_dir``.
+
+    ``plan`` (:class:`~edgeseg.quantize.plan.PrecisionPlan`) picks fp32/fp16/int8 per
+    component; int8 needs ``table`` (:class:`~edgeseg.quantize.cache.CalibrationTable`).
+    ``device="arm"`` refuses graphs that would fail to load on an ARM phone.
+    """
+    from edgeseg.export.compat import tnn as tnn_compat
+    from edgeseg.export.tnn.quant import quantize_model
+    from edgeseg.utils import atomic
+
+    if device not in DEVICES:
+        raise EdgesegError(f"unknown TNN device {device!r}", f"use one of: {', '.join(DEVICES)}")
+    onnx_model, onnx_path = _load(onnx_path_or_model)
+    if plan is not None:
+        unknown = [c for c in _components(onnx_model) if c not in plan.precisions]
+        if unknown:
+            raise EdgesegError(f"the precision plan does not cover components {', '.join(unknown)} of this graph",
+                               f"plan every component: {', '.join(_components(onnx_model))}")
+    if plan is not None and plan.needs_calibration:
+        if table is None:
+            raise EdgesegError("the precision plan has int8 components but no calibration table was given",
+                               "run `edgeseg calibrate` and pass its table (--calib)")
+        if onnx_path is not None:
+            from edgeseg.utils.hashing import sha256_file
+
+            table.check_model(sha256_file(onnx_path), "ONNX file")
+
+    conv = convert(onnx_model)
+    report = tnn_compat.report_from_conversion(conv, device, plan)
+    if report.errors:
+        raise report.as_error()
+
+    def precision_of(component: str) -> str:
+        return plan.precision_of(component) if plan is not None else "fp32"
+
+    model = conv.model
+    precisions = {c: precision_of(c) for c in (_components(onnx_model) or [""])}
+    used = set(precisions.values())
+    half = apply_half_weights(model, {c for c, p in precisions.items() if p == "fp16"})
+    qreport = None
+    if "int8" in used:
+        qreport = quantize_model(model, precision_of, table, conv.range_source)
+    warnings = [f"{item.op_type} ({item.component or 'all'}): {item.reason}; {item.fix}" for item in report.warnings]
+    if "int8" in used and "fp16" in used:
+        warnings.append("TNN runs the float layers of a network with int8 layers in fp32: the fp16 components "
+                        "keep half weights but compute in fp32")
+    if "fp16" in used and "fp32" in used:
+        warnings.append("TNN picks one precision per network: with -pr NORMAL the fp32 components also run "
+                        "fp16 kernels on ARMv8.2; use -pr HIGH to run everything in fp32")
+
+    try:
+        proto_text = fmt.proto_text(model)
+        model_data = fmt.model_bytes(model)
+    except ValueError as e:
+        raise EdgesegError(f"cannot write this graph as TNN: {e}", "shorten the offending names") from e
+
+    out = Path(out_dir)
+    stem = name or (onnx_path.stem if onnx_path else (onnx_model.graph.name or "model"))
+    proto_path, model_path = out / f"{stem}.tnnproto", out / f"{stem}.tnnmodel"
+    # Both files are written to temporaries first; either both appear or neither does.
+    with atomic.atomic_path(proto_path) as tmp_proto, atomic.atomic_path(model_path) as tmp_model:
+        tmp_proto.write_text(proto_text, encoding="utf-8")
+        tmp_model.write_bytes(model_data)
+
+    flags = test_flags(proto_path.name, device, used)
+    name_map = conv.names.renamed()
+    name_map["outputs"] = conv.output_map()
+    result = TnnExportResult(
+        proto_path=proto_path, model_path=model_path, device=device, layers=len(model.layers),
+        layer_types=dict(Counter(layer.type for layer in model.layers)), precisions=precisions,
+        test_flags=flags, name_map=name_map, half_arrays=half,
+        quantized_layers=qreport.quantized if qreport else [], kept_float=qreport.kept_float if qreport else {},
+        warnings=warnings, fused={k: v for k, v in conv.fused.items() if v})
+    result.manifest_path = _record_in_manifest(result, out, onnx_path, plan, table)
+    return result
+
+
+def _record_in_manifest(result: TnnExportResult, out: Path, onnx_path: Path | None, plan, table) -> Path | None:
+    from edgeseg.export.manifest import Manifest, find_manifest, tool_versions
+
+    found = find_manifest(out) or (find_manifest(onnx_path) if onnx_path else None)
+    if found is None:
+        return None
+    manifest = Manifest.load(found)
+    precision = plan.to_dict() if plan is not None else "fp32"
+    info = {"test_flags": result.test_flags, "name_map": result.name_map, "device": result.device,
+            "model_file": result.model_path.name, "layers": result.layers,
+            "quantized_layers": len(result.quantized_layers), "warnings": result.warnings}
+    if onnx_path is not None:
+        info["source"] = onnx_path.name
+    manifest.add_artifact(result.proto_path.name, target="tnn", precision=precision, tnn=info,
+                          calibration=(table.method if table is not None else None))
+    manifest.record("convert", target="tnn", artifact=result.proto_path.name,
+                    versions=tool_versions("onnx", "numpy"))
+    return manifest.save(out)
