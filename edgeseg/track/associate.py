@@ -35,6 +35,11 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray, eps: float = 1e-12) -> np.nd
     return an @ bn.T
 
 
+def preload() -> None:
+    """Import the assignment solver now, so its one-off import is not charged to a frame."""
+    from scipy.optimize import linear_sum_assignment  # noqa: F401
+
+
 def associate(track_kernels: np.ndarray, detection_kernels: np.ndarray, threshold: float = 0.5) -> Association:
     """Match tracks to detections one-to-one by cosine similarity of their kernels.
 

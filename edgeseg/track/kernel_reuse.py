@@ -45,7 +45,7 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.models.postprocess import sigmoid
-from edgeseg.track.associate import associate
+from edgeseg.track.associate import associate, preload
 from edgeseg.track.masks import BoxMask, MaskAssembler
 
 FRAME_OUTPUTS = ("logits", "objectness", "kernels", "mask_features")
@@ -191,6 +191,7 @@ class KernelReuseTracker:
         self.input_name = frame_runtime.inputs()[0].name
         self.grid_hw = _check_runtimes(frame_runtime, features_runtime, self.config.reuse)
         self.network_hw = (int(input_spec.height), int(input_spec.width))
+        preload()
         self.reset()
 
     def reset(self) -> None:
