@@ -1,0 +1,172 @@
+"""``edgeseg track``: video instance segmentation with kernel reuse, or the reuse sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgeseg.errors import EdgesegError
+
+
+@click.command("track")
+@click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path())
+@click.option("--artifact", required=True, type=click.Path(),
+              help="Artifact folder from `edgeseg export` (frame + features graphs), or its frame graph file.")
+@click.option("--reuse", "reuse_text", default="3", show_default=True,
+              help="T: frame i is a keyframe when i % T == 0; the T-1 frames after it reuse its kernels. "
+                   "With --dataset, several: 1,3,6.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Results JSON (YouTube-VIS format); with --dataset the sweep table (.json + .md).")
+@click.option("--overlay", type=click.Path(), help="Overlay video (out.mp4, .mkv, .avi, .webm) or a folder for PNGs.")
+@click.option("--dataset", type=click.Path(dir_okay=False),
+              help="YouTube-VIS annotations: track every video at each T and print VIS AP and latency.")
+@click.option("--videos", type=click.Path(file_okay=False),
+              help="Frame folder of --dataset (default: JPEGImages beside its annotations folder).")
+@click.option("--video-id", type=int, default=1, show_default=True, help="video_id written for INPUT's tracks.")
+@click.option("--score-threshold", type=float, default=0.3, show_default=True,
+              help="Track instances scoring above this on a keyframe.")
+@click.option("--match-threshold", type=float, default=0.5, show_default=True,
+              help="Minimum kernel cosine similarity to continue a track.")
+@click.option("--max-gap", type=int, default=2, show_default=True,
+              help="Keyframes a track may miss and keep its id.")
+@click.option("--max-instances", type=int, default=10, show_default=True, help="Instances per keyframe.")
+@click.option("--backend", help="Runtime (default: by file suffix, onnxruntime for .onnx).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Compute threads per runtime.")
+@click.option("--core", type=int, help="Core to pin the sweep to (default: the fastest allowed).")
+def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, video_id, score_threshold,
+          match_threshold, max_gap, max_instances, backend, threads, core) -> None:
+    """Segment and track instances in a video (file or folder of frames) with MobileInst's
+    kernel reuse: every T-th frame runs the full graph, the frames in between run only the
+    features graph and reuse the keyframe's kernels; kernels of consecutive keyframes are
+    associated by cosine similarity. Writes YouTube-VIS results and an optional overlay.
+
+    \b
+    Examples:
+      edgeseg track clip.mp4 --artifact out/mobileinst --reuse 3 -o results.json --overlay tracked.mp4
+      edgeseg track frames/ --artifact out/mobileinst --overlay overlay_pngs/
+      edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/mobileinst --reuse 1,3,6 -o sweep.md
+    """
+    from edgeseg.track.kernel_reuse import TrackerConfig
+    from edgeseg.track.sweep import parse_reuse
+
+    reuses = parse_reuse(reuse_text)
+    if threads < 1:
+        raise EdgesegError(f"--threads {threads}: need at least one thread", "use --threads 1 (one core)")
+    base = dict(score_threshold=score_threshold, match_threshold=match_threshold, max_gap=max_gap,
+                max_instances=max_instances)
+    TrackerConfig(reuse=reuses[0], **base)  # validate thresholds before opening anything
+    if dataset:
+        if input_path:
+            raise EdgesegError("give either INPUT or --dataset, not both",
+                               "INPUT tracks one video; --dataset sweeps T over a YouTube-VIS dataset")
+        if overlay:
+            raise EdgesegError("--overlay draws one video; it does not combine with --dataset",
+                               "track a single video (INPUT) to draw an overlay")
+        _sweep(dataset, videos, artifact, reuses, TrackerConfig(reuse=1, **base), output, backend, threads, core)
+        return
+    if not input_path:
+        raise EdgesegError("nothing to track", "pass a video file or frame folder (INPUT), or --dataset ANN.json")
+    if len(reuses) != 1:
+        raise EdgesegError(f"--reuse {reuse_text}: one video is tracked at one T",
+                           "give a single T, or use --dataset to sweep several")
+    if videos:
+        raise EdgesegError("--videos is the frame folder of --dataset", "pass the video or frame folder as INPUT")
+    _single(input_path, artifact, TrackerConfig(reuse=reuses[0], **base), output, overlay, video_id,
+            backend, threads)
+
+
+def _single(input_path, artifact, config, output, overlay, video_id, backend, threads) -> None:
+    from edgeseg.export.manifest import input_spec_of
+    from edgeseg.track.kernel_reuse import KernelReuseTracker, open_video_runtimes
+    from edgeseg.track.pipeline import track_video
+    from edgeseg.track.results import check_results, video_results
+    from edgeseg.track.video_io import OverlayWriter, open_frames
+    from edgeseg.utils import atomic
+
+    source = open_frames(input_path)  # unreadable input: fails before anything is written
+    runtimes = open_video_runtimes(artifact, backend=backend, threads=threads, reuse=config.reuse)
+    try:
+        tracker = KernelReuseTracker(runtimes.frame, runtimes.features, input_spec_of(runtimes.manifest), config)
+        class_names = _class_names(runtimes.manifest)
+        if overlay:
+            with OverlayWriter(overlay, fps=source.fps) as writer:
+                result = track_video(tracker, source, total=source.count, overlay=writer, class_names=class_names)
+        else:
+            result = track_video(tracker, source, total=source.count)
+    finally:
+        runtimes.close()
+    items = video_results(result, video_id)
+    check_results(items, {video_id: result.num_frames})
+    if output:
+        atomic.write_json(output, items, indent=None)
+    _print_single(result, items, runtimes, class_names, output, overlay)
+
+
+def _class_names(manifest) -> list[str] | None:
+    names = (manifest.model_cfg or {}).get("class_names")
+    return list(names) if isinstance(names, (list, tuple)) else None
+
+
+def _print_single(result, items, runtimes, class_names, output, overlay) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    ms = result.mean_ms()
+    keyframes = sum(t.keyframe for t in result.timings)
+    console.print(f"{result.num_frames} frames ({result.frame_hw[1]}x{result.frame_hw[0]}), T={result.reuse}: "
+                  f"{keyframes} keyframes ({runtimes.frame_file}), {result.num_frames - keyframes} reuse frames "
+                  f"({runtimes.features_file or '-'})")
+    console.print(f"per frame: model {ms['model']:.1f} ms + host {ms['host']:.2f} ms "
+                  f"(preprocess {ms['preprocess']:.1f} ms)")
+    table = Table(title=f"{len(items)} tracks")
+    for col in ("track", "category", "score", "frames", "first", "last"):
+        table.add_column(col, justify="right" if col != "category" else "left")
+    by_id = {t.id: t for t in result.tracks}
+    for item in items:
+        t = by_id[item["track_id"]]
+        present = [i for i, s in enumerate(item["segmentations"]) if s is not None]
+        name = class_names[t.label] if class_names and t.label < len(class_names) else f"label {t.label}"
+        table.add_row(str(t.id), f"{name} (id {item['category_id']})", f"{item['score']:.3f}", str(len(present)),
+                      str(present[0]), str(present[-1]))
+    console.print(table)
+    for what, path in (("results", output), ("overlay", overlay)):
+        if path:
+            console.print(f"[green]wrote[/green] {what} {path}")
+
+
+def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, threads, core) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgeseg.data.ytvis import YtvisDataset
+    from edgeseg.track.sweep import reuse_sweep, save_report
+
+    ann = Path(dataset_path)
+    frames_dir = Path(videos) if videos else ann.parent.parent / "JPEGImages"
+    if not videos and not frames_dir.is_dir():
+        raise EdgesegError(f"no --videos given and {frames_dir} does not exist",
+                           "pass --videos DIR (the folder the annotation's file_names are relative to)")
+    dataset = YtvisDataset(ann, frames_dir)
+    report = reuse_sweep(dataset, artifact, reuses, base, backend=backend, threads=threads, core=core)
+    s = report.settings
+    table = Table(title=f"Kernel reuse on {len(dataset.videos)} videos ({s['frames_per_sweep']} frames), "
+                        f"{s['model']}, core {s['core']}, {threads} thread(s)")
+    for col in ("T", "VIS AP", "AP50", "AP75", "ms/frame", "model ms", "host ms", "keyframe ms", "reuse ms"):
+        table.add_column(col, justify="right")
+    for r in report.rows:
+        table.add_row(str(r.reuse), _f(r.ap), _f(r.ap50), _f(r.ap75), f"{r.total_ms:.2f}", f"{r.model_ms:.2f}",
+                      f"{r.host_ms:.3f}", f"{r.keyframe_model_ms:.2f}", _f(r.reuse_model_ms, 2))
+    console = Console()
+    console.print(table)
+    if not s.get("weights"):
+        console.print("[yellow]note[/yellow]: the artifact has random weights; AP is meaningless until it is "
+                      "exported with --weights")
+    if output:
+        json_path, md_path = save_report(report, output)
+        console.print(f"[green]wrote[/green] {json_path} and {md_path}")
+
+
+def _f(v, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"

@@ -1,0 +1,181 @@
+"""The reuse sweep: VIS AP and per-frame latency for several keyframe intervals T.
+
+MobileInst's Table 4 trades accuracy for speed with T: a larger T runs the instance
+decoder less often. Here every video of a YouTube-VIS dataset is tracked at each T with
+the same runtimes, the results are scored with :func:`edgeseg.eval.vis.evaluate_vis`,
+and the mean per-frame latency is measured on one pinned core with one-thread runtimes
+(model inference + host post-processing; JPEG decoding and preprocessing are reported
+apart, as they do not depend on T).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+from edgeseg.track.kernel_reuse import KernelReuseTracker, TrackerConfig, open_video_runtimes
+from edgeseg.track.results import label_to_category, video_results
+
+WARMUP_RUNS = 3  # per graph, before any timed frame: first runs allocate and tune
+
+
+@dataclass
+class SweepRow:
+    reuse: int
+    ap: float | None
+    ap50: float | None
+    ap75: float | None
+    model_ms: float  # mean over all frames: frame graph on keyframes, features graph otherwise
+    host_ms: float  # mean per frame: scoring, association, mask assembly
+    total_ms: float  # model + host
+    keyframe_model_ms: float
+    reuse_model_ms: float | None  # None when T = 1
+    preprocess_ms: float
+    frames: int
+    keyframes: int
+    predictions: int
+
+
+@dataclass
+class SweepReport:
+    rows: list[SweepRow]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings": self.settings, "rows": [asdict(r) for r in self.rows]}
+
+    def markdown(self) -> str:
+        s = self.settings
+        lines = [f"# Kernel reuse sweep: {s.get('model', '?')} on {s.get('dataset', '?')}", "",
+                 f"{s.get('videos')} videos, {s.get('frames_per_sweep')} frames per T; latency on core "
+                 f"{s.get('core')} with {s.get('threads')} thread(s), {s.get('backend')}; "
+                 f"weights: {s.get('weights') or 'random init (AP meaningless)'}.", "",
+                 "| T | VIS AP | AP50 | AP75 | ms/frame (model + host) | model ms | host ms | keyframe ms | "
+                 "reuse-frame ms |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(f"| {r.reuse} | {_f(r.ap)} | {_f(r.ap50)} | {_f(r.ap75)} | {r.total_ms:.2f} | "
+                         f"{r.model_ms:.2f} | {r.host_ms:.3f} | {r.keyframe_model_ms:.2f} | "
+                         f"{_f(r.reuse_model_ms, 2)} |")
+        return "\n".join(lines) + "\n"
+
+
+def _f(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def parse_reuse(text: str | int) -> list[int]:
+    """``"1,3,6"`` -> [1, 3, 6]; every T a whole number >= 1."""
+    values = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            value = int(part)
+        except ValueError:
+            raise EdgesegError(f"--reuse {text!r}: {part!r} is not a whole number",
+                               "give T as 3, or several as 1,3,6") from None
+        if value < 1:
+            raise EdgesegError(f"--reuse {value}: T must be at least 1 (frame i is a keyframe when i % T == 0)",
+                               "use 1 (a keyframe every frame), 3 (MobileInst's choice) or more")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise EdgesegError(f"--reuse {text!r} repeats a value", "list each T once")
+    return values
+
+
+def _pinned(core: int | None):
+    from edgeseg.benchmark.targets.local import ProcessPinning, default_core
+
+    return ProcessPinning(default_core() if core is None else core)
+
+
+def _warm_up(runtimes) -> None:
+    for rt in (runtimes.frame, runtimes.features):
+        if rt is None:
+            continue
+        feeds = rt.random_feeds(0)
+        for _ in range(WARMUP_RUNS):
+            rt.run(feeds)
+
+
+def _timed_video(tracker: KernelReuseTracker, frames: list[np.ndarray]) -> list:
+    tracker.reset()
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # a collection inside a timed frame would be charged to that T
+    try:
+        for frame in frames:
+            tracker.step(frame)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return list(tracker.timings)
+
+
+def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: TrackerConfig | None = None,
+                backend: str | None = None, threads: int = 1, core: int | None = None) -> SweepReport:
+    """Track every video of ``dataset`` (a :class:`~edgeseg.data.ytvis.YtvisDataset` with its
+    frame folder) at each T in ``reuses``; VIS AP and latency per T."""
+    from edgeseg.eval.vis import evaluate_vis
+    from edgeseg.export.manifest import input_spec_of
+    from edgeseg.utils.progress import track as progress
+
+    base = base or TrackerConfig()
+    category_of = label_to_category(dataset.categories)
+    results: dict[int, list[dict[str, Any]]] = {t: [] for t in reuses}
+    timings: dict[int, list] = {t: [] for t in reuses}
+    pin = _pinned(core)
+    with pin:
+        # Opened after pinning so any thread a runtime starts inherits the one core.
+        runtimes = open_video_runtimes(artifact, backend=backend, threads=threads, reuse=max(reuses))
+        try:
+            spec = input_spec_of(runtimes.manifest)
+            trackers = {t: KernelReuseTracker(runtimes.frame, runtimes.features, spec,
+                                              TrackerConfig(**{**asdict(base), "reuse": t})) for t in reuses}
+            _warm_up(runtimes)
+            for video in progress(dataset.videos, f"tracking {len(dataset.videos)} videos x T={reuses}"):
+                # Frames decoded once per video and shared by every T (decoding is not timed).
+                frames = [dataset.load_frame(video, i) for i in range(video.length)]
+                for t, tracker in trackers.items():
+                    timings[t] += _timed_video(tracker, frames)
+                    results[t] += video_results(tracker.finish(), video.id, category_of)
+        finally:
+            runtimes.close()
+
+    rows = []
+    for t in reuses:
+        scores = evaluate_vis(dataset, results[t])
+        tm = timings[t]
+        key = [x.model_ms for x in tm if x.keyframe]
+        other = [x.model_ms for x in tm if not x.keyframe]
+        model = float(np.mean([x.model_ms for x in tm]))
+        host = float(np.mean([x.host_ms for x in tm]))
+        rows.append(SweepRow(t, scores["AP"], scores["AP50"], scores["AP75"], model, host, model + host,
+                             float(np.mean(key)), float(np.mean(other)) if other else None,
+                             float(np.mean([x.preprocess_ms for x in tm])), len(tm), len(key), len(results[t])))
+    m = runtimes.manifest
+    settings = {"model": m.model, "artifact": str(artifact), "frame_graph": runtimes.frame_file,
+                "features_graph": runtimes.features_file, "dataset": str(dataset.source),
+                "videos": len(dataset.videos), "frames_per_sweep": sum(v.length for v in dataset.videos),
+                "backend": runtimes.frame.backend, "threads": threads, "core": pin.core,
+                "weights": (m.weights or {}).get("path"), "tracker": {k: v for k, v in asdict(base).items()
+                                                                      if k not in ("reuse", "record")},
+                "input": [spec.height, spec.width], "warmup_runs_per_graph": WARMUP_RUNS}
+    return SweepReport(rows, settings)
+
+
+def save_report(report: SweepReport, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write the table as ``<stem>.json`` and ``<stem>.md`` beside each other (atomically)."""
+    from edgeseg.utils import atomic
+
+    p = Path(path)
+    json_path, md_path = p.with_suffix(".json"), p.with_suffix(".md")
+    atomic.write_json(json_path, report.to_dict())
+    atomic.write_text(md_path, report.markdown())
+    return json_path, md_path
