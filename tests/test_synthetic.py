@@ -248,6 +248,15 @@ def test_failure_midway_leaves_no_partial_output(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a temp sibling
 
 
+def test_unwritable_output_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(EdgesegError, match="cannot write the dataset") as e:
+        S.generate(blocker / "data", SMALL)
+    assert "writable" in e.value.fix
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
 def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()

@@ -617,7 +617,6 @@ def _check_output(out: Path, overwrite: bool) -> None:
 
 def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), overwrite: bool = False) -> SynthReport:
     """Write the synthetic COCO + YouTube-VIS dataset to ``out`` (atomically)."""
-    from edgeseg.utils.atomic import atomic_directory
     from edgeseg.utils.progress import track
 
     cfg.validate()
@@ -630,6 +629,19 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), overwrite: bool 
     def progress() -> None:
         next(ticks, None)
 
+    try:
+        report = _generate_into(out, cfg, progress)
+    except OSError as e:  # read-only disk, no space, a file where a folder should be...
+        raise EdgesegError(f"cannot write the dataset to {out}: {e.strerror or e}",
+                           "choose a writable -o folder with free space") from e
+    next(ticks, None)  # let the progress bar close
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _generate_into(out: Path, cfg: SynthConfig, progress) -> SynthReport:
+    from edgeseg.utils.atomic import atomic_directory
+
     coco_stats: list[CocoSplitStats] = []
     vis_stats: list[VideoSplitStats] = []
     with atomic_directory(out, overwrite=True) as tmp:
@@ -639,7 +651,6 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), overwrite: bool 
         for split, n in (("train", cfg.videos), ("val", cfg.val_videos)):
             if n:
                 vis_stats.append(_write_ytvis_split(tmp, split, n, cfg, progress))
-        next(ticks, None)  # let the progress bar close
         report = SynthReport(str(out), asdict(cfg), coco_stats, vis_stats)
         marker = report.to_dict()
         marker.pop("seconds")
@@ -647,5 +658,4 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), overwrite: bool 
         marker["layout"] = LAYOUT
         marker["classes"] = list(CLASSES)
         _dump_json(tmp / MARKER, marker)
-    report.seconds = time.perf_counter() - start
     return report
