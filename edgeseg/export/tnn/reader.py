@@ -80,3 +80,40 @@ def read_tnn(proto: str | os.PathLike, model: str | os.PathLike | None = None) -
         raise EdgesegError(f"cannot read TNN model {proto_path.name}: {e}",
                            "re-export it with `edgeseg export --to tnn`") from e
     return result
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list) and len(value) > 8:
+        return "[" + ",".join(map(str, value[:8])) + f",...({len(value)})]"
+    if isinstance(value, list):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
+
+
+def describe(model: TnnModel) -> dict:
+    """A JSON-friendly summary: inputs, outputs, layer counts, and per layer its params
+    and the dtype/shape of every weight array (for ``edgeseg inspect``)."""
+    import numpy as np
+
+    layers = []
+    weight_bytes: dict[str, int] = {}
+    for layer in model.layers:
+        weights = {}
+        for key, value in (layer.resource or {}).items():
+            if isinstance(value, np.ndarray):
+                weights[key] = f"{value.dtype}{list(value.shape)}"
+                weight_bytes[str(value.dtype)] = weight_bytes.get(str(value.dtype), 0) + value.nbytes
+        layers.append({"type": layer.type, "name": layer.name, "inputs": layer.inputs, "outputs": layer.outputs,
+                       "params": {k: _short(v) for k, v in layer.params.items()}, "weights": weights})
+    counts: dict[str, int] = {}
+    for layer in model.layers:
+        counts[layer.type] = counts.get(layer.type, 0) + 1
+    for arr in model.constants.values():
+        weight_bytes[str(arr.dtype)] = weight_bytes.get(str(arr.dtype), 0) + arr.nbytes
+    return {"inputs": {k: {"dims": v[0], "dtype": v[1]} for k, v in model.inputs.items()},
+            "outputs": model.outputs, "layer_count": len(model.layers), "layer_types": counts,
+            "blob_scales": len(model.blob_scales),
+            "constants": {k: f"{v.dtype}{list(v.shape)}" for k, v in model.constants.items()},
+            "weight_bytes": weight_bytes, "layers": layers}
