@@ -18,8 +18,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PAPER = {
-    # MobileInst (AAAI 2024), Table 1: TopFormer backbone, COCO, 640 input.
+    # MobileInst (AAAI 2024): TopFormer backbone, COCO, 640 input.
     "mobileinst_topformer": ("MobileInst-TopFormer @640, paper", 24.37),
+}
+# TopFormer's README (ADE20K table, 512x512, mmcv's counter = multiply-adds): params (M)
+# and GFLOPs of the whole segmentation model, i.e. our backbone plus a small head
+# (about 0.1 M params and 0.4 GMACs for Base, 0.02 M / 0.1 GMACs for Tiny).
+TOPFORMER_README = {
+    "mobileinst_topformer": ("TopFormer-B seg model @512 (backbone + head)", 5.1, 1.8),
+    "mobileinst_topformer_tiny": ("TopFormer-T seg model @512 (backbone + head)", 1.4, 0.6),
 }
 
 
@@ -67,6 +74,10 @@ def main(argv: list[str] | None = None) -> None:
         parts = ", ".join(f"{c} {flops[c] / 2e9:.2f} ({params[c]:.2f})" for c in model.component_map.names())
         total_params = sum(p.numel() for p in model.parameters()) / 1e6
         print(f"{name:<28}{total_params:>10.2f}{flops['total'] / 1e9:>10.2f}{flops['total'] / 2e9:>9.2f}   {parts}")
+        if name in TOPFORMER_README and size == (512, 512):
+            label, ref_params, ref_gmacs = TOPFORMER_README[name]
+            print(f"{'':<28}backbone {params['backbone']:.2f} M / {flops['backbone'] / 2e9:.2f} GMACs; "
+                  f"{label}: {ref_params} M / {ref_gmacs} G")
         if name in PAPER and size == (640, 640):
             label, paper = PAPER[name]
             print(f"{'':<28}{label}: {paper} G -> ours is {flops['total'] / 2e9 / paper:.2f}x as MACs, "

@@ -250,6 +250,7 @@ class MobileInstFeatures(nn.Module):
         self.backbone = full.backbone
         self.mask_decoder = full.mask_decoder
         self.model_name = full.model_name
+        self.model_cfg = getattr(full, "model_cfg", None)
         self.graph = "features"
         self.component_map = ComponentMap({c: c for c in COMPONENTS if c != "instance_decoder"})
         self.input_spec = full.input_spec
