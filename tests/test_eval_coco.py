@@ -226,8 +226,8 @@ def test_cli_eval_end_to_end_on_an_exported_mobileinst(shapes, tmp_path):
     res = edgeseg("export", "mobileinst_test", "--input-size", 128, "--num-classes", 4, "-o", art)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "reports" / "eval.json"
-    res = edgeseg("eval", art, "--dataset", shapes / "coco/annotations/val.json", "--images", shapes / "coco/val",
-                  "--limit", 3, "--box", "-o", out)
+    # --images defaults to coco/val beside coco/annotations/val.json
+    res = edgeseg("eval", art, "--dataset", shapes / "coco/annotations/val.json", "--limit", 3, "--box", "-o", out)
     assert res.returncode == 0, res.stderr
     assert "AP50" in res.stdout and "circle" in res.stdout
     d = json.loads(out.read_text())
@@ -254,6 +254,10 @@ def test_cli_eval_errors_are_one_clear_message(shapes, tmp_path):
     assert "Traceback" not in res.stderr
     res = edgeseg("eval", art, "--dataset", shapes / "coco/annotations/val.json", "--images", tmp_path)
     assert res.returncode != 0 and "are not in" in res.stderr and "Traceback" not in res.stderr
+    lone = tmp_path / "lone.json"
+    lone.write_text((shapes / "coco/annotations/val.json").read_text())
+    res = edgeseg("eval", art, "--dataset", lone)
+    assert res.returncode != 0 and "pass --images" in res.stderr
     assert not (tmp_path / "r.json").exists()
 
 

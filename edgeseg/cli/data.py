@@ -7,7 +7,7 @@ import click
 
 @click.group("data")
 def data() -> None:
-    """Generate and inspect datasets.
+    """Generate datasets (synthetic COCO images and YouTube-VIS videos).
 
     \b
     Example:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+
+def guess_images_dir(dataset_json: str) -> Path | None:
+    """The image folder of the usual layouts: ``X/annotations/val.json`` -> ``X/val``
+    (edgeseg data synth) and ``X/annotations/instances_val2017.json`` -> ``X/val2017``."""
+    ann = Path(dataset_json)
+    stem = ann.stem.removeprefix("instances_")
+    cand = ann.parent.parent / stem
+    return cand if ann.parent.name == "annotations" and cand.is_dir() else None
 
 
 def _fmt(x) -> str:
@@ -36,8 +47,8 @@ def print_result(result) -> None:
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option("--dataset", "dataset_json", required=True, type=click.Path(dir_okay=False),
               help="COCO instances JSON (ground truth).")
-@click.option("--images", "images_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder holding the images named in the JSON.")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False),
+              help="Folder holding the images named in the JSON (default: X/val for X/annotations/val.json).")
 @click.option("--backend", default=None, help="onnxruntime | torch | tflite | tensorrt (default: by file suffix).")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N images.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Runtime compute threads.")
@@ -57,8 +68,14 @@ def eval_command(artifact, dataset_json, images_dir, backend, limit, threads, bo
       edgeseg eval out/mobileinst --dataset data/shapes/coco/annotations/val.json \\
           --images data/shapes/coco/val -o out/mobileinst/eval.json
     """
+    from edgeseg.errors import EdgesegError
     from edgeseg.eval.coco import evaluate_artifact
 
+    if images_dir is None:
+        images_dir = guess_images_dir(dataset_json)
+        if images_dir is None:
+            raise EdgesegError(f"no image folder given and none found beside {dataset_json}",
+                               "pass --images DIR (the folder holding the files named in the JSON)")
     result = evaluate_artifact(artifact, dataset_json, images_dir, backend=backend, limit=limit,
                                threads=threads, box=box)
     print_result(result)
