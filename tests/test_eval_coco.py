@@ -207,6 +207,24 @@ def test_evaluate_artifact_runs_every_image_through_runtime_and_postprocess(data
     assert empty.metrics["AP"] == 0.0 and empty.images == 8 and empty.detections == 0
 
 
+def test_predict_dataset_feeds_preprocessed_images_to_any_callable(dataset):
+    from edgeseg.data.preprocess import InputSpec
+    from edgeseg.eval.coco import predict_dataset
+
+    spec = InputSpec(height=32, width=64)
+    shapes_seen = []
+
+    def run(x):  # e.g. a closure around a PyTorch module during training
+        shapes_seen.append(x.shape)
+        return {"x": x}
+
+    gt = perfect(dataset)
+    ids = iter(dataset.image_ids[:3])
+    dets = predict_dataset(run, dataset, spec, lambda out, hw: gt[next(ids)], images=dataset.images[:3])
+    assert shapes_seen == [(1, 3, 32, 64)] * 3 and list(dets) == dataset.image_ids[:3]
+    assert evaluate_detections(dataset, dets, image_ids=list(dets))["AP"] == 100.0
+
+
 def test_evaluate_artifact_refuses_a_class_count_mismatch(shapes, tmp_path):
     art = _tiny_artifact(tmp_path / "art80", num_classes=80)
     with pytest.raises(EdgesegError, match="predicts 80 classes") as e:

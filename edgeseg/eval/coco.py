@@ -195,6 +195,26 @@ class EvalResult:
         return write_json(path, self.to_dict())
 
 
+def predict_dataset(run: Callable[[np.ndarray], dict[str, np.ndarray]], dataset: CocoDataset, spec,
+                    postprocess: Callable[[dict[str, np.ndarray], tuple[int, int]], list[Any]],
+                    images: Sequence[Any] | None = None, description: str = "evaluating") -> dict[int, list[Any]]:
+    """Image id -> detections, for any way of running a model.
+
+    ``run`` maps the preprocessed input tensor (``spec``: an ``InputSpec``) to the output
+    dict; a runtime, or during training a closure around the PyTorch module, so the
+    trainer measures AP exactly as ``edgeseg eval`` does.
+    """
+    from edgeseg.data.preprocess import preprocess
+    from edgeseg.utils.progress import track
+
+    images = list(images) if images is not None else dataset.images
+    detections: dict[int, list[Any]] = {}
+    for im in track(images, description, total=len(images)):
+        outputs = run(preprocess(dataset.load_image(im), spec))
+        detections[im.id] = list(postprocess(outputs, (im.height, im.width)))
+    return detections
+
+
 def _check_classes(manifest, dataset: CocoDataset) -> None:
     n = (manifest.model_cfg or {}).get("num_classes")
     if n is not None and int(n) != dataset.num_classes:
@@ -216,10 +236,8 @@ def evaluate_artifact(artifact_path: str | os.PathLike, dataset_json: str | os.P
     preprocess (input spec) and which model's post-processing to apply; the runtime is
     chosen by suffix unless ``backend`` is given. ``limit`` evaluates the first N images.
     """
-    from edgeseg.data.preprocess import preprocess
     from edgeseg.export.manifest import input_spec_of, manifest_for_artifact
     from edgeseg.runtimes.base import load_runtime, resolve_artifact
-    from edgeseg.utils.progress import track
 
     if limit is not None and limit < 1:
         raise EdgesegError(f"--limit must be at least 1, got {limit}", "drop --limit to evaluate every image")
@@ -235,16 +253,13 @@ def evaluate_artifact(artifact_path: str | os.PathLike, dataset_json: str | os.P
 
         postprocess = postprocess_for(manifest.model)
     start = time.perf_counter()
-    detections: dict[int, list[Any]] = {}
     with load_runtime(file, backend=backend, threads=threads) as runtime:
         input_name = spec.name
         names = [i.name for i in runtime.inputs()]
         if input_name not in names and len(names) == 1:
             input_name = names[0]  # converters (TFLite) may rename the input
-        for im in track(images, "evaluating", total=len(images)):
-            pixels = dataset.load_image(im)
-            outputs = runtime.run({input_name: preprocess(pixels, spec)})
-            detections[im.id] = list(postprocess(outputs, (im.height, im.width)))
+        detections = predict_dataset(lambda x: runtime.run({input_name: x}), dataset, spec, postprocess,
+                                     images)
         backend_name = runtime.backend
     figures = evaluate_detections(dataset, detections, box=box, image_ids=[im.id for im in images])
     info = manifest.artifacts.get(file.name, {}) if manifest.artifacts else {}
