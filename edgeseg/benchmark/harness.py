@@ -11,7 +11,8 @@
 
 A device lost part-way (:class:`~edgeseg.errors.DeviceError` from a block) does not
 lose the blocks already measured: the report is returned marked incomplete with the
-error, and the caller decides how to exit. A Ctrl-C is handled the same way.
+error, and the caller decides how to exit. A Ctrl-C is handled the same way. A failure
+before the first block completes is raised as is: there is nothing worth reporting.
 """
 
 from __future__ import annotations
@@ -106,8 +107,12 @@ def run_benchmark(target: Target, settings: BenchSettings, artifact: dict[str, A
                 if on_block:
                     on_block(i, m)
         except DeviceError as e:
+            if not measurements:
+                raise  # nothing measured: a plain error, no report
             report.mark_incomplete(e.problem)
         except KeyboardInterrupt:
+            if not measurements:
+                raise
             report.mark_incomplete("interrupted by the user")
         if report.complete:
             report.device_after = target.device_state()

@@ -92,9 +92,21 @@ def bench(artifact: Path, target_spec: str, core: int | None, runs: int, warmup:
 def build_target(spec, artifact: Path, *, core, runner_bin, backend, calib, timeout_s, plan):
     """The Target for a parsed ``--target`` (heavy modules imported only for the chosen one)."""
     if spec.kind == "local":
+        if runner_bin is not None:  # e.g. a Linux build of benchmark_model on a .tflite
+            from edgeseg.benchmark.targets.local import LocalTransport
+            from edgeseg.benchmark.targets.runner import RunnerTarget
+
+            return RunnerTarget.for_artifact(LocalTransport.default(), artifact, runner_bin=runner_bin,
+                                             core=core, timeout_s=timeout_s)
         from edgeseg.benchmark.targets.local import LocalTarget
 
         return LocalTarget(artifact, core=core, backend=backend)
-    if spec.kind in ("adb", "ssh"):
-        raise EdgesegError(f"the {spec.kind} target is not in this build yet", "use --target local for now")
+    if spec.kind == "adb":
+        from edgeseg.benchmark.targets.adb import AdbTransport
+        from edgeseg.benchmark.targets.runner import RunnerTarget
+
+        return RunnerTarget.for_artifact(AdbTransport(spec.serial), artifact, runner_bin=runner_bin,
+                                         core=core, timeout_s=timeout_s)
+    if spec.kind == "ssh":
+        raise EdgesegError("the ssh target is not in this build yet", "use --target local or adb for now")
     raise EdgesegError(f"unknown target kind {spec.kind!r}", "use local, adb[:SERIAL] or ssh://user@host")

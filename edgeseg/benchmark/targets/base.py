@@ -122,6 +122,10 @@ class RemoteTransport(Transport):
     def _reconnect_hint(self) -> str:
         return "reconnect the device and run the benchmark again"
 
+    def _postprocess(self, result: CommandResult) -> CommandResult:
+        """Hook: recover the exit status when the client cannot pass it on (old adb devices)."""
+        return result
+
     # ---------------------------------------------------------------- command wrapping
     def wrap(self, argv: Sequence[str], timeout: float, pidfile: str) -> str:
         """The remote command line: record our pid, then run under the device's ``timeout``.
@@ -133,7 +137,10 @@ class RemoteTransport(Transport):
         """
         limit = max(1, int(round(timeout)))
         q = shlex.quote(pidfile)
-        inner = f"echo $$ > {q}; exec timeout -k {self.KILL_AFTER_S} {limit} {quote_argv(argv)}"
+        # The pid file lives in the work folder; creating it first costs nothing, and a
+        # pid file that cannot be written must not stop (or pollute stderr of) the command.
+        inner = (f"{{ mkdir -p {shlex.quote(self.workdir)} && echo $$ > {q}; }} 2>/dev/null; "
+                 f"exec timeout -k {self.KILL_AFTER_S} {limit} {quote_argv(argv)}")
         outer = f"sh -c {shlex.quote(inner)}; rc=$?; rm -f {q}; exit $rc"
         return f"sh -c {shlex.quote(outer)}"
 
@@ -164,8 +171,9 @@ class RemoteTransport(Transport):
         except KeyboardInterrupt:
             self._cleanup(pidfile)
             raise
-        result = CommandResult(proc.returncode, proc.stdout.decode("utf-8", "replace"),
-                               proc.stderr.decode("utf-8", "replace"), shown, time.monotonic() - start)
+        result = self._postprocess(CommandResult(proc.returncode, proc.stdout.decode("utf-8", "replace"),
+                                                 proc.stderr.decode("utf-8", "replace"), shown,
+                                                 time.monotonic() - start))
         if result.rc in (124, 137):
             # 124: the device's timeout fired (137: it had to SIGKILL after -k). Kill any
             # children the runner left behind (timeout signals only its own child).

@@ -239,6 +239,12 @@ class LocalTransport(Transport):
         self.workdir = str(workdir)
         Path(self.workdir).mkdir(parents=True, exist_ok=True)
 
+    @classmethod
+    def default(cls) -> "LocalTransport":
+        """Runner binaries and models cached under ``$XDG_CACHE_HOME/edgeseg/runner``."""
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return cls(os.path.join(base, "edgeseg", "runner"))
+
     @property
     def address(self) -> str:
         return os.uname().nodename
