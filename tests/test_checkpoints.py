@@ -240,3 +240,26 @@ def test_torchvision_mobilenetv2_checkpoint_loads_into_the_backbone(tmp_path):
     assert all(k.startswith("global_block.") for k in report.missing)
     assert {"classifier.1.weight", "features.18.0.weight"} <= set(report.ignored)
     _assert_same(pretrained, model.backbone.state_dict())
+
+
+def test_safetensors_checkpoint_opens_as_an_artifact(tmp_path):
+    """save_weights embeds the model-level manifest, so a bare checkpoint runs like an export."""
+    import numpy as np
+
+    from edgeseg.export.manifest import manifest_for_artifact
+    from edgeseg.models import create_model
+    from edgeseg.runtimes import load_runtime
+
+    model = create_model("mobileinst_test", num_classes=3, input_size=(128, 128)).eval()
+    path = save_weights(model, tmp_path / "ck.safetensors")
+    m = manifest_for_artifact(path)
+    assert m.model == "mobileinst_test"
+    assert m.model_cfg["num_classes"] == 3 and m.input["shape"] == [1, 3, 128, 128]
+    assert list(m.components) == ["backbone", "mask_decoder", "instance_decoder"]
+    rt = load_runtime(path)
+    feeds = rt.random_feeds()
+    out = rt.run(feeds)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(feeds["image"]))
+    np.testing.assert_allclose(out["logits"], ref[0].numpy(), atol=1e-6)
+    assert out["logits"].shape[-1] == 3

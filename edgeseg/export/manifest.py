@@ -79,6 +79,20 @@ class Manifest:
     def record(self, step: str, **details: Any) -> None:
         self.history.append({"step": step, "time": _now(), **details})
 
+    @classmethod
+    def from_model(cls, model, weights: dict[str, Any] | None = None) -> "Manifest":
+        """The model-level part of a manifest (no artifacts yet), read off a zoo model."""
+        cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in getattr(model, "model_cfg", {}).items()}
+        return cls(
+            model=getattr(model, "model_name", type(model).__name__.lower()),
+            model_cfg=cfg,
+            input=model.input_spec.to_dict(),
+            outputs=[{"name": n} for n in model.output_names],
+            components={c: {"module": path} for c, path in model.component_map.components.items()},
+            presets=dict(getattr(model, "precision_presets", {})),
+            weights=weights,
+        )
+
     # ----------------------------------------------------------------- io
     def to_dict(self) -> dict[str, Any]:
         return {

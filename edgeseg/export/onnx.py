@@ -260,16 +260,8 @@ def export_onnx(model, out_dir: str | os.PathLike, *, simplifier: str = "onnxsli
             results[g] = export_graph(module, spec, module.component_map, list(module.output_names),
                                       tmp / fname, simplifier=simplifier, seed=seed, graph=g)
 
-        manifest = Manifest(
-            model=name,
-            model_cfg={k: (list(v) if isinstance(v, tuple) else v)
-                       for k, v in getattr(model, "model_cfg", {}).items()},
-            input=spec.to_dict(),
-            outputs=[{"name": p.name, "shape": p.shape} for p in results[graphs[0]].parity],
-            components={c: {"module": path} for c, path in model.component_map.components.items()},
-            presets=dict(getattr(model, "precision_presets", {})),
-            weights=weights,
-        )
+        manifest = Manifest.from_model(model, weights=weights)
+        manifest.outputs = [{"name": p.name, "shape": p.shape} for p in results[graphs[0]].parity]
         import onnx
 
         for g, res in results.items():

@@ -347,6 +347,12 @@ def save_weights(model, path: str | Path) -> Path:
             cfg = getattr(model, "model_cfg", None)
             if cfg is not None:
                 meta["edgeseg.cfg"] = json.dumps(cfg, default=str, sort_keys=True)
+            if hasattr(model, "component_map") and hasattr(model, "input_spec"):
+                # The whole model-level manifest, so `edgeseg eval/track/bench CKPT` know the
+                # model, its input spec and components without a manifest.json beside it.
+                from edgeseg.export.manifest import CHECKPOINT_METADATA_KEY, Manifest
+
+                meta[CHECKPOINT_METADATA_KEY] = json.dumps(Manifest.from_model(model).to_dict(), default=str)
             save_file(tensors, str(tmp), metadata=meta)
         else:
             import torch
