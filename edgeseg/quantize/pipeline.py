@@ -1,0 +1,207 @@
+"""The calibrate and quantize steps as the CLI (and ``edgeseg export --plan``) run them.
+
+Each step writes its files atomically and, when the model sits in an artifact folder
+(``manifest.json`` beside it), records itself there: the calibration table and TensorRT
+cache as artifacts, the quantized ONNX with its precision plan, calibration and fidelity,
+and one ``history`` entry per step.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeseg.errors import EdgesegError
+from edgeseg.quantize.cache import CalibrationTable
+from edgeseg.quantize.plan import PrecisionPlan
+
+
+def update_manifest(model_path: Path, change: Callable[[Any], None]) -> bool:
+    """Apply ``change`` to the manifest beside ``model_path`` and save it; False if there is none."""
+    from edgeseg.export.manifest import Manifest, find_manifest
+
+    found = find_manifest(model_path)
+    if found is None:
+        return False
+    manifest = Manifest.load(found)
+    change(manifest)
+    manifest.save(found.parent)
+    return True
+
+
+def _in_folder(path: Path, folder: Path) -> str | None:
+    """``path`` relative to ``folder`` when it lies inside it (manifest artifact key), else None."""
+    try:
+        return path.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+# ============================================================================ calibrate
+@dataclass
+class CalibrationOutcome:
+    table: CalibrationTable
+    table_path: Path
+    trt_cache_path: Path | None
+    images: Any  # ImageSet
+    spec_source: str  # "manifest" or "graph"
+    seconds: float
+
+
+def run_calibration(model_path: str | os.PathLike, images_dir: str | os.PathLike, *, method: str = "kl",
+                    percentile: float = 99.99, num: int | None = 100, seed: int = 0,
+                    out: str | os.PathLike | None = None, trt_cache: str | os.PathLike | None = None,
+                    trt_version: str | None = None, threads: int = 0,
+                    max_pass_mb: float = 1024) -> CalibrationOutcome:
+    from edgeseg.data.images import select_images, spec_for_model
+    from edgeseg.quantize.cache import write_trt_cache
+    from edgeseg.quantize.calibrate import calibrate, load_onnx
+
+    model_path = Path(model_path)
+    onnx_model = load_onnx(model_path)  # one clear error for a missing/corrupt file, before any work
+    spec, source = spec_for_model(model_path, onnx_model)
+    del onnx_model
+    images = select_images(images_dir, spec, num=num, seed=seed)
+    t0 = time.perf_counter()
+    table = calibrate(model_path, images, method=method, percentile=percentile, threads=threads,
+                      max_pass_mb=max_pass_mb)
+    seconds = time.perf_counter() - t0
+    # Record which images were used (relative to the folder) so held-out sets can avoid them.
+    table.settings["images_root"] = str(Path(images_dir).resolve())
+    table.settings["images"] = images.names
+    table.settings["model_file"] = model_path.name
+    table_path = Path(out) if out else model_path.with_name(f"{model_path.stem}.{method}.calib.json")
+    table.save(table_path)
+    cache_path = None
+    if trt_cache:
+        cache_path = write_trt_cache(table, trt_cache, trt_version=trt_version)
+
+    def record(m) -> None:
+        folder = model_path.parent
+        key = _in_folder(table_path, folder)
+        info = {"method": method, "num_images": table.num_images, "model": model_path.name,
+                "model_sha256": table.model_sha256, "images_sha256": table.images_sha256,
+                "tensors": len(table)}
+        if key:
+            m.add_artifact(key, kind="calibration-table", **info)
+        if cache_path is not None and (ckey := _in_folder(cache_path, folder)):
+            m.add_artifact(ckey, kind="tensorrt-calibration-cache", table=str(table_path.name),
+                           trt_version=trt_version or table.settings.get("trt_version") or "8.5.2")
+        m.record("calibrate", model=model_path.name, table=str(key or table_path), method=method,
+                 num_images=table.num_images, images_skipped=len(images.skipped),
+                 seconds=round(seconds, 2), trt_cache=str(cache_path) if cache_path else None)
+
+    update_manifest(model_path, record)
+    return CalibrationOutcome(table, table_path, cache_path, images, source, seconds)
+
+
+# ============================================================================ quantize
+@dataclass
+class QuantizeOutcome:
+    path: Path
+    plan: PrecisionPlan
+    report: Any  # QuantizeReport
+    fidelity: Any | None  # FidelityReport
+    fidelity_paths: tuple[Path, Path] | None
+    seconds: float
+
+
+def parse_plan(model_path: Path, spec: str, onnx_model=None) -> PrecisionPlan:
+    """Parse against the manifest's components and presets, else the graph's component tags."""
+    from edgeseg.export.manifest import Manifest, find_manifest
+    from edgeseg.export.tags import nodes_by_component
+
+    if find_manifest(model_path) is not None:
+        manifest = Manifest.load(model_path)
+        if manifest.components:
+            return manifest.plan(spec)
+    if onnx_model is None:
+        from edgeseg.quantize.calibrate import load_onnx
+
+        onnx_model = load_onnx(model_path)
+    comps = [c for c in nodes_by_component(onnx_model) if c]
+    if not comps:
+        raise EdgesegError(f"{model_path.name} has no component tags and no manifest",
+                           "export it with `edgeseg export`, which tags every node with its component")
+    return PrecisionPlan.parse(spec, comps)
+
+
+def default_output(model_path: Path, plan: PrecisionPlan) -> Path:
+    return model_path.with_name(f"{model_path.stem}.{plan.name or plan.label()}.onnx")
+
+
+def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.PathLike | CalibrationTable | None,
+                 *, out: str | os.PathLike | None = None, fidelity_images: str | os.PathLike | None = None,
+                 fidelity_num: int = 20, seed: int = 0, activation_type: str = "uint8",
+                 threads: int = 0) -> QuantizeOutcome:
+    from edgeseg.quantize.calibrate import load_onnx
+    from edgeseg.quantize.qdq import quantize_file
+
+    model_path = Path(model_path)
+    onnx_model = load_onnx(model_path)
+    plan = parse_plan(model_path, plan_spec, onnx_model)
+    del onnx_model
+    table = None
+    calib_name = None
+    if isinstance(calib, CalibrationTable):
+        table = calib
+    elif calib is not None:
+        table = CalibrationTable.load(calib)
+        calib_name = Path(calib).name
+    if plan.needs_calibration and table is None:
+        raise EdgesegError(f"plan {plan.spec()} has int8 components and needs a calibration table",
+                           f"run `edgeseg calibrate {model_path} --images DIR -o table.json`, then pass --calib table.json")
+    out_path = Path(out) if out else default_output(model_path, plan)
+    if out_path.resolve() == model_path.resolve():
+        raise EdgesegError("the output would overwrite the FP32 source model", "pass another -o path")
+    t0 = time.perf_counter()
+    result = quantize_file(model_path, plan, table if plan.needs_calibration else None, out_path,
+                           activation_dtype=activation_type)
+    seconds = time.perf_counter() - t0
+
+    fidelity = None
+    fidelity_paths = None
+    if fidelity_images is not None:
+        fidelity, fidelity_paths = _fidelity(model_path, out_path, plan, table, fidelity_images,
+                                             fidelity_num, seed, threads)
+
+    def record(m) -> None:
+        folder = model_path.parent
+        key = _in_folder(out_path, folder)
+        calibration = None
+        if table is not None and plan.needs_calibration:
+            calibration = {"table": calib_name, "method": table.method, "num_images": table.num_images,
+                           "images_sha256": table.images_sha256, "settings": {
+                               k: v for k, v in table.settings.items() if k not in ("images", "input")}}
+        source = m.artifacts.get(model_path.name, {})
+        if key:
+            m.add_artifact(key, kind="onnx", graph=source.get("graph", "frame"), source=model_path.name,
+                           precision=plan.to_dict(), calibration=calibration,
+                           quantization=result.report.to_dict(), sha256=result.sha256,
+                           fidelity=fidelity.to_dict() if fidelity else None)
+        m.record("quantize", model=model_path.name, output=str(key or out_path), plan=plan.spec(),
+                 activation_type=activation_type, seconds=round(seconds, 2),
+                 fidelity=str(fidelity_paths[0].name) if fidelity_paths else None)
+
+    update_manifest(model_path, record)
+    return QuantizeOutcome(out_path, plan, result.report, fidelity, fidelity_paths, seconds)
+
+
+def _fidelity(model_path: Path, out_path: Path, plan: PrecisionPlan, table: CalibrationTable | None,
+              folder: str | os.PathLike, num: int, seed: int, threads: int):
+    from edgeseg.data.images import select_images, spec_for_model
+    from edgeseg.quantize.fidelity import fidelity_report
+
+    spec, _ = spec_for_model(model_path)
+    exclude = None
+    if table is not None and table.settings.get("images_root") == str(Path(folder).resolve()):
+        exclude = set(table.settings.get("images", []))  # held out: never the calibration images
+    images = select_images(folder, spec, num=num, seed=seed, exclude=exclude)
+    report = fidelity_report(model_path, out_path, images, plan=dict(plan.precisions), threads=threads)
+    json_path = out_path.with_name(out_path.stem + ".fidelity.json")
+    md_path = out_path.with_name(out_path.stem + ".fidelity.md")
+    report.save(json_path, md_path)
+    return report, (json_path, md_path)
