@@ -280,33 +280,36 @@ def _pool(ctx: Context, node, pool_type: int) -> None:
         raise ConversionIssue("dilated pooling", "TNN pooling has no dilation; use a strided pooling")
     pads = _explicit_pads(ctx, x, kernel, strides, [1, 1])
     ceil_mode = int(ctx.attr("ceil_mode", 0))
+    pad_layer = pads[0] != pads[2] or pads[1] != pads[3] or (pool_type == 1 and any(pads)
+                                                             and ctx.attr("count_include_pad", 0))
+    if pad_layer and pool_type == 1 and not ctx.attr("count_include_pad", 0):
+        raise ConversionIssue("average pooling with asymmetric padding that excludes the padding",
+                              "pad symmetrically or set count_include_pad=1")
+    grown = [pads[0] + pads[2], pads[1] + pads[3]] if pad_layer else [0, 0]
+    params = {"pool_type": pool_type, "kernel_h": kernel[0], "kernel_w": kernel[1],
+              "stride_h": strides[0], "stride_w": strides[1],
+              "pad_h": 0 if pad_layer else pads[0], "pad_w": 0 if pad_layer else pads[1],
+              "kernel_index_h": -1, "kernel_index_w": -1, "pad_type": -1, "ceil_mode": ceil_mode,
+              "is_adaptive_pool": 0, "output_h": 0, "output_w": 0}
+    _check_pool_shape(ctx, node, params, grown)
     x_blob = ctx.blob(x)
-    if pads[0] != pads[2] or pads[1] != pads[3] or (pool_type == 1 and any(pads)
-                                                     and ctx.attr("count_include_pad", 0)):
-        if pool_type == 1 and not ctx.attr("count_include_pad", 0):
-            raise ConversionIssue("average pooling with asymmetric padding that excludes the padding",
-                                  "pad symmetrically or set count_include_pad=1")
+    if pad_layer:
         # Max pooling pads with -FLT_MAX (never selected); average pooling that counts the
         # padding pads with zeros, after which TNN's valid-area divisor equals the kernel area.
         x_blob = _pad_layer(ctx, x_blob, x, pads, -FLT_MAX if pool_type == 0 else 0.0)
-        pads = [0, 0, 0, 0]
-    params = {"pool_type": pool_type, "kernel_h": kernel[0], "kernel_w": kernel[1],
-              "stride_h": strides[0], "stride_w": strides[1], "pad_h": pads[0], "pad_w": pads[1],
-              "kernel_index_h": -1, "kernel_index_w": -1, "pad_type": -1, "ceil_mode": ceil_mode,
-              "is_adaptive_pool": 0, "output_h": 0, "output_w": 0}
-    _check_pool_shape(ctx, node, params)
     ctx.emit("Pooling", [x_blob], [ctx.out(node.output[0])], params)
 
 
-def _check_pool_shape(ctx: Context, node, p: dict[str, Any]) -> None:
+def _check_pool_shape(ctx: Context, node, p: dict[str, Any], grown: list[int]) -> None:
     """TNN computes pooling output sizes its own way (no PyTorch 'last window' rule)."""
     s_in = ctx.view.static_shape(node.input[0])
     s_out = ctx.view.static_shape(node.output[0])
     if not s_in or not s_out:
         return
     rnd = np.ceil if p["ceil_mode"] else np.floor
-    got = [int(rnd((size + 2 * pad - k) / s + 1)) for size, pad, k, s in
-           ((s_in[2], p["pad_h"], p["kernel_h"], p["stride_h"]), (s_in[3], p["pad_w"], p["kernel_w"], p["stride_w"]))]
+    got = [int(rnd((size + extra + 2 * pad - k) / s + 1)) for size, extra, pad, k, s in
+           ((s_in[2], grown[0], p["pad_h"], p["kernel_h"], p["stride_h"]),
+            (s_in[3], grown[1], p["pad_w"], p["kernel_w"], p["stride_w"]))]
     if got != s_out[2:4]:
         raise ConversionIssue(f"TNN would give a {got[0]}x{got[1]} output, ONNX expects {s_out[2]}x{s_out[3]} "
                               "(ceil_mode window rule)", "use ceil_mode=0 or pad the input explicitly")

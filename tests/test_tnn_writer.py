@@ -1,0 +1,375 @@
+"""ONNX -> TNN: golden structure, exact round trips, numerics against ONNX Runtime, plans, errors.
+
+There is no TNN runtime here, so semantics are checked by running the files we wrote with
+tests/tnn_reference.py (TNN's layer semantics in numpy) and comparing with ONNX Runtime
+on the source graph.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from edgeseg.errors import EdgesegError
+from edgeseg.export.manifest import Manifest
+from edgeseg.export.tnn import export_tnn, read_tnn
+from edgeseg.export.tnn import format as fmt
+from edgeseg.export.tnn.quant import quantize_model
+from edgeseg.export.tnn.reader import attach_resources, parse_proto_text
+from edgeseg.export.tnn.writer import apply_half_weights, convert
+from edgeseg.quantize.plan import PrecisionPlan
+from tests import tnn_reference as ref
+from tests.tnn_nets import golden_torch_net, make_model, minmax_table, ops_zoo_model, ort_run, vi
+
+COMPONENTS = ["backbone", "neck", "head"]
+
+GOLDEN = [  # (type, inputs, outputs) for the golden net, in order
+    ("Convolution", 1, 1), ("Convolution", 1, 1), ("HardSwish", 1, 1), ("Convolution", 1, 1),
+    ("Convolution", 1, 1), ("Add", 2, 1),
+    ("Pooling", 1, 1), ("Upsample", 1, 1), ("Upsample", 1, 1), ("Concat", 2, 1),
+    ("Pooling", 1, 1), ("Reshape", 1, 1), ("Permute", 1, 1), ("MatMul", 1, 1), ("Add", 1, 1),
+    ("LayerNorm", 3, 1), ("Permute", 1, 1), ("MatMul", 2, 1), ("Mul", 1, 1), ("Softmax", 1, 1),
+    ("MatMul", 2, 1), ("Sigmoid", 1, 1), ("Convolution", 1, 1), ("Reshape", 1, 1), ("MatMul", 2, 1),
+    ("Reshape", 1, 1),
+]
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory):
+    return golden_torch_net(tmp_path_factory.mktemp("golden") / "golden.onnx")
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+
+
+def _outputs(result, got, want):
+    return {k: (got[result.name_map["outputs"][k]], w) for k, w in want.items()}
+
+
+def _cos(a, b):
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _assert_same_model(a: fmt.TnnModel, b: fmt.TnnModel) -> None:
+    assert a.inputs == b.inputs and a.outputs == b.outputs
+    assert len(a.layers) == len(b.layers)
+    for x, y in zip(a.layers, b.layers):
+        assert (x.type, x.name, x.inputs, x.outputs) == (y.type, y.name, y.inputs, y.outputs)
+        assert set(x.params) == set(y.params)
+        for key, value in x.params.items():
+            if isinstance(value, float):
+                assert np.float32(value) == np.float32(y.params[key]), (x.name, key)
+            else:
+                assert value == y.params[key], (x.name, key)
+        assert set(x.resource or {}) == set(y.resource or {}), x.name
+        for key, value in (x.resource or {}).items():
+            got = y.resource[key]
+            if isinstance(value, np.ndarray):
+                assert got.dtype == value.dtype and got.shape == value.shape, (x.name, key)
+                assert np.array_equal(got, value), (x.name, key)
+            else:
+                assert got == value, (x.name, key)
+    assert set(a.constants) == set(b.constants)
+    for key, value in a.constants.items():
+        assert b.constants[key].dtype == value.dtype and np.array_equal(b.constants[key], value)
+    assert set(a.blob_scales) == set(b.blob_scales)
+    for blob, res in a.blob_scales.items():
+        for key, value in res.items():
+            assert b.blob_scales[blob][key].dtype == value.dtype and np.array_equal(b.blob_scales[blob][key], value)
+
+
+def _round_trip(model: fmt.TnnModel) -> fmt.TnnModel:
+    return attach_resources(parse_proto_text(fmt.proto_text(model)), fmt.model_bytes(model))
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_golden_structure(golden, tmp_path):
+    result = export_tnn(golden, tmp_path)
+    model = read_tnn(result.proto_path)
+    assert [(layer.type, len(layer.inputs), len(layer.outputs)) for layer in model.layers] == GOLDEN
+    by = {layer.name: layer for layer in model.layers}
+    stem = by["/backbone/stem/stem.0/Conv"]
+    assert stem.params["activation_type"] == 1 and stem.params["bias"] == 1  # BN folded, ReLU fused
+    assert by["/backbone/pw/pw.0/Conv"].params["activation_type"] == 2  # ReLU6 (Clip 0..6) fused
+    dw = by["/backbone/dw/Conv"].params
+    assert (dw["group"], dw["input_channel"], dw["dilation_h"], dw["pad_h"]) == (8, 1, 2, 2)
+    assert by["/backbone/grouped/Conv"].params["group"] == 4
+    nearest, bilinear = by["/neck/Resize"].params, by["/neck/Resize_1"].params
+    assert (nearest["mode"], nearest["output_h"]) == (1, 16)
+    assert (bilinear["mode"], bilinear["align_corners"], bilinear["output_w"]) == (2, 0, 16)
+    assert by["/head/Softmax"].params["axis"] == 2  # opset 17 default -1, written non-negative
+    ln = by["/head/norm/LayerNormalization"]
+    assert ln.params["reduce_dims_size"] == 1
+    assert [model.constants[b].shape for b in ln.inputs[1:]] == [(16,), (16,)]
+    assert by["/head/proj/MatMul"].params["weight_position"] == 1
+    assert by["/head/proj/MatMul"].resource["weight"].shape == (32, 16)
+    assert by["/head/MatMul"].params["weight_position"] == -1 and by["/head/MatMul"].resource is None
+    assert by["/head/AveragePool"].params["kernel_h"] == 4  # adaptive pool exported as a fixed window
+    assert result.test_flags == ["-mt", "TNN", "-mp", "golden.tnnproto", "-dt", "ARM", "-pr", "HIGH"]
+
+
+def test_files_are_exactly_the_serialised_conversion_and_read_back_equal(golden, tmp_path):
+    result = export_tnn(golden, tmp_path)
+    conv = convert(onnx.load(str(golden)))
+    assert result.proto_path.read_text() == fmt.proto_text(conv.model)
+    assert result.model_path.read_bytes() == fmt.model_bytes(conv.model)
+    _assert_same_model(conv.model, read_tnn(result.proto_path))
+
+
+def test_golden_numerics_match_onnxruntime(golden, tmp_path, image):
+    result = export_tnn(golden, tmp_path)
+    got = ref.run(read_tnn(result.proto_path), {"image": image})
+    for name, (g, w) in _outputs(result, got, ort_run(golden, {"image": image})).items():
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-4, err_msg=name)
+
+
+def test_ops_zoo_numerics_match_onnxruntime_and_round_trip():
+    model = ops_zoo_model()
+    conv = convert(model)
+    assert conv.problems == []
+    types = [layer.type for layer in conv.model.layers]
+    # asymmetric conv pads -> a Pad layer, then a conv with no padding; BN folded into it
+    assert types[:2] == ["Pad", "Convolution"] and "BatchNormCxx" not in types
+    assert conv.model.layers[1].params["pad_h"] == 0 and conv.model.layers[0].params["pad_b"] == 1
+    assert {"Power", "Sqrt", "HardSigmoid", "Clip", "StridedSliceV2", "Gather", "ReduceMean", "Squeeze",
+            "Unsqueeze", "Softmax", "InnerProduct", "SplitV", "Upsample", "PadV2"} - set(types) == {"PadV2"}
+    back = _round_trip(conv.model)
+    _assert_same_model(conv.model, back)
+    x = np.random.default_rng(3).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    got = ref.run(back, {"x": x})
+    for name, want in ort_run(model, {"x": x}).items():
+        np.testing.assert_allclose(got[conv.output_map()[name]], want, atol=1e-5, rtol=1e-4, err_msg=name)
+
+
+def test_standalone_batchnorm_and_opset11_softmax_axis():
+    rng = np.random.default_rng(2)
+    inits = {"g": rng.uniform(0.5, 2, 3).astype(np.float32), "b": rng.standard_normal(3).astype(np.float32),
+             "m": rng.standard_normal(3).astype(np.float32), "v": rng.uniform(0.5, 2, 3).astype(np.float32)}
+    nodes = [helper.make_node("Add", ["x", "x"], ["a"], name="double"),
+             helper.make_node("BatchNormalization", ["a", "g", "b", "m", "v"], ["bn"], name="bn"),
+             helper.make_node("Softmax", ["bn"], ["y"], axis=1, name="softmax")]  # opset 11: over C*H*W
+    model = make_model(nodes, [vi("x", [1, 3, 4, 5])], [vi("y", [1, 3, 4, 5])], inits, opset=11)
+    conv = convert(model)
+    assert [layer.type for layer in conv.model.layers] == ["Add", "BatchNormCxx", "Reshape", "Softmax", "Reshape"]
+    assert conv.model.layers[3].params["axis"] == 1 and conv.model.layers[2].params["shape"] == [1, 60]
+    x = rng.standard_normal((1, 3, 4, 5)).astype(np.float32)
+    got = ref.run(_round_trip(conv.model), {"x": x})
+    np.testing.assert_allclose(got[conv.output_map()["y"]], ort_run(model, {"x": x})["y"], atol=1e-6, rtol=1e-4)
+
+
+def test_gelu_and_written_out_layernorm_fuse_into_single_layers(tmp_path):
+    import torch
+    from torch import nn
+
+    from edgeseg.models.layers import PortableLayerNorm
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 8), nn.GELU(), PortableLayerNorm(8)).eval()
+    with torch.no_grad():
+        net[2].weight.uniform_(0.5, 1.5)
+        net[2].bias.uniform_(-1, 1)
+    path = tmp_path / "gelu_ln.onnx"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.randn(1, 4, 8), str(path), opset_version=17, dynamo=False,
+                          input_names=["x"], output_names=["y"])
+    onnx_ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"Erf", "ReduceMean", "Sqrt"} <= onnx_ops
+    conv = convert(onnx.load(str(path)))
+    assert [layer.type for layer in conv.model.layers] == ["MatMul", "Add", "GELU", "LayerNorm"]
+    assert conv.fused == {"GELU": 1, "LayerNorm": 1}
+    x = np.random.default_rng(0).standard_normal((1, 4, 8)).astype(np.float32)
+    got = ref.run(_round_trip(conv.model), {"x": x})
+    np.testing.assert_allclose(got[conv.output_map()["y"]], ort_run(path, {"x": x})["y"], atol=2e-5, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- precision plans
+
+
+def test_fp16_plan_writes_half_weights_only_for_fp16_components(golden, tmp_path, image):
+    plan = PrecisionPlan.parse("head=fp16", COMPONENTS)
+    result = export_tnn(golden, tmp_path, plan=plan)
+    model = read_tnn(result.proto_path)
+    by = {layer.name: layer for layer in model.layers}
+    for name in ("/backbone/stem/stem.0/Conv", "/backbone/grouped/Conv"):
+        assert by[name].resource["filter"].dtype == np.float32
+    assert by["/head/mask/Conv"].resource["filter"].dtype == np.float16
+    assert by["/head/mask/Conv"].resource["bias"].dtype == np.float16
+    assert by["/head/proj/MatMul"].resource["weight"].dtype == np.float16
+    assert by["/head/proj/Add"].resource["element"].dtype == np.float16
+    ln = by["/head/norm/LayerNormalization"]
+    assert all(model.constants[b].dtype == np.float16 for b in ln.inputs[1:])
+    assert result.half_arrays == 7  # mask conv filter+bias, proj MatMul, proj Add, LN scale+bias, the *0.25
+    assert result.test_flags[-2:] == ["-pr", "NORMAL"]
+    assert any("one precision per network" in w for w in result.warnings)
+    # half weights: the output moves, but only by fp16 rounding
+    got = ref.run(model, {"image": image})
+    for name, (g, w) in _outputs(result, got, ort_run(golden, {"image": image})).items():
+        assert _cos(g, w) > 0.9999 and np.abs(g - w).max() < 1e-2, name
+
+
+def test_all_fp16_plan_is_smaller_and_still_correct(golden, tmp_path, image):
+    fp32 = export_tnn(golden, tmp_path / "a")
+    fp16 = export_tnn(golden, tmp_path / "b", plan=PrecisionPlan.parse("*=fp16", COMPONENTS))
+    assert fp16.model_path.stat().st_size < 0.6 * fp32.model_path.stat().st_size
+    got = ref.run(read_tnn(fp16.proto_path), {"image": image})
+    for name, (g, w) in _outputs(fp16, got, ort_run(golden, {"image": image})).items():
+        assert _cos(g, w) > 0.999, name
+
+
+@pytest.fixture(scope="module")
+def golden_table(golden):
+    rng = np.random.default_rng(7)
+    feeds = [{"image": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(4)]
+    return minmax_table(onnx.load(str(golden)), golden, feeds)
+
+
+def test_int8_backbone_payloads_and_folded_scales(golden, golden_table, tmp_path):
+    plan = PrecisionPlan.parse("backbone=int8", COMPONENTS)
+    result = export_tnn(golden, tmp_path, plan=plan, table=golden_table)
+    model = read_tnn(result.proto_path)
+    fp32 = convert(onnx.load(str(golden))).model
+    float_by = {layer.name: layer for layer in fp32.layers}
+    by = {layer.name: layer for layer in model.layers}
+    quantized = [layer for layer in model.layers if fmt.is_quantized(layer.type)]
+    assert [layer.type for layer in quantized] == ["QuantizedConvolution"] * 2 + ["QuantizedConvolution"] * 2 + [
+        "QuantizedAdd"]
+    assert by["/backbone/act/HardSwish"].type == "HardSwish"  # no int8 HardSwish in TNN: stays float
+    assert "/backbone/act/HardSwish" in result.kept_float
+    assert all(not fmt.is_quantized(layer.type) for layer in model.layers if layer.name.startswith("/head"))
+    for layer in quantized:
+        for blob in (*layer.inputs, *layer.outputs):
+            res = model.blob_scales[blob]
+            assert (res["scale"].dtype, res["zero_point"].dtype, res["bias"].dtype) == (np.float32, np.int8, np.int32)
+        if layer.type != "QuantizedConvolution":
+            continue
+        r, w = layer.resource, float_by[layer.name].resource["filter"]
+        out_ch = w.shape[0]
+        assert r["filter"].dtype == np.int8 and r["filter"].shape == w.shape
+        assert (r["bias"].dtype, r["bias"].shape) == (np.int32, (out_ch,))
+        assert (r["zero_point"].dtype, r["zero_point"].shape) == (np.int8, (out_ch,))
+        assert (r["scale"].dtype, r["scale"].shape) == (np.float32, (out_ch,))
+        in_scale = float(model.blob_scales[layer.inputs[0]]["scale"][0])
+        want = np.abs(w.reshape(out_ch, -1)).max(axis=1) / 127.0 * in_scale  # input scale folded in
+        np.testing.assert_allclose(r["scale"], want, rtol=1e-6)
+        np.testing.assert_allclose(r["filter"].astype(np.float32) * (r["scale"] / in_scale).reshape(-1, 1, 1, 1), w,
+                                   atol=float(np.abs(w).max()) / 127)
+    # the graph input's scale is the calibration table's amax / 127
+    assert model.blob_scales["image"]["scale"][0] == pytest.approx(golden_table.ranges["image"].amax / 127)
+    # int8 weights: 1 byte per weight instead of 4
+    convs = [layer for layer in quantized if layer.type == "QuantizedConvolution"]
+    quant_bytes = sum(layer.resource["filter"].nbytes for layer in convs)
+    float_bytes = sum(float_by[layer.name].resource["filter"].nbytes for layer in convs)
+    assert quant_bytes * 4 == float_bytes
+    _assert_same_model(model, _round_trip(model))
+
+
+def test_int8_backbone_numerics_track_fp32(golden, golden_table, tmp_path, image):
+    plan = PrecisionPlan.parse("backbone=int8", COMPONENTS)
+    result = export_tnn(golden, tmp_path, plan=plan, table=golden_table)
+    got = ref.run(read_tnn(result.proto_path), {"image": image})
+    for name, (g, w) in _outputs(result, got, ort_run(golden, {"image": image})).items():
+        assert _cos(g, w) > 0.99, name
+        assert np.abs(g - w).max() < 0.1 * np.abs(w).max(), name  # magnitudes too, not just direction
+        assert not np.allclose(g, w, atol=1e-6), name  # it really went through int8
+
+
+def test_int8_round_trip_of_in_memory_quantized_model(golden, golden_table):
+    conv = convert(onnx.load(str(golden)))
+    plan = PrecisionPlan.parse("backbone=int8,neck=int8,head=fp16", COMPONENTS)
+    apply_half_weights(conv.model, {"head"})
+    report = quantize_model(conv.model, plan.precision_of, golden_table, conv.range_source)
+    assert "/neck/Concat_1" in report.quantized and "/neck/MaxPool" in report.quantized  # follows an int8 Add
+    _assert_same_model(conv.model, _round_trip(conv.model))
+
+
+def test_int8_plan_needs_a_table_and_every_range(golden, golden_table, tmp_path):
+    plan = PrecisionPlan.parse("backbone=int8", COMPONENTS)
+    with pytest.raises(EdgesegError, match="no calibration table"):
+        export_tnn(golden, tmp_path / "a", plan=plan)
+    partial = type(golden_table)("minmax", {k: v for k, v in golden_table.ranges.items() if "stem" not in k})
+    with pytest.raises(EdgesegError, match="no range") as err:
+        export_tnn(golden, tmp_path / "b", plan=plan, table=partial)
+    assert "calibrate" in err.value.fix
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+    stale = type(golden_table)("minmax", golden_table.ranges, model_sha256="0" * 64)
+    with pytest.raises(EdgesegError, match="different ONNX file"):
+        export_tnn(golden, tmp_path / "c", plan=plan, table=stale)
+
+
+def test_plan_must_cover_the_graph_components(golden, tmp_path):
+    with pytest.raises(EdgesegError, match="does not cover"):
+        export_tnn(golden, tmp_path, plan=PrecisionPlan({"backbone": "fp16"}))
+
+
+# --------------------------------------------------------------------------- names, errors, manifest
+
+
+def test_names_are_sanitised_and_mapped_back(tmp_path):
+    nodes = [helper.make_node("Relu", ["in put:0"], ['a,"b"'], name="my relu, v1"),
+             helper.make_node("Sigmoid", ['a,"b"'], ["out 'x'"], name="sig:moid")]
+    model = make_model(nodes, [vi("in put:0", [1, 2, 3])], [vi("out 'x'", [1, 2, 3])])
+    result = export_tnn(model, tmp_path, name="names")
+    text = result.proto_path.read_text()
+    for bad in ("in put", "a,", "'x'", "my relu", "sig:moid"):
+        assert bad not in text
+    back = read_tnn(result.proto_path)
+    assert list(back.inputs) == ["in_put_0"]
+    assert result.name_map["blobs"]["in put:0"] == "in_put_0"
+    assert result.name_map["layers"]["my relu, v1"] == "my_relu__v1"
+    out_blob = result.name_map["outputs"]["out 'x'"]
+    x = np.linspace(-2, 2, 6, dtype=np.float32).reshape(1, 2, 3)
+    np.testing.assert_allclose(ref.run(back, {"in_put_0": x})[out_blob], 1 / (1 + np.exp(-np.maximum(x, 0))),
+                               rtol=1e-6)
+
+
+def test_unknown_op_is_one_clear_error_and_nothing_is_written(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="ok_relu"),
+             helper.make_node("TopK", ["r", "k"], ["v", "i"], axis=-1, name="pick_best"),
+             helper.make_node("Where", ["c", "v", "v"], ["y"], name="choose")]
+    model = make_model(nodes, [vi("x", [1, 8]), vi("c", [1, 3], onnx.TensorProto.BOOL)], [vi("y", [1, 3])],
+                       {"k": np.array([3], np.int64)})
+    out = tmp_path / "out"
+    with pytest.raises(EdgesegError) as err:
+        export_tnn(model, out)
+    text = str(err.value)
+    assert "2 problem(s)" in text and "TopK" in text and "pick_best" in text and "Where" in text and "choose" in text
+    assert "host" in text  # the fix is named
+    assert not out.exists()
+
+
+def test_dynamic_input_is_refused_with_the_fix(tmp_path):
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", ["batch", 3])], [vi("y", ["batch", 3])])
+    with pytest.raises(EdgesegError, match="dynamic shape") as err:
+        export_tnn(model, tmp_path / "o")
+    assert "--input-size" in str(err.value)
+
+
+def test_manifest_records_the_artifact_and_its_flags(golden, tmp_path):
+    Manifest(model="golden", components={c: {"module": c} for c in COMPONENTS}).save(tmp_path)
+    plan = PrecisionPlan.parse("*=fp16", COMPONENTS)
+    result = export_tnn(golden, tmp_path, plan=plan, device="arm")
+    assert result.manifest_path == tmp_path / "manifest.json"
+    entry = json.loads(result.manifest_path.read_text())["artifacts"]["golden.tnnproto"]
+    assert entry["target"] == "tnn"
+    assert entry["tnn"]["test_flags"] == ["-mt", "TNN", "-mp", "golden.tnnproto", "-dt", "ARM", "-pr", "NORMAL"]
+    assert entry["tnn"]["model_file"] == "golden.tnnmodel"
+    assert entry["tnn"]["name_map"]["outputs"] == {"kernels": "kernels", "masks": "masks"}
+    assert entry["precision"]["precisions"] == {c: "fp16" for c in COMPONENTS}
+
+
+def test_no_manifest_no_entry(golden, tmp_path):
+    assert export_tnn(golden, tmp_path / "bare").manifest_path is None
+    assert not (tmp_path / "bare" / "manifest.json").exists()
