@@ -1,0 +1,603 @@
+"""ONNX + PrecisionPlan + CalibrationTable -> one QDQ / FP16 ONNX (the universal quantized artifact).
+
+Per component, as the plan says:
+
+* **int8**: Conv, MatMul and Gemm (``QUANTIZED_OPS``) get QuantizeLinear/DequantizeLinear
+  pairs. Weights: per-channel symmetric int8 on the output-channel axis, narrow range
+  [-127, 127]. Activations: per-tensor symmetric, scale = amax / 127 from the table. Conv
+  and Gemm biases become int32 with scale = input scale x weight scale, which is what
+  ONNX Runtime (and TensorRT) need to fuse the pattern into one integer kernel.
+  A quantized tensor is one Q/DQ pair right after its producer, read by every int8
+  consumer, so ONNX Runtime can fuse ``DQ -> Conv -> Q`` into ``QLinearConv`` and
+  ``DQ -> MatMul -> Q`` (also between two activations, as in attention) into
+  ``QLinearMatMul``. Consumers *outside* int8 components keep reading the float tensor,
+  and graph outputs are never quantized: int8 is where the plan says, nowhere else.
+  Other ops in int8 components (Add, Softmax, Resize...) stay float and read the
+  dequantized values: quantizing them saves little on a CPU and costs accuracy (see
+  ``QUANTIZED_OPS``).
+* **fp16**: float initializers and activations of the component become float16; Casts
+  are inserted only where a float tensor crosses the component's boundary (one Cast per
+  tensor and direction). Inputs that the ONNX spec keeps float32 (Resize ``scales``)
+  stay float32. Stale ``value_info`` of converted tensors is dropped and re-inferred
+  (a float32 annotation on a float16 tensor makes ONNX Runtime refuse the model).
+* **fp32**: untouched, node for node.
+
+Graph input and output names and dtypes never change: float32 in, float32 out.
+Every node created here carries the component tag of the component it belongs to.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+from edgeseg.export.tags import get_component, set_component
+from edgeseg.quantize.cache import CalibrationTable
+from edgeseg.quantize.plan import PrecisionPlan
+
+# Op types that get integer kernels. Measured on MobileInst-TopFormer (ORT CPU, one
+# core): these carry nearly all the MACs; adding Add/Mul/Concat/pooling QDQ gave no
+# speed-up and lost fidelity, because ORT then runs extra Q/DQ around cheap ops.
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+ACTIVATION_DTYPES = ("int8", "uint8")
+
+# (op_type, input index) that the ONNX spec types as float32 whatever T is.
+_KEEP_FP32_INPUTS = {("Resize", 2), ("Upsample", 1)}
+
+
+@dataclass
+class QuantizeReport:
+    plan: dict[str, str]
+    activation_dtype: str
+    quantized_nodes: dict[str, int] = field(default_factory=dict)  # component -> count
+    quantized_tensors: int = 0
+    quantized_weights: int = 0
+    fp16_nodes: dict[str, int] = field(default_factory=dict)
+    casts: int = 0
+    skipped: list[str] = field(default_factory=list)  # "node: reason"
+    bias_clipped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan, "activation_dtype": self.activation_dtype,
+                "quantized_nodes": self.quantized_nodes, "quantized_tensors": self.quantized_tensors,
+                "quantized_weights": self.quantized_weights, "fp16_nodes": self.fp16_nodes,
+                "casts": self.casts, "skipped": self.skipped, "bias_clipped": self.bias_clipped}
+
+
+# ============================================================================ helpers
+class _Graph:
+    """Indexes over a graph that the passes below keep up to date as they rewrite it."""
+
+    def __init__(self, model):
+        self.model = model
+        self.g = model.graph
+        self.inits = {t.name: t for t in self.g.initializer}
+        self.outputs = {o.name for o in self.g.output}
+        self.taken = set(self.inits) | {i.name for i in self.g.input}
+        for n in self.g.node:
+            self.taken.update(n.output)
+            self.taken.add(n.name)
+        self.replaced_constants: dict[str, str] = {}  # original constant -> its replacement
+        self.producer = {}
+        self.consumers: dict[str, list[tuple[Any, int]]] = defaultdict(list)
+        for n in self.g.node:
+            for o in n.output:
+                self.producer[o] = n
+            for k, x in enumerate(n.input):
+                if x:
+                    self.consumers[x].append((n, k))
+
+    def rewire(self, node, slot: int, new: str) -> None:
+        """Point ``node.input[slot]`` at ``new`` and keep the consumer index true."""
+        old = node.input[slot]
+        self.consumers[old] = [(c, k) for c, k in self.consumers[old] if not (c is node and k == slot)]
+        node.input[slot] = new
+        self.consumers[new].append((node, slot))
+
+    def add_consumer(self, node) -> None:
+        for k, x in enumerate(node.input):
+            if x:
+                self.consumers[x].append((node, k))
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name
+
+    def const(self, name: str) -> np.ndarray | None:
+        """Value of an initializer or Constant-node output, else None (an activation)."""
+        from onnx import numpy_helper
+
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        p = self.producer.get(name)
+        if p is not None and p.op_type == "Constant":
+            for a in p.attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+        return None
+
+    def add_init(self, base: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        name = self.fresh(base)
+        t = numpy_helper.from_array(array, name)
+        self.g.initializer.append(t)
+        self.inits[name] = t
+        return name
+
+
+def _make_node(op: str, inputs: list[str], outputs: list[str], name: str, component: str | None, **attrs):
+    from onnx import helper
+
+    node = helper.make_node(op, inputs, outputs, name=name, **attrs)
+    if component:
+        set_component(node, component)
+    return node
+
+
+def _attr(node, name: str, default: Any) -> Any:
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _weight_scales(w: np.ndarray, axis: int | None) -> np.ndarray:
+    """Symmetric per-channel (or per-tensor) scales max|w| / 127; all-zero channels get 1."""
+    if axis is None:
+        amax = np.abs(w).max(initial=0.0)
+    else:
+        amax = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1, initial=0.0)
+    return np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+
+
+def _quantize_weight(w: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
+    s = scale if axis is None else scale.reshape([-1 if d == axis else 1 for d in range(w.ndim)])
+    return np.clip(np.rint(w.astype(np.float64) / s), -127, 127).astype(np.int8)
+
+
+# ============================================================================ int8
+def _weight_axis(node, slot: int, w: np.ndarray) -> int | None:
+    """Output-channel axis of a weight, or None for per-tensor."""
+    op = node.op_type
+    if op == "Conv" and slot == 1:
+        return 0  # (C_out, C_in/groups, kh, kw)
+    if op == "Gemm" and slot == 1:
+        return 0 if _attr(node, "transB", 0) else 1  # B is (N, K) when transposed, else (K, N)
+    if op == "Gemm" and slot == 0:
+        return None  # a constant A is rare; per-tensor keeps the math simple
+    if op == "MatMul" and slot == 1 and w.ndim >= 2:
+        return w.ndim - 1  # (..., K, N): one scale per output column
+    return None
+
+
+def _insert_int8(gr: _Graph, plan: PrecisionPlan, table: CalibrationTable,
+                 report: QuantizeReport, act_dtype: str) -> dict[str, list]:
+    """Plan and create the QDQ nodes; returns tensor -> nodes to emit after its producer."""
+    int8 = {c for c, p in plan.precisions.items() if p == "int8"}
+    if not int8:
+        return {}
+    nodes = [n for n in gr.g.node if get_component(n) in int8 and n.op_type in QUANTIZED_OPS]
+
+    # 1. Decide what to quantize: activation inputs and outputs of the quantized nodes.
+    act_inputs: dict[Any, list[int]] = {}
+    weights: dict[Any, list[int]] = {}
+    missing: list[str] = []
+    for n in nodes:
+        slots = {"Conv": (0, 1), "Gemm": (0, 1), "MatMul": (0, 1)}[n.op_type]
+        acts, ws = [], []
+        for k in slots:
+            x = n.input[k]
+            (ws if gr.const(x) is not None else acts).append(k)
+        if n.op_type == "Conv" and 1 not in ws:
+            report.skipped.append(f"{n.name}: Conv weight is computed at run time")
+            continue
+        need = [n.input[k] for k in acts if n.input[k] not in table]
+        if need:
+            missing.extend(need)
+            continue
+        act_inputs[id(n)] = acts
+        weights[id(n)] = ws
+    if missing:
+        uniq = sorted(set(missing))
+        raise EdgesegError(
+            f"the calibration table has no range for {len(uniq)} tensor(s) the plan quantizes "
+            f"(e.g. {', '.join(uniq[:3])})",
+            "re-run `edgeseg calibrate` on this exact ONNX file")
+    chosen = [n for n in nodes if id(n) in act_inputs]
+
+    q_tensors: dict[str, str] = {}  # tensor -> owning int8 component (for the tag)
+    for n in chosen:
+        comp = get_component(n)
+        for k in act_inputs[id(n)]:
+            x = n.input[k]
+            p = gr.producer.get(x)
+            owner = get_component(p) if p is not None and get_component(p) in int8 else comp
+            q_tensors.setdefault(x, owner)
+        for y in n.output:
+            readers = [c for c, _ in gr.consumers.get(y, []) if get_component(c) in int8]
+            if y and y not in gr.outputs and y in table and readers:
+                q_tensors.setdefault(y, comp)
+        report.quantized_nodes[comp] = report.quantized_nodes.get(comp, 0) + 1
+
+    zp_dtype = np.int8 if act_dtype == "int8" else np.uint8
+    zp_value = 0 if act_dtype == "int8" else 128  # uint8 + 128 is the same grid as symmetric int8
+    emit: dict[str, list] = defaultdict(list)  # tensor -> nodes emitted right after its producer
+    act_scale: dict[str, np.float32] = {}
+    dq_of: dict[str, str] = {}  # dequantized name -> quantized tensor
+
+    # 2. Activations: one Q/DQ pair per tensor, read by every int8 consumer.
+    for x, comp in q_tensors.items():
+        scale = np.float32(table.ranges[x].scale)
+        act_scale[x] = scale
+        s_name = gr.add_init(f"{x}_scale", np.array(scale, np.float32))
+        z_name = gr.add_init(f"{x}_zero_point", np.array(zp_value, zp_dtype))
+        q_out, dq_out = gr.fresh(f"{x}_quantized"), gr.fresh(f"{x}_dequantized")
+        readers = [(c, k) for c, k in gr.consumers.get(x, []) if get_component(c) in int8]
+        q = _make_node("QuantizeLinear", [x, s_name, z_name], [q_out], gr.fresh(f"{x}_QuantizeLinear"), comp)
+        dq = _make_node("DequantizeLinear", [q_out, s_name, z_name], [dq_out],
+                        gr.fresh(f"{x}_DequantizeLinear"), comp)
+        emit[x] += [q, dq]
+        gr.add_consumer(q)
+        gr.add_consumer(dq)
+        gr.producer[q_out], gr.producer[dq_out] = q, dq
+        for c, k in readers:
+            gr.rewire(c, k, dq_out)
+        dq_of[dq_out] = x
+        report.quantized_tensors += 1
+
+    # 3. Weights (per channel) and biases (int32), per quantized node.
+    dq_cache: dict[tuple[str, int | None], str] = {}
+    for n in chosen:
+        comp = get_component(n)
+        w_scales: np.ndarray | None = None
+        w_axis: int | None = None
+        for k in weights[id(n)]:
+            name = n.input[k]
+            w = gr.const(name)
+            if w is None or w.dtype not in (np.float32, np.float64, np.float16):
+                continue
+            w = w.astype(np.float32)
+            axis = _weight_axis(n, k, w)
+            scales = _weight_scales(w, axis)
+            key = (name, axis)
+            if key not in dq_cache:
+                q_name = gr.add_init(f"{name}_quantized", _quantize_weight(w, scales, axis))
+                s_name = gr.add_init(f"{name}_scale", scales if axis is not None else np.array(scales, np.float32))
+                zeros = np.zeros(scales.shape, np.int8) if axis is not None else np.array(0, np.int8)
+                z_name = gr.add_init(f"{name}_zero_point", zeros)
+                dq_out = gr.fresh(f"{name}_dequantized")
+                extra = {"axis": axis} if axis is not None else {}
+                dq = _make_node("DequantizeLinear", [q_name, s_name, z_name], [dq_out],
+                                gr.fresh(f"{name}_DequantizeLinear"), comp, **extra)
+                emit[""].append(dq)
+                gr.add_consumer(dq)
+                dq_cache[key] = dq_out
+                report.quantized_weights += 1
+            gr.rewire(n, k, dq_cache[key])
+            if k == 1:
+                w_scales, w_axis = scales, axis
+        # Bias: int32 on the accumulator's scale, so the integer kernel adds it directly.
+        if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.input[2] and w_scales is not None:
+            if n.op_type == "Gemm" and (_attr(n, "alpha", 1.0) != 1.0 or _attr(n, "beta", 1.0) != 1.0):
+                continue
+            b = gr.const(n.input[2])
+            src = dq_of.get(n.input[0])
+            if b is None or b.ndim != 1 or src is None:
+                continue
+            if w_axis is None and w_scales.ndim == 0:
+                bs = np.full(b.shape, act_scale[src] * w_scales, np.float32)
+            elif w_scales.shape != b.shape:
+                continue
+            else:
+                bs = (act_scale[src] * w_scales).astype(np.float32)
+            raw = np.rint(b.astype(np.float64) / bs.astype(np.float64))
+            lim = 2 ** 31 - 1
+            report.bias_clipped += int((np.abs(raw) > lim).sum())
+            qb = np.clip(raw, -lim, lim).astype(np.int32)
+            qb_name = gr.add_init(f"{n.input[2]}_quantized", qb)
+            s_name = gr.add_init(f"{n.input[2]}_scale", bs)
+            z_name = gr.add_init(f"{n.input[2]}_zero_point", np.zeros(b.shape, np.int32))
+            dq_out = gr.fresh(f"{n.input[2]}_dequantized")
+            dq = _make_node("DequantizeLinear", [qb_name, s_name, z_name], [dq_out],
+                            gr.fresh(f"{n.input[2]}_DequantizeLinear"), comp, axis=0)
+            emit[""].append(dq)
+            gr.add_consumer(dq)
+            gr.rewire(n, 2, dq_out)
+    return emit
+
+
+# ============================================================================ fp16
+def _convert_fp16(gr: _Graph, plan: PrecisionPlan, report: QuantizeReport,
+                  float_types: set[str]) -> tuple[dict[str, list], set[str]]:
+    """Convert fp16 components; returns (nodes to emit, tensors whose type changed)."""
+    from onnx import TensorProto, numpy_helper
+
+    fp16 = {c for c, p in plan.precisions.items() if p == "fp16"}
+    if not fp16:
+        return {}, set()
+    emit: dict[str, list] = defaultdict(list)
+    g = gr.g
+
+    def in16(n) -> bool:
+        return get_component(n) in fp16
+
+    work = [n for n in g.node if in16(n)]
+    for n in work:
+        report.fp16_nodes[get_component(n)] = report.fp16_nodes.get(get_component(n), 0) + 1
+    # Float tensors computed inside fp16 components become float16. Constant nodes are
+    # left alone and converted per use (a few uses must stay float32).
+    produced16 = {o for n in work if n.op_type != "Constant" for o in n.output if o in float_types}
+
+    # 1. Inputs: float32 constants get a float16 copy, float activations from outside a Cast.
+    const16: dict[str, str] = {}
+    cast_in: dict[tuple[str, str], str] = {}
+    for n in work:
+        if n.op_type == "Constant":
+            continue
+        comp = get_component(n)
+        for k, x in enumerate(n.input):
+            if not x or (n.op_type, k) in _KEEP_FP32_INPUTS or x in produced16:
+                continue
+            value = gr.const(x)
+            if value is not None:
+                if value.dtype != np.float32:
+                    continue
+                if x not in const16:
+                    const16[x] = gr.add_init(f"{x}_fp16", value.astype(np.float16))
+                gr.rewire(n, k, const16[x])
+            elif x in float_types:
+                key = (x, comp)
+                if key not in cast_in:
+                    out = gr.fresh(f"{x}_fp16")
+                    cast = _make_node("Cast", [x], [out], gr.fresh(f"{x}_Cast_fp16"), comp, to=TensorProto.FLOAT16)
+                    emit[x].append(cast)
+                    gr.add_consumer(cast)
+                    cast_in[key] = out
+                    report.casts += 1
+                gr.rewire(n, k, cast_in[key])
+    # 2. Ops whose attributes fix a float32 output type.
+    for n in work:
+        if n.op_type == "Cast" and _attr(n, "to", 0) == TensorProto.FLOAT:
+            _set_attr(n, "to", TensorProto.FLOAT16)
+        elif n.op_type == "ConstantOfShape":
+            for a in n.attribute:
+                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+    # 3. Outputs: the float16 tensor gets a new name inside; readers outside the component
+    #    and graph outputs read a Cast back to float32 under the original name, so no node
+    #    outside the component and no graph output is renamed.
+    for n in work:
+        if n.op_type == "Constant":
+            continue
+        comp = get_component(n)
+        for idx, y in enumerate(n.output):
+            if y not in produced16:
+                continue
+            inner = gr.fresh(f"{y}_fp16")
+            n.output[idx] = inner
+            gr.producer[inner] = n
+            outside = False
+            for c, k in list(gr.consumers.get(y, [])):
+                if in16(c) and (c.op_type, k) not in _KEEP_FP32_INPUTS:
+                    gr.rewire(c, k, inner)
+                else:
+                    outside = True
+            if outside or y in gr.outputs:
+                cast = _make_node("Cast", [inner], [y], gr.fresh(f"{y}_Cast_fp32"), comp, to=TensorProto.FLOAT)
+                emit[inner].append(cast)
+                gr.add_consumer(cast)
+                gr.producer[y] = cast
+                report.casts += 1
+    gr.replaced_constants.update(const16)
+    return emit, produced16 | set(const16.values())
+
+
+def _set_attr(node, name: str, value: Any) -> None:
+    from onnx import helper
+
+    for i, a in enumerate(node.attribute):
+        if a.name == name:
+            del node.attribute[i]
+            break
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+def _float_tensors(model) -> set[str]:
+    """Names of float32 tensors (activations and constants), from shape inference."""
+    from onnx import TensorProto, shape_inference
+
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except Exception as e:
+        raise EdgesegError(f"ONNX shape inference failed on this model: {e}",
+                           "re-export it with `edgeseg export`") from e
+    g = inferred.graph
+    out = {vi.name for vi in list(g.value_info) + list(g.input) + list(g.output)
+           if vi.type.tensor_type.elem_type == TensorProto.FLOAT}
+    out |= {t.name for t in g.initializer if t.data_type == TensorProto.FLOAT}
+    return out
+
+
+# ============================================================================ assembly
+def _rebuild_nodes(gr: _Graph, emits: list[dict[str, list]]) -> None:
+    """Put each new node right after the producer of the tensor it was emitted for.
+
+    Keeps the file readable (a Q/DQ pair sits next to its tensor's producer); nodes for
+    graph inputs and constants go first. A stable topological sort then guarantees validity.
+    """
+    after: dict[str, list] = defaultdict(list)
+    for e in emits:
+        for tensor, nodes in e.items():
+            after[tensor].extend(nodes)
+    ordered: list = []
+
+    def place(node) -> None:
+        ordered.append(node)
+        for o in node.output:
+            for m in after.pop(o, []):
+                place(m)
+
+    originals = list(gr.g.node)
+    produced = {o for n in originals for o in n.output}
+    produced |= {o for nodes in after.values() for n in nodes for o in n.output}
+    for t in [t for t in after if t not in produced]:  # graph inputs and constants ("")
+        for m in after.pop(t):
+            place(m)
+    for n in originals:
+        place(n)
+    for nodes in after.values():  # defensive: the sort below puts them where they can run
+        ordered.extend(nodes)
+    del gr.g.node[:]
+    gr.g.node.extend(_toposort(ordered, gr))
+
+
+def _toposort(nodes: list, gr: _Graph) -> list:
+    """Stable topological order: the given order wherever it is already valid."""
+    import heapq
+
+    produced_by: dict[str, int] = {}
+    for idx, n in enumerate(nodes):
+        for o in n.output:
+            produced_by[o] = idx
+    users: dict[int, list[int]] = defaultdict(list)
+    indegree = [0] * len(nodes)
+    for idx, n in enumerate(nodes):
+        deps = {produced_by[x] for x in n.input if x in produced_by}
+        indegree[idx] = len(deps)
+        for d in deps:
+            users[d].append(idx)
+    ready = [i for i, d in enumerate(indegree) if d == 0]
+    heapq.heapify(ready)
+    out: list = []
+    while ready:
+        i = heapq.heappop(ready)
+        out.append(nodes[i])
+        for u in users[i]:
+            indegree[u] -= 1
+            if indegree[u] == 0:
+                heapq.heappush(ready, u)
+    if len(out) != len(nodes):
+        raise EdgesegError("internal error: the rewritten graph has a cycle", "please report this with the model")
+    return out
+
+
+def _drop_replaced(gr: _Graph) -> None:
+    """Remove initializers and Constant nodes this pass replaced and nothing reads any more."""
+    used = {x for n in gr.g.node for x in n.input} | gr.outputs
+    dead = {name for name in gr.replaced_constants if name not in used}
+    if not dead:
+        return
+    keep_nodes = [n for n in gr.g.node if not (n.op_type == "Constant" and set(n.output) <= dead)]
+    del gr.g.node[:]
+    gr.g.node.extend(keep_nodes)
+    keep = [t for t in gr.g.initializer if t.name not in dead]
+    del gr.g.initializer[:]
+    gr.g.initializer.extend(keep)
+
+
+def quantize_model(model, plan: PrecisionPlan, table: CalibrationTable | None,
+                   activation_dtype: str = "int8"):
+    """Return ``(new_model, QuantizeReport)``; ``model`` is not modified."""
+    import onnx
+
+    if activation_dtype not in ACTIVATION_DTYPES:
+        raise EdgesegError(f"unknown activation type {activation_dtype!r}", f"use one of {ACTIVATION_DTYPES}")
+    untagged = [n.name for n in model.graph.node if get_component(n) is None]
+    if untagged:
+        raise EdgesegError(f"{len(untagged)} nodes carry no component tag (e.g. {untagged[0]!r})",
+                           "export with `edgeseg export`, which tags every node with its component")
+    comps = {get_component(n) for n in model.graph.node}
+    not_planned = sorted(c for c in comps if c not in plan.precisions)
+    if not_planned:
+        raise EdgesegError(f"plan does not cover component(s) {', '.join(not_planned)} of this graph",
+                           f"parse the plan against the model's components: {', '.join(sorted(comps))}")
+    if plan.needs_calibration and table is None:
+        raise EdgesegError("the plan has int8 components but no calibration table was given",
+                           "run `edgeseg calibrate MODEL.onnx --images DIR -o table.json` and pass --calib table.json")
+    _check_opset(model, 13)  # per-axis DequantizeLinear needs opset >= 13
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    report = QuantizeReport(plan=dict(plan.precisions), activation_dtype=activation_dtype)
+    float_types = _float_tensors(m) if "fp16" in plan.precisions.values() else set()
+    gr = _Graph(m)
+    emits = []
+    if plan.needs_calibration:
+        emits.append(_insert_int8(gr, plan, table, report, activation_dtype))  # type: ignore[arg-type]
+    emit16, changed = _convert_fp16(gr, plan, report, float_types)
+    emits.append(emit16)
+    _rebuild_nodes(gr, emits)
+    _drop_replaced(gr)
+    if changed:
+        # Stale float32 annotations on now-float16 tensors make ONNX Runtime refuse the
+        # model: drop them and let shape inference write correct ones.
+        keep = [vi for vi in m.graph.value_info if vi.name not in changed]
+        del m.graph.value_info[:]
+        m.graph.value_info.extend(keep)
+        try:
+            m = onnx.shape_inference.infer_shapes(m)
+        except Exception:  # annotations are optional; ORT infers what it needs
+            pass
+    return m, report
+
+
+def _check_opset(model, minimum: int) -> None:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx") and imp.version < minimum:
+            raise EdgesegError(f"the model uses opset {imp.version}; per-channel QDQ needs opset >= {minimum}",
+                               "re-export with `edgeseg export` (opset 17)")
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    report: QuantizeReport
+    sha256: str
+
+
+def quantize_file(src: str | os.PathLike, plan: PrecisionPlan, table: CalibrationTable | None,
+                  out: str | os.PathLike, activation_dtype: str = "int8", check: bool = True) -> QuantizeResult:
+    """Quantize ``src`` into ``out`` atomically; refuse a table computed for another file."""
+    import onnx
+
+    from edgeseg.quantize.calibrate import load_onnx
+    from edgeseg.utils import atomic
+    from edgeseg.utils.hashing import sha256_file
+
+    src = Path(src)
+    model = load_onnx(src)
+    if table is not None and plan.needs_calibration:
+        table.check_model(sha256_file(src), what=f"model than {src.name}")
+    qmodel, report = quantize_model(model, plan, table, activation_dtype)
+    out = Path(out)
+    with atomic.atomic_path(out) as tmp:
+        onnx.save(qmodel, os.fspath(tmp))
+        if check:
+            _check_runs(tmp, out.name)
+    return QuantizeResult(out, report, sha256_file(out))
+
+
+def _check_runs(path: Path, label: str) -> None:
+    """Load and run the artifact once in ONNX Runtime CPU before it is renamed into place."""
+    from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
+
+    try:
+        rt = OnnxRuntimeRuntime(path, threads=1)
+        rt.run(rt.random_feeds())
+    except EdgesegError as e:
+        raise EdgesegError(f"the quantized model {label} does not run in ONNX Runtime: {e.problem}",
+                           "please report this with the model and plan") from e
+    except Exception as e:
+        raise EdgesegError(f"the quantized model {label} does not run in ONNX Runtime: {e}",
+                           "please report this with the model and plan") from e
