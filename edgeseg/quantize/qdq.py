@@ -4,17 +4,19 @@ Per component, as the plan says:
 
 * **int8**: Conv, MatMul and Gemm (``QUANTIZED_OPS``) get QuantizeLinear/DequantizeLinear
   pairs. Weights: per-channel symmetric int8 on the output-channel axis, narrow range
-  [-127, 127]. Activations: per-tensor symmetric, scale = amax / 127 from the table. Conv
-  and Gemm biases become int32 with scale = input scale x weight scale, which is what
-  ONNX Runtime (and TensorRT) need to fuse the pattern into one integer kernel.
+  [-127, 127]. Activations: per-tensor symmetric, scale = amax / 127 from the table
+  (stored as uint8 with zero point 128 by default, or int8; see ``ACTIVATION_DTYPES``). Conv
+  and Gemm biases become int32 with scale = input scale x weight scale, so ONNX Runtime
+  adds them inside the integer accumulator of its fused kernel.
   A quantized tensor is one Q/DQ pair right after its producer, read by every int8
   consumer, so ONNX Runtime can fuse ``DQ -> Conv -> Q`` into ``QLinearConv`` and
   ``DQ -> MatMul -> Q`` (also between two activations, as in attention) into
   ``QLinearMatMul``. Consumers *outside* int8 components keep reading the float tensor,
   and graph outputs are never quantized: int8 is where the plan says, nowhere else.
-  Other ops in int8 components (Add, Softmax, Resize...) stay float and read the
-  dequantized values: quantizing them saves little on a CPU and costs accuracy (see
-  ``QUANTIZED_OPS``).
+  Other ops in int8 components (Add, Softmax, Resize...) are not rewritten: they read
+  the dequantized values, and where such an op sits between two quantized tensors ONNX
+  Runtime fuses it by itself (``DQ -> Add -> Q`` becomes ``QLinearAdd``, ``DQ -> Softmax
+  -> Q`` becomes ``QLinearSoftmax`` on MobileInst).
 * **fp16**: float initializers and activations of the component become float16; Casts
   are inserted only where a float tensor crosses the component's boundary (one Cast per
   tensor and direction). Inputs that the ONNX spec keeps float32 (Resize ``scales``)
@@ -41,10 +43,16 @@ from edgeseg.export.tags import get_component, set_component
 from edgeseg.quantize.cache import CalibrationTable
 from edgeseg.quantize.plan import PrecisionPlan
 
-# Op types that get integer kernels. Measured on MobileInst-TopFormer (ORT CPU, one
-# core): these carry nearly all the MACs; adding Add/Mul/Concat/pooling QDQ gave no
-# speed-up and lost fidelity, because ORT then runs extra Q/DQ around cheap ops.
+# Op types whose inputs (and outputs) get Q/DQ: they carry nearly all the multiply-
+# accumulates of a segmentation network, and they are what every backend runs in int8
+# (TensorRT, TFLite, TNN, ONNX Runtime's QLinearConv / QLinearMatMul / QGemm).
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+# Storage type of quantized activations. Both hold the same symmetric grid (uint8 with
+# zero point 128 is int8 shifted by 128: identical values after DequantizeLinear).
+# Measured on MobileInst-TopFormer at 640 (ORT 1.31, x86, one core): with uint8 ORT fuses
+# every Conv into QLinearConv; with int8 it leaves about half of them as float Conv
+# between Q/DQ, so int8 runs no faster than fp32 there. TensorRT's explicit-quantization
+# path needs int8, hence the choice.
 ACTIVATION_DTYPES = ("int8", "uint8")
 
 # (op_type, input index) that the ONNX spec types as float32 whatever T is.
@@ -508,7 +516,7 @@ def _drop_replaced(gr: _Graph) -> None:
 
 
 def quantize_model(model, plan: PrecisionPlan, table: CalibrationTable | None,
-                   activation_dtype: str = "int8"):
+                   activation_dtype: str = "uint8"):
     """Return ``(new_model, QuantizeReport)``; ``model`` is not modified."""
     import onnx
 
@@ -567,7 +575,7 @@ class QuantizeResult:
 
 
 def quantize_file(src: str | os.PathLike, plan: PrecisionPlan, table: CalibrationTable | None,
-                  out: str | os.PathLike, activation_dtype: str = "int8", check: bool = True) -> QuantizeResult:
+                  out: str | os.PathLike, activation_dtype: str = "uint8", check: bool = True) -> QuantizeResult:
     """Quantize ``src`` into ``out`` atomically; refuse a table computed for another file."""
     import onnx
 
