@@ -51,14 +51,18 @@ def quantize(model, plan_spec, calib, out, fidelity_images, fidelity_num, seed, 
           --calib out/mobileinst/mobileinst_topformer.kl.calib.json --fidelity-images data/val
       edgeseg quantize model.onnx --plan '*=fp16'
     """
-    from rich.console import Console
-
     from edgeseg.quantize.pipeline import run_quantize
     from edgeseg.runtimes.base import resolve_artifact
 
     path = resolve_artifact(model)
     res = run_quantize(path, plan_spec, calib, out=out, fidelity_images=fidelity_images,
                        fidelity_num=fidelity_num, seed=seed, activation_type=activation_type, threads=threads)
+    print_quantize_outcome(res)
+
+
+def print_quantize_outcome(res) -> None:
+    from rich.console import Console
+
     console = Console()
     r = res.report
     console.print(f"plan: {res.plan.spec()}")
@@ -72,4 +76,6 @@ def quantize(model, plan_spec, calib, out, fidelity_images, fidelity_num, seed, 
         console.print(f"  [yellow]kept float:[/yellow] {s}")
     if res.fidelity is not None:
         print_fidelity(res.fidelity, console)
+    else:
+        console.print("  no fidelity report (no held-out images: pass --fidelity-images DIR)")
     console.print(f"[green]wrote[/green] {res.path}" + (f" and {res.fidelity_paths[1].name}" if res.fidelity_paths else ""))

@@ -205,3 +205,52 @@ def _fidelity(model_path: Path, out_path: Path, plan: PrecisionPlan, table: Cali
     md_path = out_path.with_name(out_path.stem + ".fidelity.md")
     report.save(json_path, md_path)
     return report, (json_path, md_path)
+
+
+# ============================================================================ export --plan
+def check_plan_for_model(model, plan_spec: str, calib_dir: str | os.PathLike | None) -> PrecisionPlan:
+    """Validate ``--plan``/``--calib`` against a zoo model *before* spending time on export."""
+    from edgeseg.data.images import list_images
+
+    plan = PrecisionPlan.parse(plan_spec, model.component_map.names(), dict(getattr(model, "precision_presets", {})))
+    if plan.needs_calibration:
+        if calib_dir is None:
+            raise EdgesegError(f"plan {plan.spec()} has int8 components and needs calibration images",
+                               "add --calib DIR (a folder of JPEG/PNG images)")
+        if not list_images(calib_dir):
+            raise EdgesegError(f"{calib_dir} holds no JPEG/PNG images",
+                               "put calibration images in it, or make some with `edgeseg data synth`")
+    return plan
+
+
+@dataclass
+class ExportQuantizeOutcome:
+    calibration: CalibrationOutcome | None
+    quantize: QuantizeOutcome
+
+
+def quantize_exported(onnx_path: str | os.PathLike, plan_spec: str, calib_dir: str | os.PathLike | None,
+                      *, num: int = 100, seed: int = 0, method: str = "kl", fidelity_num: int = 20,
+                      threads: int = 0) -> ExportQuantizeOutcome:
+    """export -> calibrate -> quantize -> fidelity, all recorded in the artifact's manifest.
+
+    Fidelity uses the images of ``calib_dir`` that calibration did not use; when there
+    are none left the report is skipped (calibration images would flatter it).
+    """
+    from edgeseg.data.images import list_images
+
+    onnx_path = Path(onnx_path)
+    plan = parse_plan(onnx_path, plan_spec)
+    calibration = None
+    table_path = None
+    if plan.needs_calibration:
+        calibration = run_calibration(onnx_path, calib_dir, method=method, num=num, seed=seed, threads=threads)
+        table_path = calibration.table_path
+    fidelity_dir = None
+    if calib_dir is not None:
+        used = len(calibration.images) if calibration else 0
+        if len(list_images(calib_dir)) > used:
+            fidelity_dir = calib_dir
+    outcome = run_quantize(onnx_path, plan_spec, table_path, fidelity_images=fidelity_dir,
+                           fidelity_num=fidelity_num, seed=seed, threads=threads)
+    return ExportQuantizeOutcome(calibration, outcome)
