@@ -65,7 +65,12 @@ def print_export_summary(result) -> None:
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Artifact folder (default out/MODEL).")
 @click.option("--simplifier", type=click.Choice(["onnxslim", "onnxsim", "none"]), default="onnxslim", show_default=True)
 @click.option("--graphs", default=None, help="frame,features (default: every graph the model has).")
-def export(model_name, weights, input_size, num_classes, out_dir, simplifier, graphs) -> None:
+@click.option("--plan", "plan_spec", help="Also quantize: precision plan, e.g. backbone=int8,mask_decoder=int8,*=fp16.")
+@click.option("--calib", "calib_dir", type=click.Path(file_okay=False),
+              help="Calibration images for --plan (KL, --calib-num of them); the rest are held out for fidelity.")
+@click.option("--calib-num", type=int, default=100, show_default=True)
+def export(model_name, weights, input_size, num_classes, out_dir, simplifier, graphs, plan_spec, calib_dir,
+           calib_num) -> None:
     """Export MODEL to ONNX (opset 17, static shapes), tag every node with its component,
     check parity against PyTorch, and write the artifact folder with manifest.json.
 
@@ -73,11 +78,23 @@ def export(model_name, weights, input_size, num_classes, out_dir, simplifier, gr
     Example:
       edgeseg export mobileinst_topformer --input-size 640 -o out/mobileinst
       edgeseg export mobileinst_topformer_tiny --weights ckpt.safetensors --num-classes 3
+      edgeseg export mobileinst_topformer --plan backbone=int8,mask_decoder=int8,*=fp16 --calib data/val
     """
     from edgeseg.export.onnx import export_onnx
 
     model, winfo = build_model(model_name, input_size, num_classes, weights)
+    if calib_dir and not plan_spec:
+        raise EdgesegError("--calib is only used with --plan", "add --plan SPEC, e.g. --plan backbone=int8,*=fp16")
+    if plan_spec:  # fail on a bad plan or image folder before the export work
+        from edgeseg.quantize.pipeline import check_plan_for_model
+
+        check_plan_for_model(model, plan_spec, calib_dir)
     out = Path(out_dir or Path("out") / model_name)
     result = export_onnx(model, out, simplifier=simplifier, weights=winfo,
                          graphs=tuple(g.strip() for g in graphs.split(",")) if graphs else None)
     print_export_summary(result)
+    if plan_spec:
+        from edgeseg.cli.quantize import print_quantize_outcome
+        from edgeseg.quantize.pipeline import quantize_exported
+
+        print_quantize_outcome(quantize_exported(result.onnx_path, plan_spec, calib_dir, num=calib_num).quantize)
