@@ -325,18 +325,26 @@ def _guess_variant(state: dict[str, Any], exclude: str | None) -> str | None:
 
 
 # ------------------------------------------------------------------------------- saving
-def save_weights(model, path: str | Path) -> Path:
+def save_weights(model, path: str | Path, *, manifest=None, dtype: str | None = None) -> Path:
     """Write the model's state dict atomically: ``.safetensors`` (preferred) or ``.pth``/``.pt``.
 
     safetensors files carry the model name and configuration as metadata, so a later
-    mismatch can say which variant the file came from.
+    mismatch can say which variant the file came from. ``manifest`` (a ``Manifest``)
+    replaces the embedded one read off the model, e.g. to add a training record to its
+    history. ``dtype="float16"`` stores floating-point tensors in half precision (half
+    the file size, for committed zoo checkpoints); :func:`load_weights` needs nothing
+    special, ``load_state_dict`` casts them back to the model's dtype.
     """
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in (SAFETENSORS_SUFFIX, ".pth", ".pt"):
         raise EdgesegError(f"cannot save weights as {p.suffix or '(no suffix)'!r}: {p}",
                            "use a .safetensors (recommended) or .pth path")
+    if dtype not in (None, "float32", "float16"):
+        raise EdgesegError(f"cannot store weights as {dtype!r}", "use float32 (default) or float16")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if dtype == "float16":
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     with atomic_path(p) as tmp:
         if suffix == SAFETENSORS_SUFFIX:
             from safetensors.torch import save_file
@@ -352,7 +360,8 @@ def save_weights(model, path: str | Path) -> Path:
                 # model, its input spec and components without a manifest.json beside it.
                 from edgeseg.export.manifest import CHECKPOINT_METADATA_KEY, Manifest
 
-                meta[CHECKPOINT_METADATA_KEY] = json.dumps(Manifest.from_model(model).to_dict(), default=str)
+                m = manifest if manifest is not None else Manifest.from_model(model)
+                meta[CHECKPOINT_METADATA_KEY] = json.dumps(m.to_dict(), default=str)
             save_file(tensors, str(tmp), metadata=meta)
         else:
             import torch
