@@ -186,7 +186,7 @@ def test_minmax_ranges_equal_a_direct_computation(tiny):
 
     names = [n for n in table.ranges if n != "image"]
     # Same graph optimisation level as the calibrator, so fused kernels round alike.
-    rt = OnnxRuntimeRuntime(model_path, optimization="basic", extra_outputs=names)
+    rt = OnnxRuntimeRuntime(model_path, optimization="extended", extra_outputs=names)
     lo = {n: np.inf for n in names}
     hi = {n: -np.inf for n in names}
     for feed in images.feeds():

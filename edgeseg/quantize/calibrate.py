@@ -99,8 +99,9 @@ class AbsHistogram:
             self._double_range()
         idx = np.abs(a)
         np.multiply(idx, self.inv_width, out=idx)
-        # Truncation == floor for non-negative values; int32 is enough for < 2**31 bins.
-        self.counts += np.bincount(idx.astype(np.int32), minlength=self.num_bins)
+        # Truncation == floor for non-negative values. intp, not int32: bincount converts
+        # anything else to intp itself, which made it three times slower (measured).
+        self.counts += np.bincount(idx.astype(np.intp), minlength=self.num_bins)
 
     def _double_range(self) -> None:
         self.inv_width = np.float32(self.inv_width / np.float32(2))
@@ -395,9 +396,11 @@ class HistogramCalibrator:
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads
         so.log_severity_level = 3
-        # Basic optimisations only: they never change the values of exposed tensors, and
-        # layout rewrites (NCHWc) would add a reorder per exposed output for nothing.
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        # Extended, not all: fusions never swallow a tensor that is a graph output, and the
+        # NCHWc layout rewrite of "all" adds a reorder per exposed output. Measured on
+        # MobileInst-TopFormer at 640 with every activation exposed, one thread: basic
+        # 0.49 s, extended 0.35 s, all 0.40 s per image.
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         try:
             return ort.InferenceSession(m.SerializeToString(), sess_options=so,
                                         providers=["CPUExecutionProvider"])
