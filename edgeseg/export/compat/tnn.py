@@ -56,6 +56,8 @@ GENERIC_FP16_FIX = "keep this component fp32 if the fp16<->fp32 reformats around
 def _arm_layer_items(report: CompatReport, conv, plan) -> None:
     from edgeseg.export.tnn.format import base_type
 
+    # A network with int8 layers runs all its float layers in fp32: fp16 kernels never matter.
+    fp16_possible = plan is None or not plan.needs_calibration
     for layer in conv.model.layers:
         t = base_type(layer.type)
         where = layer.source or layer.name
@@ -68,7 +70,7 @@ def _arm_layer_items(report: CompatReport, conv, plan) -> None:
                        "take the softmax over a non-batch axis (reshape so the axis is >= 1)")
         if t == "MatMul" and len(layer.inputs) == 2:
             _check_matmul_batch(report, conv, layer, where)
-        if t not in ARM_FP16:
+        if t not in ARM_FP16 and fp16_possible:
             precision = plan.precision_of(layer.component) if plan is not None else None
             if precision in (None, "fp16"):
                 report.add(t, where, layer.component, "warn",

@@ -237,11 +237,16 @@ def decode_params(layer_type: str, tokens: list[str]) -> dict[str, Any]:
     def take() -> str:
         nonlocal i
         if i >= len(tokens):
-            raise ValueError(f"{layer_type}: too few parameters ({len(tokens)} tokens)")
+            raise IndexError
         i += 1
         return tokens[i - 1]
 
-    for name, kind in schema:
+    for pos, (name, kind) in enumerate(schema):
+        if i >= len(tokens) and kind != "rest_ints":
+            # TNN reads trailing parameters "or default": files written by other tools
+            # may stop early. Say which fields were absent instead of guessing defaults.
+            out["_missing"] = [n for n, k in schema[pos:] if k != "zero"]
+            break
         if kind == "zero":
             take()
         elif kind == "int":
@@ -250,12 +255,12 @@ def decode_params(layer_type: str, tokens: list[str]) -> dict[str, Any]:
             out[name] = float(np.float32(float(take())))
         elif kind == "str":
             out[name] = take()
-        elif kind == "ints":
-            n = int(take())
-            out[name] = [int(take()) for _ in range(n)]
-        elif kind == "pairs":
-            n = int(take())
-            out[name] = [int(take()) for _ in range(2 * n)]
+        elif kind in ("ints", "pairs"):
+            n = int(take()) * (2 if kind == "pairs" else 1)
+            try:
+                out[name] = [int(take()) for _ in range(n)]
+            except IndexError:
+                raise ValueError(f"{layer_type}: {name} announces {n} values, fewer follow") from None
         elif kind == "rest_ints":
             out[name] = [int(t) for t in tokens[i:]]
             i = len(tokens)

@@ -204,12 +204,15 @@ def _components(onnx_model) -> list[str]:
 
 
 def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=None, device: str = "arm",
-               name: str | None = None) -> TnnExportResult:
+               name: str | None = None, check_table: bool = True) -> TnnExportResult:
     """Write ``<name>.tnnproto`` + ``<name>.tnnmodel`` into ``out_dir``.
 
     ``plan`` (:class:`~edgeseg.quantize.plan.PrecisionPlan`) picks fp32/fp16/int8 per
     component; int8 needs ``table`` (:class:`~edgeseg.quantize.cache.CalibrationTable`).
     ``device="arm"`` refuses graphs that would fail to load on an ARM phone.
+    ``check_table=False`` skips the table's model-hash check, for a graph exported
+    together with the calibrated one (a features graph shares its tensor names); every
+    tensor still needs a range.
     """
     from edgeseg.export.compat import tnn as tnn_compat
     from edgeseg.export.tnn.quant import quantize_model
@@ -227,13 +230,17 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
         if table is None:
             raise EdgesegError("the precision plan has int8 components but no calibration table was given",
                                "run `edgeseg calibrate` and pass its table (--calib)")
-        if onnx_path is not None:
+        if onnx_path is not None and check_table:
             from edgeseg.utils.hashing import sha256_file
 
             table.check_model(sha256_file(onnx_path), "ONNX file")
 
     conv = convert(onnx_model)
-    report = tnn_compat.report_from_conversion(conv, device, plan)
+    # Without a plan everything is fp32 (-pr HIGH), so missing fp16 kernels do not matter.
+    from edgeseg.quantize.plan import PrecisionPlan
+
+    report = tnn_compat.report_from_conversion(
+        conv, device, plan or PrecisionPlan.uniform("fp32", _components(onnx_model) or [""]))
     if report.errors:
         raise report.as_error()
 
