@@ -69,8 +69,12 @@ def print_export_summary(result) -> None:
 @click.option("--calib", "calib_dir", type=click.Path(file_okay=False),
               help="Calibration images for --plan (KL, --calib-num of them); the rest are held out for fidelity.")
 @click.option("--calib-num", type=int, default=100, show_default=True)
+@click.option("--to", "targets", multiple=True, type=click.Choice(["tnn"]),
+              help="Also convert every graph for a mobile runtime (repeatable); --plan applies to it.")
+@click.option("--tnn-device", type=click.Choice(["arm", "x86"]), default="arm", show_default=True,
+              help="--to tnn: refuse layers that would fail on this device.")
 def export(model_name, weights, input_size, num_classes, out_dir, simplifier, graphs, plan_spec, calib_dir,
-           calib_num) -> None:
+           calib_num, targets, tnn_device) -> None:
     """Export MODEL to ONNX (opset 17, static shapes), tag every node with its component,
     check parity against PyTorch, and write the artifact folder with manifest.json.
 
@@ -79,6 +83,7 @@ def export(model_name, weights, input_size, num_classes, out_dir, simplifier, gr
       edgeseg export mobileinst_topformer --input-size 640 -o out/mobileinst
       edgeseg export mobileinst_topformer_tiny --weights ckpt.safetensors --num-classes 3
       edgeseg export mobileinst_topformer --plan backbone=int8,mask_decoder=int8,*=fp16 --calib data/val
+      edgeseg export mobileinst_topformer --to tnn --plan backbone=int8,*=fp16 --calib data/val
     """
     from edgeseg.export.onnx import export_onnx
 
@@ -97,4 +102,11 @@ def export(model_name, weights, input_size, num_classes, out_dir, simplifier, gr
         from edgeseg.cli.quantize import print_quantize_outcome
         from edgeseg.quantize.pipeline import quantize_exported
 
-        print_quantize_outcome(quantize_exported(result.onnx_path, plan_spec, calib_dir, num=calib_num).quantize)
+        outcome = quantize_exported(result.onnx_path, plan_spec, calib_dir, num=calib_num)
+        print_quantize_outcome(outcome.quantize)
+    if "tnn" in targets:
+        from edgeseg.export.tnn.artifacts import export_tnn_graphs, print_tnn_results
+
+        table = outcome.calibration.table_path if plan_spec and outcome.calibration else None
+        paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
+        print_tnn_results(export_tnn_graphs(paths, plan_spec, table, tnn_device))
