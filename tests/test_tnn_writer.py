@@ -290,7 +290,7 @@ def test_int8_round_trip_of_in_memory_quantized_model(golden, golden_table):
     conv = convert(onnx.load(str(golden)))
     plan = PrecisionPlan.parse("backbone=int8,neck=int8,head=fp16", COMPONENTS)
     apply_half_weights(conv.model, {"head"})
-    report = quantize_model(conv.model, plan.precision_of, golden_table, conv.range_source)
+    report = quantize_model(conv.model, plan.precision_of, golden_table, conv.range_source, conv.tensor_shape)
     assert "/neck/Concat_1" in report.quantized and "/neck/MaxPool" in report.quantized  # follows an int8 Add
     _assert_same_model(conv.model, _round_trip(conv.model))
 
@@ -373,3 +373,45 @@ def test_manifest_records_the_artifact_and_its_flags(golden, tmp_path):
 def test_no_manifest_no_entry(golden, tmp_path):
     assert export_tnn(golden, tmp_path / "bare").manifest_path is None
     assert not (tmp_path / "bare" / "manifest.json").exists()
+
+
+def test_int8_add_and_concat_only_where_tnn_has_int8_kernels():
+    from edgeseg.quantize.cache import CalibrationTable, TensorRange
+
+    def layer(t, name, ins, outs, params=None):
+        return fmt.TnnLayer(t, name, ins, outs, params or {}, component="c")
+
+    model = fmt.TnnModel(inputs={"a": ([1, 4, 2, 2], 0), "b": ([1, 4, 1, 1], 0), "v": ([1, 4], 0)}, outputs=["y"],
+                         layers=[layer("Add", "same", ["a", "a"], ["s"], {"weight_input_index": 1}),
+                                 layer("Add", "broadcast", ["s", "b"], ["t"], {"weight_input_index": 1}),
+                                 layer("Concat", "cat2d", ["v", "v"], ["u"], {"axis": 1}),
+                                 layer("Concat", "cat4d", ["s", "t"], ["y"], {"axis": 1})])
+    shapes = {"a": [1, 4, 2, 2], "b": [1, 4, 1, 1], "s": [1, 4, 2, 2], "t": [1, 4, 2, 2], "v": [1, 4],
+              "u": [1, 8], "y": [1, 8, 2, 2]}
+    table = CalibrationTable("minmax", {k: TensorRange(1.0) for k in shapes})
+    report = quantize_model(model, lambda c: "int8", table, {k: k for k in shapes}, shapes.get)
+    assert report.quantized == ["same", "cat4d"]
+    assert "broadcast" in report.kept_float["broadcast"] and "4-D" in report.kept_float["cat2d"]
+    assert set(model.blob_scales) == {"a", "s", "t", "y"}
+
+
+def test_node_level_refusals_name_the_node_and_the_fix():
+    cases = {
+        # ceil_mode: ONNX Runtime drops a last window that starts in the padding (3x3), TNN would not (4x4)
+        "pool": (helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1],
+                                  ceil_mode=1, name="pool"), {}, "last-window"),
+        # half-pixel nearest with a 1.5x scale picks different pixels than TNN's floor(dst * in / out)
+        "resize": (helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest", name="resize"),
+                   {"sc": np.array([1, 1, 1.5, 1.5], np.float32)}, "asymmetric"),
+        "cast": (helper.make_node("Cast", ["x"], ["y"], to=onnx.TensorProto.INT32, name="cast"), {}, "float"),
+    }
+    for key, (node, inits, fix_word) in cases.items():
+        model = make_model([node], [vi("x", [1, 1, 5, 5])], [vi("y", None)], inits)
+        [problem] = convert(model).problems
+        assert problem.node == key and fix_word in problem.fix + problem.reason, (key, problem)
+    ok = make_model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                                      ceil_mode=1, name="pool")], [vi("x", [1, 1, 8, 8])], [vi("y", None)])
+    conv = convert(ok)
+    assert conv.problems == []
+    x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(ref.run(conv.model, {"x": x})["y"], ort_run(ok, {"x": x})["y"])

@@ -291,7 +291,7 @@ def _pool(ctx: Context, node, pool_type: int) -> None:
               "pad_h": 0 if pad_layer else pads[0], "pad_w": 0 if pad_layer else pads[1],
               "kernel_index_h": -1, "kernel_index_w": -1, "pad_type": -1, "ceil_mode": ceil_mode,
               "is_adaptive_pool": 0, "output_h": 0, "output_w": 0}
-    _check_pool_shape(ctx, node, params, grown)
+    _check_pool_shape(ctx, node, params, grown, pads)
     x_blob = ctx.blob(x)
     if pad_layer:
         # Max pooling pads with -FLT_MAX (never selected); average pooling that counts the
@@ -300,19 +300,31 @@ def _pool(ctx: Context, node, pool_type: int) -> None:
     ctx.emit("Pooling", [x_blob], [ctx.out(node.output[0])], params)
 
 
-def _check_pool_shape(ctx: Context, node, p: dict[str, Any], grown: list[int]) -> None:
-    """TNN computes pooling output sizes its own way (no PyTorch 'last window' rule)."""
+def _onnx_pool_size(size: int, begin: int, end: int, k: int, s: int, ceil_mode: int) -> int:
+    """ONNX Runtime's (and PyTorch's) output length: with ceil_mode, a last window that
+    would start in the end padding is dropped."""
+    span = size + begin + end - k
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + begin:
+        out -= 1
+    return out
+
+
+def _check_pool_shape(ctx: Context, node, p: dict[str, Any], grown: list[int], pads: list[int]) -> None:
+    """TNN computes pooling output sizes its own way (no 'last window' rule): refuse a mismatch."""
     s_in = ctx.view.static_shape(node.input[0])
-    s_out = ctx.view.static_shape(node.output[0])
-    if not s_in or not s_out:
+    if not s_in:
         return
     rnd = np.ceil if p["ceil_mode"] else np.floor
     got = [int(rnd((size + extra + 2 * pad - k) / s + 1)) for size, extra, pad, k, s in
            ((s_in[2], grown[0], p["pad_h"], p["kernel_h"], p["stride_h"]),
             (s_in[3], grown[1], p["pad_w"], p["kernel_w"], p["stride_w"]))]
-    if got != s_out[2:4]:
-        raise ConversionIssue(f"TNN would give a {got[0]}x{got[1]} output, ONNX expects {s_out[2]}x{s_out[3]} "
-                              "(ceil_mode window rule)", "use ceil_mode=0 or pad the input explicitly")
+    want = [_onnx_pool_size(s_in[2], pads[0], pads[2], p["kernel_h"], p["stride_h"], p["ceil_mode"]),
+            _onnx_pool_size(s_in[3], pads[1], pads[3], p["kernel_w"], p["stride_w"], p["ceil_mode"])]
+    if got != want:
+        raise ConversionIssue(f"TNN would give a {got[0]}x{got[1]} output where ONNX Runtime gives "
+                              f"{want[0]}x{want[1]} (ceil_mode's last-window rule)",
+                              "use ceil_mode=0, or pad the input so the windows fit exactly")
 
 
 @converter("MaxPool")

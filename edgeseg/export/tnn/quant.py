@@ -61,7 +61,8 @@ def quantize_bias(bias: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.clip(q, info.min, info.max).astype(np.int32)
 
 
-def _quantizable(layer: TnnLayer, model: TnnModel, producer: dict[str, TnnLayer], done: set[str]) -> str | None:
+def _quantizable(layer: TnnLayer, model: TnnModel, producer: dict[str, TnnLayer], done: set[str],
+                 shape_of: Callable[[str], list[int] | None]) -> str | None:
     """None if the layer can be int8 in TNN, else the reason it stays float."""
     t = layer.type
     if t in WEIGHTED:
@@ -69,6 +70,12 @@ def _quantizable(layer: TnnLayer, model: TnnModel, producer: dict[str, TnnLayer]
     if t in ("Add", "Concat"):
         if layer.resource is not None or any(b in model.constants for b in layer.inputs):
             return f"TNN quantizes {t} only between two activations, not with a constant"
+        # ARM's int8 Add and Concat work on 4-D NC4HW4 blobs; int8 Add does not broadcast.
+        shapes = [shape_of(b) for b in (*layer.inputs, *layer.outputs)]
+        if any(s is None or len(s) != 4 for s in shapes):
+            return f"TNN's int8 {t} needs 4-D tensors of known shape"
+        if t == "Add" and any(s != shapes[-1] for s in shapes):
+            return "TNN's int8 Add does not broadcast"
         return None
     if t in FOLLOWERS:
         if t == "Pooling" and layer.params.get("pool_type") != 0:
@@ -80,8 +87,12 @@ def _quantizable(layer: TnnLayer, model: TnnModel, producer: dict[str, TnnLayer]
     return f"TNN has no int8 {t} layer"
 
 
-def quantize_model(model: TnnModel, precision_of: Callable[[str], str], table, range_source: dict[str, str]) -> QuantReport:
-    """Turn the layers of int8 components into TNN quantized layers, in place."""
+def quantize_model(model: TnnModel, precision_of: Callable[[str], str], table, range_source: dict[str, str],
+                   shape_of: Callable[[str], list[int] | None] | None = None) -> QuantReport:
+    """Turn the layers of int8 components into TNN quantized layers, in place.
+
+    ``shape_of(blob)`` gives static blob shapes (Add/Concat stay float without them)."""
+    shape_of = shape_of or (lambda blob: None)
     report = QuantReport()
     producer = {out: layer for layer in model.layers for out in layer.outputs}
     missing: dict[str, str] = {}  # blob -> tensor (or "" when no ONNX tensor backs it)
@@ -101,7 +112,7 @@ def quantize_model(model: TnnModel, precision_of: Callable[[str], str], table, r
     for layer in model.layers:
         if precision_of(layer.component) != "int8":
             continue
-        reason = _quantizable(layer, model, producer, done)
+        reason = _quantizable(layer, model, producer, done, shape_of)
         if reason:
             report.kept_float[layer.name] = reason
             continue

@@ -55,8 +55,11 @@ class Conversion:
         return {o: self.alias.get(o, self.names.blobs.get(o, o)) for o in self.view.outputs}
 
     def tensor_shape(self, blob: str) -> list[int] | None:
+        """Static shape of a blob that is an ONNX tensor (None for blobs only TNN has, e.g. a Pad's output)."""
         tensor = self.range_source.get(blob)
-        return self.view.static_shape(tensor) if tensor else None
+        if not tensor or self.names.blobs.get(tensor) != blob:
+            return None
+        return self.view.static_shape(tensor)
 
 
 def _load(onnx_path_or_model) -> tuple[Any, Path | None]:
@@ -253,7 +256,7 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
     half = apply_half_weights(model, {c for c, p in precisions.items() if p == "fp16"})
     qreport = None
     if "int8" in used:
-        qreport = quantize_model(model, precision_of, table, conv.range_source)
+        qreport = quantize_model(model, precision_of, table, conv.range_source, conv.tensor_shape)
     warnings = [f"{item.op_type} ({item.component or 'all'}): {item.reason}; {item.fix}" for item in report.warnings]
     if "int8" in used and "fp16" in used:
         warnings.append("TNN runs the float layers of a network with int8 layers in fp32: the fp16 components "
