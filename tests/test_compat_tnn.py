@@ -25,8 +25,8 @@ def einsum_model():
                       component="mask_decoder")
 
 
-def _item(report, op):
-    items = [i for i in report.items if i.op_type == op]
+def _item(report, op, severity=None):
+    items = [i for i in report.items if i.op_type == op and severity in (None, i.severity)]
     assert len(items) == 1, report.items
     return items[0]
 
@@ -150,3 +150,13 @@ def test_cli_inspect_dumps_tnn_and_onnx(tmp_path, capsys):
     assert json.loads(out)["components"] == {"mask_decoder": {"Einsum": 1, "Relu": 1}}
     code, _, err = _run(["inspect", str(tmp_path / "m.tnnmodel.bak")], capsys)
     assert code != 0
+
+
+def test_reversed_slices_fail_on_arm_only():
+    nodes = [helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"], name="flip_w")]
+    model = make_model(nodes, [vi("x", [1, 2, 3, 4])], [vi("y", [1, 2, 3, 4])],
+                       {"s": np.array([-1], np.int64), "e": np.array([-5], np.int64), "a": np.array([3], np.int64),
+                        "st": np.array([-1], np.int64)})
+    item = _item(compat.check(model, "tnn"), "StridedSliceV2", "error")
+    assert item.nodes == ["flip_w"] and "host" in item.fix
+    assert compat.check(model, "tnn", device="x86").ok

@@ -143,6 +143,9 @@ def test_ops_zoo_numerics_match_onnxruntime_and_round_trip():
     assert conv.model.layers[1].params["pad_h"] == 0 and conv.model.layers[0].params["pad_b"] == 1
     assert {"Power", "Sqrt", "HardSigmoid", "Clip", "StridedSliceV2", "Gather", "ReduceMean", "Squeeze",
             "Unsqueeze", "Softmax", "InnerProduct", "SplitV", "Upsample", "PadV2"} - set(types) == {"PadV2"}
+    sl = next(layer for layer in conv.model.layers if layer.type == "StridedSliceV2").params
+    # ONNX axes [3, 1] are written ascending (ARM walks them in order), ends clamped, -1 end -> INT_MIN
+    assert sl == {"begins": [0, 5], "ends": [6, fmt.INT_MIN], "axes": [1, 3], "strides": [1, -2]}
     back = _round_trip(conv.model)
     _assert_same_model(conv.model, back)
     x = np.random.default_rng(3).standard_normal((1, 4, 8, 8)).astype(np.float32)

@@ -68,6 +68,10 @@ def _arm_layer_items(report: CompatReport, conv, plan) -> None:
         if t == "Softmax" and layer.params.get("axis") == 0:
             report.add(t, where, layer.component, "error", "ARM Softmax rejects axis 0",
                        "take the softmax over a non-batch axis (reshape so the axis is >= 1)")
+        if t == "StridedSliceV2" and any(st < 0 for st in layer.params.get("strides", [])):
+            report.add(t, where, layer.component, "error",
+                       "ARM StridedSliceV2 only steps forward (a negative step copies nothing)",
+                       "avoid reversed slicing (x.flip / x[..., ::-1]) in the model; reverse on the host")
         if t == "MatMul" and len(layer.inputs) == 2:
             _check_matmul_batch(report, conv, layer, where)
         if t not in ARM_FP16 and fp16_possible:

@@ -557,8 +557,11 @@ def convert_slice(ctx: Context, node) -> None:
         begins_out.append(b)
         ends_out.append(e)
         axes_out.append(a)
+    # ARM's StridedSliceV2 walks the axes in ascending order (an unsorted list skips axes).
+    order = sorted(range(len(axes_out)), key=axes_out.__getitem__)
     ctx.emit("StridedSliceV2", [ctx.blob(node.input[0])], [ctx.out(node.output[0])],
-             {"begins": begins_out, "ends": ends_out, "axes": axes_out, "strides": steps})
+             {"begins": [begins_out[i] for i in order], "ends": [ends_out[i] for i in order],
+              "axes": [axes_out[i] for i in order], "strides": [steps[i] for i in order]})
 
 
 @converter("Gather")
