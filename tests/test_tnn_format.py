@@ -168,3 +168,13 @@ def test_truncated_model_file_is_a_clear_error():
     data = fmt.model_bytes(_tiny_model())
     with pytest.raises(ValueError, match="truncated"):
         fmt.parse_model_bytes(data[:40])
+
+
+def test_long_blob_list_is_written_in_full_because_tnn_ignores_it():
+    layers = [fmt.TnnLayer("ReLU", f"relu{i}", [f"blob_{i:03d}_" + "x" * 30], [f"blob_{i + 1:03d}_" + "x" * 30])
+              for i in range(200)]
+    model = fmt.TnnModel(inputs={layers[0].inputs[0]: ([1, 4], 0)}, outputs=layers[-1].outputs, layers=layers)
+    lines = fmt.proto_text(model).splitlines()
+    assert len(lines[2]) > fmt.MAX_PIECE_CHARS  # piece 2: never parsed by TNN
+    assert max(len(line) for i, line in enumerate(lines) if i != 2) < fmt.MAX_PIECE_CHARS
+    assert len(parse_proto_text("\n".join(lines)).layers) == 200

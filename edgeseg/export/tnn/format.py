@@ -493,8 +493,9 @@ def proto_text(model: TnnModel) -> str:
     """The ``.tnnproto`` text.
 
     Every piece TNN parses (inputs, outputs, each layer) must stay under 4096 characters.
-    The blob list (piece 2) is the exception: TNN never reads it, and its own packer
-    writes it in full however long it is, so we do too (our reader reads all of it).
+    The blob list (piece 2) is the exception: TNN's interpreter never reads it and its own
+    packer writes it in full however long it is (TNN's benchmark quant_inception_v3
+    proto has a 4586-character blob line), so we do too; our reader reads all of it.
     """
     blobs = model.blobs()
     lines = [f'"1 {len(blobs)} 1 {MAGIC_V2} ,"']
