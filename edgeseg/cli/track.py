@@ -79,7 +79,7 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
 def _single(input_path, artifact, config, output, overlay, video_id, backend, threads) -> None:
     from edgeseg.export.manifest import input_spec_of
     from edgeseg.track.kernel_reuse import KernelReuseTracker, open_video_runtimes
-    from edgeseg.track.pipeline import track_video
+    from edgeseg.track.pipeline import blas_threads, track_video
     from edgeseg.track.results import check_results, video_results
     from edgeseg.track.video_io import OverlayWriter, open_frames
     from edgeseg.utils import atomic
@@ -89,11 +89,13 @@ def _single(input_path, artifact, config, output, overlay, video_id, backend, th
     try:
         tracker = KernelReuseTracker(runtimes.frame, runtimes.features, input_spec_of(runtimes.manifest), config)
         class_names = _class_names(runtimes.manifest)
-        if overlay:
-            with OverlayWriter(overlay, fps=source.fps) as writer:
-                result = track_video(tracker, source, total=source.count, overlay=writer, class_names=class_names)
-        else:
-            result = track_video(tracker, source, total=source.count)
+        with blas_threads(threads):
+            if overlay:
+                with OverlayWriter(overlay, fps=source.fps) as writer:
+                    result = track_video(tracker, source, total=source.count, overlay=writer,
+                                         class_names=class_names)
+            else:
+                result = track_video(tracker, source, total=source.count)
     finally:
         runtimes.close()
     items = video_results(result, video_id)

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.track.kernel_reuse import KernelReuseTracker, TrackerConfig, open_video_runtimes
+from edgeseg.track.pipeline import blas_threads
 from edgeseg.track.results import label_to_category, video_results
 
 WARMUP_RUNS = 3  # per graph, before any timed frame: first runs allocate and tune
@@ -131,7 +132,7 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
     results: dict[int, list[dict[str, Any]]] = {t: [] for t in reuses}
     timings: dict[int, list] = {t: [] for t in reuses}
     pin = _pinned(core)
-    with pin:
+    with pin, blas_threads(threads):
         # Opened after pinning so any thread a runtime starts inherits the one core.
         runtimes = open_video_runtimes(artifact, backend=backend, threads=threads, reuse=max(reuses))
         try:
