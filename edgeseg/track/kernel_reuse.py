@@ -19,8 +19,10 @@ frame is found on the next keyframe.
 * reuse frame: only the features graph runs (no instance decoder); the kernels, scores
   and labels of the last keyframe's instances are reused on the new mask features.
 
-Masks are ``sigmoid(kernel . mask_features)``, resized to the network input then to the
-frame (:mod:`edgeseg.track.masks`), for the selected instances only.
+Masks are ``sigmoid(kernel . mask_features)`` for the tracked instances only (K kernels,
+not all N queries), on the mask grid; the binary frame-size mask (resized to the network
+input, then to the frame, as the image decoder does: :mod:`edgeseg.track.masks`) is made
+when first asked for, or at once when the tracker records results.
 
 Gaps: a track not matched on a keyframe is hidden (no mask) but stays matchable against
 its last kernel while it has missed at most ``max_gap`` (G) consecutive keyframes; missing
@@ -77,13 +79,26 @@ class TrackerConfig:
 
 @dataclass
 class TrackedInstance:
-    """One tracked object on one frame."""
+    """One tracked object on one frame.
+
+    ``probabilities`` is the mask as the network gives it (the mask grid, H/8 x W/8): what
+    a phone app hands to the GPU to upsample. ``mask`` is the binary frame-size mask,
+    computed on first access (and by the tracker itself when it records results).
+    """
 
     track_id: int
     label: int  # 0-based class of this keyframe's detection
     score: float  # this keyframe's detection score (reused on the frames in between)
-    mask: BoxMask
     keyframe: bool  # True on the frame where this instance was detected
+    probabilities: np.ndarray = field(repr=False)
+    assembler: MaskAssembler = field(repr=False)
+    _mask: BoxMask | None = field(default=None, repr=False)
+
+    @property
+    def mask(self) -> BoxMask:
+        if self._mask is None:
+            self._mask = self.assembler.resize(self.probabilities)
+        return self._mask
 
 
 @dataclass(eq=False)  # identity, not field equality (fields hold numpy arrays)
@@ -204,6 +219,17 @@ class KernelReuseTracker:
         self._live: list[_Live] = []
         self.timings: list[FrameTiming] = []
 
+    def set_frame_size(self, height: int, width: int) -> None:
+        """Fix the video's frame size (done by the first :meth:`step`; every later frame must match)."""
+        frame_hw = (int(height), int(width))
+        if self.frame_hw is None:
+            self.frame_hw = frame_hw
+            self.assembler = MaskAssembler(self.grid_hw, self.network_hw, frame_hw, self.config.mask_threshold)
+        elif frame_hw != self.frame_hw:
+            raise EdgesegError(f"frame {self.frame_index} is {frame_hw[0]}x{frame_hw[1]}, earlier frames of this "
+                               f"video are {self.frame_hw[0]}x{self.frame_hw[1]}",
+                               "all frames of a video must have one size; resize them or split the video")
+
     @property
     def next_is_keyframe(self) -> bool:
         return self.frame_index % self.config.reuse == 0
@@ -213,14 +239,7 @@ class KernelReuseTracker:
         """Process the next frame (HxWx3 uint8 RGB); returns the instances visible on it."""
         from edgeseg.data.preprocess import preprocess
 
-        frame_hw = _frame_hw(frame_rgb)
-        if self.frame_hw is None:
-            self.frame_hw = frame_hw
-            self.assembler = MaskAssembler(self.grid_hw, self.network_hw, frame_hw, self.config.mask_threshold)
-        elif frame_hw != self.frame_hw:
-            raise EdgesegError(f"frame {self.frame_index} is {frame_hw[0]}x{frame_hw[1]}, earlier frames of this "
-                               f"video are {self.frame_hw[0]}x{self.frame_hw[1]}",
-                               "all frames of a video must have one size; resize them or split the video")
+        self.set_frame_size(*_frame_hw(frame_rgb))
         keyframe = self.next_is_keyframe
         t0 = time.perf_counter()
         feeds = {self.input_name: preprocess(frame_rgb, self.spec)}
@@ -242,25 +261,28 @@ class KernelReuseTracker:
 
         Separate from :meth:`step` so the benchmark can time exactly this part.
         """
-        assert self.assembler is not None, "step() sets the frame size first"
+        assert self.assembler is not None, "step() or set_frame_size() first"
         index = self.frame_index
+        probs = None
         if keyframe:
-            self._on_keyframe(outputs, index)
+            probs = self._on_keyframe(outputs, index)
         instances = []
         if self._live:
-            kernels = np.stack([live.kernel for live in self._live])
-            masks = self.assembler(kernels, outputs[FEATURES_OUTPUT])
-            for live, mask in zip(self._live, masks):
-                instances.append(TrackedInstance(live.track.id, live.label, live.score, mask, keyframe))
-                if self.config.record and mask.area:
-                    live.track.masks[index] = mask.rle()
+            if probs is None:  # reuse frame: the keyframe's kernels on this frame's features
+                kernels = np.stack([live.kernel for live in self._live])
+                probs = self.assembler.probabilities(kernels, outputs[FEATURES_OUTPUT])
+            for live, prob in zip(self._live, probs):
+                inst = TrackedInstance(live.track.id, live.label, live.score, keyframe, prob, self.assembler)
+                instances.append(inst)
+                if self.config.record and inst.mask.area:
+                    live.track.masks[index] = inst.mask.rle()
         self.frame_index += 1
         return instances
 
-    def _on_keyframe(self, outputs: dict[str, np.ndarray], index: int) -> None:
+    def _on_keyframe(self, outputs: dict[str, np.ndarray], index: int) -> np.ndarray:
         cfg = self.config
-        idx, labels, scores, _ = keyframe_detections(outputs, self.assembler, cfg.score_threshold,
-                                                     cfg.max_instances)
+        idx, labels, scores, probs = keyframe_detections(outputs, self.assembler, cfg.score_threshold,
+                                                         cfg.max_instances)
         kernels = np.asarray(outputs["kernels"])[0][idx]
         previous = [t.kernel for t in self._matchable]
         assoc = associate(np.stack(previous) if previous else np.zeros((0, kernels.shape[1]), np.float32),
@@ -283,6 +305,7 @@ class KernelReuseTracker:
             self._live.append(_Live(track, track.kernel, int(labels[di]), float(scores[di])))
         # Matched tracks are back at gap 0; unmatched ones stay matchable while gap <= G.
         self._matchable = [t for t in self._matchable if t.gap <= cfg.max_gap] + started
+        return probs  # the live instances' mask probabilities on this keyframe, in order
 
     def finish(self) -> VideoResult:
         """The tracks of the video so far; call :meth:`reset` before the next video."""
