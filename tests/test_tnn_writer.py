@@ -249,7 +249,7 @@ def test_int8_backbone_payloads_and_folded_scales(golden, golden_table, tmp_path
     quantized = [layer for layer in model.layers if fmt.is_quantized(layer.type)]
     assert [layer.type for layer in quantized] == ["QuantizedConvolution"] * 2 + ["QuantizedConvolution"] * 2 + [
         "QuantizedAdd"]
-    assert by["/backbone/act/HardSwish"].type == "HardSwish"  # no int8 HardSwish in TNN: stays float
+    assert by["/backbone/act/HardSwish"].type == "HardSwish"  # not an int8 layer type: stays float
     assert "/backbone/act/HardSwish" in result.kept_float
     assert all(not fmt.is_quantized(layer.type) for layer in model.layers if layer.name.startswith("/head"))
     for layer in quantized:
