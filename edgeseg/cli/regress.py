@@ -1,0 +1,110 @@
+"""``edgeseg regress``: gate CI on accuracy / latency regressions against a baseline sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_EPILOG = """\b
+Examples:
+  edgeseg regress reports/sweep.json --baseline benchmarks/baselines/sweep_ci.json
+  edgeseg regress reports/sweep.json --baseline base.json --ap-tol 0.5 --latency-tol 0.25
+  edgeseg regress reports/sweep.json --baseline base.json --update-baseline
+\b
+Exit status: 0 passed (warnings included), 1 a plan regressed or went missing.
+"""
+
+_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "missing": "bold red", "new": "cyan"}
+
+
+def _num(x, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def print_diff(report, result_path: Path, baseline_path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # CI logs: do not fold the table
+    t = Table(title=f"{result_path} vs baseline {baseline_path}  (AP tol {report.ap_tol:g} points, "
+                    f"latency-ratio tol {100 * report.latency_tol:g}%)")
+    for col, just in (("plan", "left"), ("AP base", "right"), ("AP now", "right"), ("dAP", "right"),
+                      ("ratio base", "right"), ("ratio now", "right"), ("d ratio", "right"),
+                      ("status", "left"), ("why", "left")):
+        t.add_column(col, justify=just)
+    for r in report.rows:
+        style = _STYLE.get(r.status, "")
+        t.add_row(r.label, _num(r.ap_base, ".2f"), _num(r.ap_now, ".2f"), _num(r.ap_delta, "+.2f"),
+                  _num(r.ratio_base, ".3f"), _num(r.ratio_now, ".3f"),
+                  "-" if r.ratio_change is None else f"{100 * r.ratio_change:+.1f}%",
+                  f"[{style}]{r.status.upper()}[/{style}]", "; ".join(r.reasons))
+    console.print(t)
+    for n in report.notes:
+        console.print(f"[dim]note:[/dim] {n}")
+
+
+@click.command("regress", epilog=_EPILOG, context_settings={"max_content_width": 100})
+@click.argument("result", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--baseline", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Sweep JSON to compare against (committed, e.g. benchmarks/baselines/sweep_ci.json).")
+@click.option("--ap-tol", type=float, default=1.0, show_default=True,
+              help="Largest AP drop (points, 0-100 scale) that still passes.")
+@click.option("--latency-tol", type=float, default=0.15, show_default=True,
+              help="Largest relative growth of a plan's latency ratio to FP32 that still passes.")
+@click.option("--update-baseline", is_flag=True,
+              help="Write RESULT over --baseline (atomically) after showing the diff; exits 0.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the verdict as JSON.")
+@click.pass_context
+def regress(ctx, result, baseline, ap_tol, latency_tol, update_baseline, json_out) -> None:
+    """Compare RESULT (from `edgeseg sweep`) with --baseline, plan by plan.
+
+    FAILS (exit 1) when a plan's mask AP drops by more than --ap-tol or its latency ratio
+    to FP32 (measured in the same run, so machine speed cancels) grows by more than
+    --latency-tol, or when a baseline plan is missing. WARNS when a figure improved beyond
+    tolerance (the baseline is stale). New plans are noted.
+    """
+    from edgeseg.errors import EdgesegError
+    from edgeseg.eval.regress import check_tolerances, compare
+    from edgeseg.quantize.sweep_report import load_sweep
+    from edgeseg.utils import atomic
+
+    check_tolerances(ap_tol, latency_tol)
+    res = load_sweep(result, "result")
+    if update_baseline and not baseline.exists():
+        atomic.write_json(baseline, res.to_dict())
+        click.echo(f"created baseline {baseline} from {result} ({len(res.plans)} plans)")
+        return
+    if not baseline.exists():
+        raise EdgesegError(f"baseline {baseline} not found",
+                           f"create it from this result: edgeseg regress {result} --baseline {baseline} "
+                           "--update-baseline")
+    base = load_sweep(baseline, "baseline")
+    try:
+        report = compare(res, base, ap_tol=ap_tol, latency_tol=latency_tol)
+    except EdgesegError as e:
+        if not update_baseline:
+            raise
+        # Accepting a run of another checkpoint/dataset is what --update-baseline is for.
+        atomic.write_json(baseline, res.to_dict())
+        click.echo(f"replaced baseline {baseline} (not comparable: {e.problem})")
+        return
+    print_diff(report, result, baseline)
+    if json_out:
+        atomic.write_json(json_out, report.to_dict())
+    n_fail, n_warn = len(report.failed), len(report.warned)
+    if update_baseline:
+        atomic.write_json(baseline, res.to_dict())
+        click.echo(f"updated baseline {baseline} from {result}"
+                   + (f" (accepting {n_fail} regression(s))" if n_fail else ""))
+        return
+    if n_warn:
+        click.secho(f"warning: {n_warn} plan(s) improved beyond tolerance; the baseline is stale "
+                    f"(refresh it with --update-baseline)", fg="yellow", err=True)
+    if n_fail:
+        click.secho(f"FAILED: {n_fail} of {len(report.rows)} plan(s) regressed or are missing", fg="red", err=True)
+        ctx.exit(1)
+    click.secho(f"passed: {len(report.rows)} plan(s) within tolerance", fg="green", err=True)

@@ -1,0 +1,105 @@
+"""``edgeseg sweep``: accuracy vs latency over precision plans (Table I + Pareto plot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_EPILOG = """\b
+Examples:
+  # every fp16/int8 combination of the components + FP32, calibrated once on train images
+  edgeseg sweep edgeseg/zoo/mobileinst_topformer_tiny.safetensors \\
+      --calib data/shapes/coco/train --dataset data/shapes/coco/annotations/val.json \\
+      --max-ap-drop 1.0 -o reports/
+\b
+  # a few plans (';'-separated specs or presets), an existing export and table
+  edgeseg sweep out/mobileinst --calib out/mobileinst/table.json \\
+      --dataset val.json --images val/ --plans 'mixed;int8;backbone=int8,*=fp16'
+\b
+Writes OUT/sweep.json (everything `edgeseg regress` needs), OUT/sweep.md (the table)
+and OUT/sweep_pareto.png; intermediate artifacts go to --work-dir (default OUT/work).
+"""
+
+
+def print_table(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgeseg.quantize.sweep_report import fmt_ap, fmt_ms, fmt_speedup
+
+    comps = report.components
+    t = Table(title=f"{report.model.get('name')}: {report.dataset.get('images')} images, backend "
+                    f"{report.backend}, p50 of {report.plans[0].runs} runs on one pinned core")
+    for c in comps:
+        t.add_column(c, justify="center")
+    for col in ("AP", "AP50", "p50 ms", "speed-up", "Pareto"):
+        t.add_column(col, justify="right" if col != "Pareto" else "center")
+    for p in report.plans:
+        t.add_row(*(p.precisions[c].upper() for c in comps), fmt_ap(p.metrics.get("AP")),
+                  fmt_ap(p.metrics.get("AP50")), fmt_ms(p.p50), fmt_speedup(p.speedup),
+                  "[bold green]*[/bold green]" if p.pareto else "")
+    Console().print(t)
+
+
+@click.command("sweep", epilog=_EPILOG, context_settings={"max_content_width": 100})
+@click.argument("source", metavar="ARTIFACT_OR_MODEL")
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="Calibration images (folder, e.g. the train split) or a table from `edgeseg calibrate`. "
+                   "Needed when a plan has INT8 components.")
+@click.option("--dataset", "dataset_json", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="COCO instances JSON to measure mask AP on.")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of the dataset's images (default: X/val for X/annotations/val.json).")
+@click.option("--plans", "plans", default="default", show_default=True,
+              help="'default' (FP32 + every fp16/int8 combination) or ';'-separated plans/presets; "
+                   "FP32 is always added as the reference.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tflite"]), default="onnxruntime", show_default=True)
+@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per plan (p50 over them).")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs per plan before timing.")
+@click.option("--repeats", type=int, default=5, show_default=True,
+              help="Interleaved rounds the runs are split into (every round times every plan).")
+@click.option("--core", type=int, default=None, help="CPU core to pin to (default: the fastest).")
+@click.option("--limit", type=int, default=None, help="Evaluate only the first N images of the dataset.")
+@click.option("--eval-threads", type=int, default=1, show_default=True,
+              help="Threads for the AP evaluation (does not change AP, only how long it takes).")
+@click.option("--calib-num", type=int, default=100, show_default=True, help="Calibration images (from --calib DIR).")
+@click.option("--calib-method", type=click.Choice(["kl", "minmax", "percentile"]), default="kl", show_default=True)
+@click.option("--max-ap-drop", type=float, default=None,
+              help="Print the fastest plan whose AP is within this many points of FP32.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Intermediate artifacts (default: OUT/work).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("reports"), show_default=True, help="Report folder.")
+def sweep(source, calib, dataset_json, images_dir, plans, backend, runs, warmup, repeats, core, limit,
+          eval_threads, calib_num, calib_method, max_ap_drop, work_dir, out_dir) -> None:
+    """Build every precision plan of ARTIFACT_OR_MODEL from one calibration, measure its mask
+    AP and its single-core latency, and write YolactEdge-style Table I + a Pareto plot.
+
+    ARTIFACT_OR_MODEL: an edgeseg checkpoint (.safetensors), an export folder (or its
+    .onnx), or a zoo model name that has committed weights.
+    """
+    from edgeseg.cli.eval import guess_images_dir
+    from edgeseg.errors import EdgesegError
+    from edgeseg.quantize.sweep import SweepSettings, check_output_dir, run_sweep, write_reports
+    from edgeseg.quantize.sweep_latency import LatencySettings
+    from edgeseg.quantize.sweep_report import fastest_sentence
+
+    if images_dir is None:
+        images_dir = guess_images_dir(str(dataset_json))
+        if images_dir is None:
+            raise EdgesegError(f"no image folder given and none found beside {dataset_json}",
+                               "pass --images DIR (the folder holding the files named in the JSON)")
+    check_output_dir(out_dir)  # before minutes of work, not after
+    settings = SweepSettings(plans=plans, backend=backend, limit=limit, eval_threads=eval_threads,
+                             calib_method=calib_method, calib_num=calib_num, max_ap_drop=max_ap_drop,
+                             latency=LatencySettings(runs=runs, warmup=warmup, repeats=repeats, core=core))
+    report = run_sweep(source, dataset_json, images_dir, calib, work_dir or out_dir / "work", settings,
+                       progress=lambda msg: click.echo(msg, err=True))
+    paths = write_reports(report, out_dir)
+    print_table(report)
+    if max_ap_drop is not None:
+        best = report.fastest_within(max_ap_drop)
+        click.echo(fastest_sentence(report, max_ap_drop, best).replace("**", ""))
+    for p in paths.values():
+        click.echo(f"wrote {p}", err=True)
