@@ -13,8 +13,12 @@ def build_model(name: str, input_size: str | None, num_classes: int | None, weig
     """Create a zoo model at the requested size and load weights; returns (model, weights_info)."""
     from edgeseg.data.preprocess import parse_input_size
     from edgeseg.models import create_model
+    from edgeseg.models.pretrained import checkpoint_model_cfg, resolve_weights
 
-    cfg = {}
+    # "zoo" = the package's checkpoint of this model; an edgeseg checkpoint brings its
+    # own configuration (classes, input size), which explicit flags override.
+    weights = resolve_weights(weights, name)
+    cfg = checkpoint_model_cfg(weights, name)
     size = parse_input_size(input_size, stride=1) if input_size else None
     if size:
         cfg["input_size"] = size
@@ -59,7 +63,9 @@ def print_export_summary(result) -> None:
 
 @click.command("export")
 @click.argument("model_name", metavar="MODEL")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint: .safetensors, or .pt/.pth (loaded with weights_only=True).")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Checkpoint: .safetensors, or .pt/.pth (loaded with weights_only=True); 'zoo' = the model's "
+                   "shipped checkpoint. An edgeseg checkpoint sets --num-classes/--input-size itself.")
 @click.option("--input-size", help="640 or HEIGHTxWIDTH (512x640); default: the model's.")
 @click.option("--num-classes", type=int, help="Number of classes (default: the model's, 80 for COCO).")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Artifact folder (default out/MODEL).")
@@ -82,6 +88,7 @@ def export(model_name, weights, input_size, num_classes, out_dir, simplifier, gr
     Example:
       edgeseg export mobileinst_topformer --input-size 640 -o out/mobileinst
       edgeseg export mobileinst_topformer_tiny --weights ckpt.safetensors --num-classes 3
+      edgeseg export mobileinst_topformer_synth --weights zoo -o out/synth
       edgeseg export mobileinst_topformer --plan backbone=int8,mask_decoder=int8,*=fp16 --calib data/val
       edgeseg export mobileinst_topformer --to tnn --plan backbone=int8,*=fp16 --calib data/val
     """
