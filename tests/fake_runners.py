@@ -103,3 +103,74 @@ def calls(root: Path, name: str) -> list[str]:
     for log in sorted(root.rglob(f"{name}.calls")):
         out += log.read_text().splitlines()
     return out
+
+
+# --------------------------------------------------------------------------- Jetson stand-ins
+TRTEXEC = r'''#!/bin/sh
+# fake trtexec (test stand-in): TensorRT 8.5.2's output format; latency of run i is i ms
+echo "&&&& RUNNING TensorRT.trtexec [TensorRT v8502] # trtexec $*"
+onnx=""; engine=""; load=""; iters=10; times=""; calib=""
+for a in "$@"; do
+  case "$a" in
+    --onnx=*) onnx=${a#*=} ;;
+    --saveEngine=*) engine=${a#*=} ;;
+    --loadEngine=*) load=${a#*=} ;;
+    --iterations=*) iters=${a#*=} ;;
+    --exportTimes=*) times=${a#*=} ;;
+    --calib=*) calib=${a#*=} ;;
+    --help) exit 0 ;;
+  esac
+done
+''' + _LOG_CALL + r'''
+if [ -n "$onnx" ]; then
+  [ -f "$onnx" ] || { echo "[E] Could not open $onnx"; echo "&&&& FAILED TensorRT.trtexec [TensorRT v8502] # trtexec"; exit 1; }
+  [ -z "$calib" ] || echo "CALIB_HEADER $(head -n 1 "$calib")" >> "$log"
+  echo "engine built from $onnx" > "$engine"
+  echo "&&&& PASSED TensorRT.trtexec [TensorRT v8502] # trtexec"
+  exit 0
+fi
+[ -f "$load" ] || { echo "[E] Error opening engine file: $load"; exit 1; }
+{
+  printf '[\n  { "count" : %d }' "$iters"
+  i=1
+  while [ "$i" -le "$iters" ]; do
+    printf ',\n  { "startInMs" : %d.0, "endInMs" : %d.1, "startComputeMs" : %d.1, "endComputeMs" : %d.9, "startOutMs" : %d.9, "endOutMs" : %d.95, "inMs" : 0.1, "computeMs" : 0.8, "outMs" : 0.05, "latencyMs" : %d.0, "endToEndMs" : %d.0 }' $i $i $i $i $i $i $i $i
+    i=$((i + 1))
+  done
+  printf '\n]\n'
+} > "$times"
+echo "[11/21/2025-10:00:00] [I] Timing trace has $iters queries over 0.5 s"
+echo "[11/21/2025-10:00:00] [I] === Performance summary ==="
+echo "[11/21/2025-10:00:00] [I] Throughput: 400.5 qps"
+echo "[11/21/2025-10:00:00] [I] Latency: min = 1 ms, max = $iters ms, mean = 5.5 ms, median = 5.5 ms, percentile(99%) = $iters ms"
+echo "[11/21/2025-10:00:00] [I] GPU Compute Time: min = 0.8 ms, max = 0.8 ms, mean = 0.8 ms, median = 0.8 ms, percentile(99%) = 0.8 ms"
+echo "&&&& PASSED TensorRT.trtexec [TensorRT v8502] # trtexec"
+'''
+
+TEGRASTATS = r'''#!/bin/sh
+# fake tegrastats (test stand-in): an AGX Xavier-style line every 0.2 s until killed
+while :; do
+  echo "RAM 3000/15692MB (lfb 3x2MB) SWAP 0/8192MB (cached 0MB) CPU [5%@2265,4%@2265,off,off,1%@2265,0%@2265,0%@2265,0%@2265] EMC_FREQ 3%@2133 GR3D_FREQ 45%@1377 AO@30C GPU@41.5C CPU@38C GPU 4630/4630 CPU 618/618 SOC 2936/2936"
+  sleep 0.2
+done
+'''
+
+NVPMODEL = r'''#!/bin/sh
+printf 'NV Power Mode: MAXN\n0\n'
+'''
+
+SUDO = r'''#!/bin/sh
+# fake passwordless sudo: drop -n and run the command
+[ "$1" = "-n" ] && shift
+exec "$@"
+'''
+
+JETSON_CLOCKS = r'''#!/bin/sh
+echo "SOC family:tegra194  Machine:Jetson-AGX"
+echo "cpu0: Online=1 Governor=schedutil MinFreq=2265600 MaxFreq=2265600 CurrentFreq=2265600"
+echo "GPU MinFreq=1377000000 MaxFreq=1377000000 CurrentFreq=1377000000"
+'''
+
+NV_TEGRA_RELEASE = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023\n"
+
+JETSON_TOOLS = {"tegrastats": TEGRASTATS, "nvpmodel": NVPMODEL, "sudo": SUDO, "jetson_clocks": JETSON_CLOCKS}

@@ -19,7 +19,7 @@ import pytest
 
 from edgeseg.benchmark.harness import BenchSettings, run_benchmark
 from edgeseg.benchmark.targets.adb import AdbTransport, parse_devices
-from edgeseg.benchmark.targets.base import DeviceLost, RemoteTimeout
+from edgeseg.benchmark.targets.base import RemoteTimeout
 from edgeseg.benchmark.targets.runner import RunnerTarget
 from edgeseg.errors import DeviceError
 from tests import fake_runners as fr

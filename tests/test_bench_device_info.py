@@ -1,7 +1,5 @@
 import subprocess
 
-import pytest
-
 from edgeseg.benchmark import device_info as di
 
 ARM_CPUINFO = """\

@@ -92,6 +92,9 @@ def run_benchmark(target: Target, settings: BenchSettings, artifact: dict[str, A
                              artifact=dict(artifact or {}), runtime={}, settings=asdict(settings), plan=plan)
     measurements: list[Measurement] = []
     with target:
+        report.commands = list(target.setup_commands)
+        if getattr(target, "plan", None):
+            report.plan = target.plan  # the plan the target actually built with (e.g. --plan)
         report.runtime = target.runtime_info()
         report.settings["core"] = report.runtime.get("core", getattr(target, "core", None))
         report.device_before = target.device_state()

@@ -99,8 +99,9 @@ def phone_runner_for(model: Path) -> PhoneRunner:
 
 # --------------------------------------------------------------------------- trtexec
 _TRT_PRECISION = {"fp32": "fp32", "fp16": "fp16", "int8": "int8"}
-# One argument may not exceed the kernel's MAX_ARG_STRLEN (128 KiB); stay well below it.
-MAX_LAYER_SPEC_CHARS = 100_000
+# One argument may not exceed the kernel's MAX_ARG_STRLEN (128 KiB), and the remote command
+# line travels as one `sh -c` argument; stay well below it.
+MAX_LAYER_SPEC_CHARS = 60_000  # leaves room for the sh -c wrapping of the whole command
 
 
 @dataclass
@@ -175,11 +176,14 @@ def trtexec_precision(plan: dict[str, str], nodes_by_component: dict[str, list[s
             flags.append(f"--calib={calib}")
             needs_calib = True
     layers = {p: 0 for p in sorted(used)}
-    if len(used) <= 1:
+    constrained = {p for p in used if not (explicit_quantization and p == "int8")}
+    if len(used) <= 1 or not constrained:
         return TrtexecPlan(flags, needs_calib, "none", layers)
 
     per_node: list[tuple[str, str]] = []
     for comp, prec in plan.items():
+        if explicit_quantization and prec == "int8":
+            continue  # Q/DQ nodes already fix these layers to INT8; constraining them again conflicts
         for name in nodes_by_component[comp]:
             if float_node_names is not None and name not in float_node_names:
                 continue
@@ -192,7 +196,7 @@ def trtexec_precision(plan: dict[str, str], nodes_by_component: dict[str, list[s
     mode = "explicit"
     if len(spec) > MAX_LAYER_SPEC_CHARS:
         # Later entries override earlier ones, so "*:<majority>" first, then the rest.
-        majority = max(layers, key=lambda p: layers[p])
+        majority = max((p for p in layers if layers[p]), key=lambda p: layers[p])
         rest = [(n, p) for n, p in per_node if p != majority]
         spec = ",".join([f"*:{majority}"] + [f"{n}:{p}" for n, p in rest])
         mode = "wildcard"

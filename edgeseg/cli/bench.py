@@ -17,8 +17,9 @@ Examples:
   edgeseg bench model.tflite --target adb --runner-bin ./benchmark_model \\
       --runs 50 --repeats 5 --cooldown 30 -o phone.html
 \b
-  # Jetson over ssh: trtexec with the precision plan from the manifest
-  edgeseg bench out/mobileinst_int8 --target ssh://nvidia@xavier -o jetson.md
+  # Jetson over ssh: trtexec with per-component precisions from the plan's tags
+  edgeseg bench out/mobileinst --target ssh://nvidia@xavier \\
+      --plan backbone=int8,mask_decoder=int8,instance_decoder=fp16 -o jetson.md
 \b
 A report that lost its device part-way is still written, marked incomplete,
 with the runs measured before the loss (exit code 3).
@@ -43,13 +44,16 @@ with the runs measured before the loss (exit code 3).
 @click.option("--backend", default=None, help="Local runtime override: onnxruntime | torch.")
 @click.option("--calib", "calib", type=click.Path(path_type=Path), default=None,
               help="Jetson: calibration table (edgeseg JSON or TensorRT cache) for INT8 components.")
+@click.option("--plan", "plan_spec", default=None,
+              help="Jetson: precision plan for trtexec, e.g. 'backbone=int8,*=fp16' or a preset "
+                   "(default: the plan recorded in the manifest).")
 @click.option("--timeout", "timeout_s", type=float, default=900.0, show_default=True,
               help="Seconds one block may take on a device before it is killed there.")
 @click.option("-o", "--output", "outputs", multiple=True, type=click.Path(path_type=Path),
               help="Report file(s): .json, .md or .html (repeatable).")
 def bench(artifact: Path, target_spec: str, core: int | None, runs: int, warmup: int, repeats: int | None,
           cooldown_s: float, runner_bin: Path | None, backend: str | None, calib: Path | None,
-          timeout_s: float, outputs: tuple[Path, ...]) -> None:
+          plan_spec: str | None, timeout_s: float, outputs: tuple[Path, ...]) -> None:
     """Benchmark ARTIFACT (export folder, .onnx, .tflite, .tnnproto) on one core."""
     from edgeseg.benchmark.harness import BenchSettings, artifact_facts, run_benchmark
     from edgeseg.benchmark.report import FORMATS
@@ -68,8 +72,11 @@ def bench(artifact: Path, target_spec: str, core: int | None, runs: int, warmup:
                              repeats=repeats if repeats is not None else (1 if spec.kind == "local" else min(5, runs)))
     settings.validate()
     facts, plan = artifact_facts(artifact)
+    if plan_spec and spec.kind != "ssh":
+        raise EdgesegError("--plan applies to the Jetson target (trtexec builds the engine from it)",
+                           "elsewhere the artifact itself is the plan: quantize it with `edgeseg quantize`")
     target = build_target(spec, artifact, core=core, runner_bin=runner_bin, backend=backend, calib=calib,
-                          timeout_s=timeout_s, plan=plan)
+                          timeout_s=timeout_s, plan=plan, plan_spec=plan_spec)
 
     def progress(i, m):
         click.echo(f"  block {i + 1}/{settings.repeats}: {m.stats.n} runs, "
@@ -89,7 +96,7 @@ def bench(artifact: Path, target_spec: str, core: int | None, runs: int, warmup:
                           "reconnect the device and run again for a full measurement")
 
 
-def build_target(spec, artifact: Path, *, core, runner_bin, backend, calib, timeout_s, plan):
+def build_target(spec, artifact: Path, *, core, runner_bin, backend, calib, timeout_s, plan, plan_spec=None):
     """The Target for a parsed ``--target`` (heavy modules imported only for the chosen one)."""
     if spec.kind == "local":
         if runner_bin is not None:  # e.g. a Linux build of benchmark_model on a .tflite
@@ -108,5 +115,9 @@ def build_target(spec, artifact: Path, *, core, runner_bin, backend, calib, time
         return RunnerTarget.for_artifact(AdbTransport(spec.serial), artifact, runner_bin=runner_bin,
                                          core=core, timeout_s=timeout_s)
     if spec.kind == "ssh":
-        raise EdgesegError("the ssh target is not in this build yet", "use --target local or adb for now")
+        from edgeseg.benchmark.targets.ssh import JetsonTarget, SshTransport
+
+        return JetsonTarget(SshTransport(spec.host, user=spec.user, port=spec.port), artifact,
+                            runner_bin=runner_bin, calib=calib, core=core, timeout_s=timeout_s, plan=plan,
+                            plan_spec=plan_spec)
     raise EdgesegError(f"unknown target kind {spec.kind!r}", "use local, adb[:SERIAL] or ssh://user@host")

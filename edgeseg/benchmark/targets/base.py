@@ -108,6 +108,9 @@ class RemoteTransport(Transport):
     # ``timeout`` normally fires first and reports 124.
     HOST_GRACE_S = 10.0
     KILL_AFTER_S = 5
+    # Exit codes that may mean "the link failed" rather than "the command failed" (then
+    # the device is probed). None: any non-zero code (adb reports link errors as 1).
+    LINK_ERROR_CODES: tuple[int, ...] | None = None
 
     def __init__(self, workdir: str):
         self.workdir = workdir.rstrip("/") or "/"
@@ -180,7 +183,8 @@ class RemoteTransport(Transport):
             self._cleanup(pidfile)
             raise RemoteTimeout(f"{shown} ran past {timeout:.0f}s on {self.address} and was killed there",
                                 "raise the timeout, or run fewer runs per repeat")
-        if result.rc != 0 and not self._reachable():
+        link_error = result.rc != 0 and (self.LINK_ERROR_CODES is None or result.rc in self.LINK_ERROR_CODES)
+        if link_error and not self._reachable():
             raise DeviceLost(f"lost the device {self.address} while running: {shown}", self._reconnect_hint())
         return result
 
@@ -196,6 +200,8 @@ class Target(abc.ABC):
     """One benchmark on one device: prepare, read state, measure blocks of runs, clean up."""
 
     kind: str = "?"
+    # Commands run once during open() (e.g. the trtexec engine build), shown in the report.
+    setup_commands: Sequence[str] = ()
 
     @property
     @abc.abstractmethod

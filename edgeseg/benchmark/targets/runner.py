@@ -15,6 +15,7 @@ on the device in ``cache/<sha256 of the file group>/``; a group is complete only
 from __future__ import annotations
 
 import hashlib
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,14 @@ class DeviceCache:
         t = self.transport
         if t.run(["test", "-f", marker], 30).rc == 0:
             return remote_dir
-        t.run(["mkdir", "-p", remote_dir], 30).check(f"creating {remote_dir}")
-        for f in files:
+        for f in files:  # every transport's push creates the folder
             t.push(f, f"{remote_dir}/{f.name}", timeout=self.timeout_s)
             self.pushed.append(f.name)
+        script = f"touch {shlex.quote(marker)}"  # the marker goes last: only a complete group has it
         if executable:
-            t.run(["chmod", "755", *[f"{remote_dir}/{f.name}" for f in files]], 30).check("chmod")
-        t.run(["touch", marker], 30).check("marking the cache entry complete")
+            names = " ".join(shlex.quote(f"{remote_dir}/{f.name}") for f in files)
+            script = f"chmod 755 {names} && {script}"
+        t.run_script(script, 30).check("finishing the cache entry")
         return remote_dir
 
 
@@ -131,6 +133,9 @@ class RunnerTarget(Target):
                 "core": self.core, "affinity": [self.core] if self.core is not None and self.pin else [],
                 "affinity_source": "taskset mask" if self.pin and self.core is not None else "not pinned",
                 "pushed_files": list(self.cache.pushed)}
+
+    def close(self) -> None:
+        self.transport.close()
 
     # ---------------------------------------------------------------- state
     def device_state(self) -> DeviceState:
