@@ -85,7 +85,9 @@ def _single(input_path, artifact, config, output, overlay, video_id, backend, th
     from edgeseg.utils import atomic
 
     source = open_frames(input_path)  # unreadable input: fails before anything is written
-    runtimes = open_video_runtimes(artifact, backend=backend, threads=threads, reuse=config.reuse)
+    runtimes = open_video_runtimes(artifact, backend=backend, threads=threads, reuse=config.reuse,
+                                   make_features=True)
+    _note_made(runtimes)
     try:
         tracker = KernelReuseTracker(runtimes.frame, runtimes.features, input_spec_of(runtimes.manifest), config)
         class_names = _class_names(runtimes.manifest)
@@ -103,6 +105,12 @@ def _single(input_path, artifact, config, output, overlay, video_id, backend, th
     if output:
         atomic.write_json(output, items, indent=None)
     _print_single(result, items, runtimes, class_names, output, overlay)
+
+
+def _note_made(runtimes) -> None:
+    if runtimes.made_features:
+        click.echo(f"made {runtimes.made_features}: the features graph at {runtimes.frame_file}'s plan and "
+                   "calibration (recorded in manifest.json)", err=True)
 
 
 def _class_names(manifest) -> list[str] | None:

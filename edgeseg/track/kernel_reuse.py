@@ -377,6 +377,7 @@ class VideoRuntimes:
     manifest: Any
     frame_file: str
     features_file: str | None
+    made_features: str | None = None  # features graph quantized on opening (see open_video_runtimes)
 
     def close(self) -> None:
         for rt in (self.frame, self.features):
@@ -425,9 +426,14 @@ def _closest_name(frame_file: str, names: list[str]) -> str:
 
 
 def open_video_runtimes(artifact: str | os.PathLike, backend: str | None = None, threads: int = 1,
-                        reuse: int = 3) -> VideoRuntimes:
+                        reuse: int = 3, make_features: bool = False) -> VideoRuntimes:
     """Open the frame and features graphs of an artifact folder (or of a frame graph file in
-    one) with the right runtime. With ``reuse`` 1 the features graph is optional."""
+    one) with the right runtime. With ``reuse`` 1 the features graph is optional.
+
+    A quantized frame graph needs its features graph at the same plan; with
+    ``make_features`` it is made from the export's features graph when missing
+    (:func:`edgeseg.track.quantized_pair.quantize_features_graph`, recorded in the manifest).
+    """
     from edgeseg.export.manifest import Manifest
     from edgeseg.runtimes.base import load_runtime
 
@@ -437,11 +443,23 @@ def open_video_runtimes(artifact: str | os.PathLike, backend: str | None = None,
     manifest = Manifest.load(p)
     folder = p if p.is_dir() else p.parent
     frame_file, features_file = pick_video_graphs(manifest, None if p.is_dir() else p.name)
+    made = None
     if features_file is None and reuse > 1:
-        raise EdgesegError(f"{folder} has no features graph matching {frame_file} "
-                           f"(artifacts: {', '.join(manifest.artifacts)})",
-                           "re-export with `edgeseg export MODEL` (it writes <model>.features.onnx by default), "
-                           "or track with --reuse 1")
+        quantized = bool(manifest.artifacts[frame_file].get("source"))
+        if quantized and make_features:
+            from edgeseg.track.quantized_pair import quantize_features_graph
+
+            made = quantize_features_graph(folder, frame_file).name
+            manifest = Manifest.load(folder)
+            features_file = made
+        elif quantized:
+            raise EdgesegError(f"{folder} has no features graph quantized like {frame_file}",
+                               "let `edgeseg track` make it (it does by default), or track with --reuse 1")
+        else:
+            raise EdgesegError(f"{folder} has no features graph matching {frame_file} "
+                               f"(artifacts: {', '.join(manifest.artifacts)})",
+                               "re-export with `edgeseg export MODEL` (it writes <model>.features.onnx by default), "
+                               "or track with --reuse 1")
     frame_rt = load_runtime(folder / frame_file, backend=backend, threads=threads)
     features_rt = None
     if features_file is not None:
@@ -450,4 +468,4 @@ def open_video_runtimes(artifact: str | os.PathLike, backend: str | None = None,
         except BaseException:
             frame_rt.close()
             raise
-    return VideoRuntimes(frame_rt, features_rt, manifest, frame_file, features_file)
+    return VideoRuntimes(frame_rt, features_rt, manifest, frame_file, features_file, made)

@@ -134,7 +134,8 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
     pin = _pinned(core)
     with pin, blas_threads(threads):
         # Opened after pinning so any thread a runtime starts inherits the one core.
-        runtimes = open_video_runtimes(artifact, backend=backend, threads=threads, reuse=max(reuses))
+        runtimes = open_video_runtimes(artifact, backend=backend, threads=threads, reuse=max(reuses),
+                                       make_features=True)
         try:
             spec = input_spec_of(runtimes.manifest)
             trackers = {t: KernelReuseTracker(runtimes.frame, runtimes.features, spec,

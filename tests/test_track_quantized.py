@@ -1,0 +1,101 @@
+"""A planned (quantized) artifact folder tracks with a features graph quantized like its frame graph."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edgeseg.errors import EdgesegError
+from edgeseg.export.manifest import Manifest
+from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
+from edgeseg.track.kernel_reuse import KernelReuseTracker, TrackerConfig, open_video_runtimes
+from edgeseg.track.quantized_pair import features_name, quantize_features_graph
+from tests.track_artifacts import INPUT, synth_videos, tiny_mobileinst  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def planned(tiny_mobileinst, synth_videos, tmp_path_factory):
+    """A copy of the tiny export with a calibrated mixed-plan frame graph (int8 backbone and
+    mask decoder, fp16 instance decoder), as `edgeseg calibrate` + `edgeseg quantize` leave it."""
+    from edgeseg.quantize.pipeline import run_calibration, run_quantize
+
+    folder = tmp_path_factory.mktemp("planned") / "art"
+    shutil.copytree(tiny_mobileinst.folder, folder)
+    frame = folder / "mobileinst_test.onnx"
+    cal = run_calibration(frame, synth_videos / "JPEGImages", method="minmax", num=4, threads=1)
+    run_quantize(frame, "mixed", cal.table_path, threads=1)
+    return folder
+
+
+def test_quantized_frame_graph_alone_cannot_reuse(planned):
+    with pytest.raises(EdgesegError, match="no features graph quantized like"):
+        open_video_runtimes(planned / "mobileinst_test.mixed.onnx", reuse=3)
+    rts = open_video_runtimes(planned / "mobileinst_test.mixed.onnx", reuse=1)  # T=1 needs none
+    rts.close()
+
+
+def test_features_graph_is_made_at_the_same_plan_and_scales(planned, tmp_path):
+    folder = tmp_path / "art"
+    shutil.copytree(planned, folder)
+    rts = open_video_runtimes(folder / "mobileinst_test.mixed.onnx", reuse=3, make_features=True)
+    try:
+        assert rts.made_features == features_name("mobileinst_test.mixed.onnx") == \
+            "mobileinst_test.features.mixed.onnx"
+        assert rts.features_file == rts.made_features
+        m = Manifest.load(folder)
+        entry = m.artifact(rts.made_features)
+        assert entry["graph"] == "features" and entry["source"] == "mobileinst_test.features.onnx"
+        assert entry["precision"]["precisions"] == {"backbone": "int8", "mask_decoder": "int8"}
+        assert entry["calibration"]["table"] == m.artifact("mobileinst_test.mixed.onnx")["calibration"]["table"]
+        assert m.artifact("mobileinst_test.mixed.onnx")["features"] == rts.made_features
+        assert entry["quantization"]["quantized_nodes"]  # really int8, not a copy of the fp32 graph
+        # Keyframes and reuse frames see the same quantized mask features...
+        x = np.random.default_rng(1).standard_normal((1, 3, INPUT, INPUT)).astype(np.float32)
+        a = rts.frame.run({"image": x})["mask_features"]
+        b = rts.features.run({"image": x})["mask_features"]
+        np.testing.assert_allclose(b, a, atol=1e-5)
+        # ...which differ from the fp32 ones (so the comparison above is not vacuous).
+        fp32 = OnnxRuntimeRuntime(folder / "mobileinst_test.features.onnx").run({"image": x})["mask_features"]
+        assert np.abs(fp32 - b).max() > 1e-4
+        from edgeseg.export.manifest import input_spec_of
+
+        tracker = KernelReuseTracker(rts.frame, rts.features, input_spec_of(m),
+                                     TrackerConfig(reuse=3, score_threshold=0.001))
+        for _ in range(4):
+            tracker.step(np.full((48, 80, 3), 127, np.uint8))
+        assert [t.keyframe for t in tracker.finish().timings] == [True, False, False, True]
+    finally:
+        rts.close()
+    # Opening again uses the recorded pair; nothing is made twice.
+    again = open_video_runtimes(folder, reuse=3, make_features=True)
+    again.close()
+    rts2 = open_video_runtimes(folder / "mobileinst_test.mixed.onnx", reuse=3, make_features=True)
+    assert rts2.made_features is None and rts2.features_file == "mobileinst_test.features.mixed.onnx"
+    rts2.close()
+
+
+def test_a_table_from_another_model_is_refused(planned, tmp_path):
+    folder = tmp_path / "art"
+    shutil.copytree(planned, folder)
+    m = json.loads((folder / "manifest.json").read_text())
+    m["artifacts"]["mobileinst_test.onnx"]["sha256"] = "0" * 64  # as if the table was made for other weights
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(EdgesegError, match="different model"):
+        quantize_features_graph(folder, "mobileinst_test.mixed.onnx")
+    assert not (folder / "mobileinst_test.features.mixed.onnx").exists()
+
+
+def test_cli_tracks_a_planned_folder(planned, synth_videos, tmp_path):
+    from tests.test_track_cli import _video0, run
+
+    folder = tmp_path / "art"
+    shutil.copytree(planned, folder)
+    frames, video = _video0(synth_videos)
+    code, out, err = run("track", frames, "--artifact", folder / "mobileinst_test.mixed.onnx", "--reuse", 3,
+                         "-o", tmp_path / "r.json", "--score-threshold", "0.001")
+    assert code == 0, err
+    assert "made mobileinst_test.features.mixed.onnx" in err
+    assert "(mobileinst_test.features.mixed.onnx)" in out.replace("\n", "")
