@@ -20,6 +20,7 @@ from edgeseg.errors import EdgesegError
 # target -> "module:function"; modules are imported only when their target is checked.
 CHECKERS: dict[str, str] = {
     "tnn": "edgeseg.export.compat.tnn:check",
+    "tflite": "edgeseg.export.compat.tflite:check",
 }
 
 SEVERITIES = ("error", "warn")
