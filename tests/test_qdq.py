@@ -256,8 +256,9 @@ def test_cli_quantize_with_fidelity_records_everything(tmp_path):
     res = _cli(["calibrate", str(model), "--images", str(folder), "--num", "4"])
     assert res.exit_code == 0, res.output
     table_path = tmp_path / "art" / "tiny.kl.calib.json"
+    # No --fidelity-images: the calibration folder's unused images are the held-out set.
     res = _cli(["quantize", str(tmp_path / "art"), "--plan", "mixed", "--calib", str(table_path),
-                "--fidelity-images", str(folder), "--fidelity-num", "10"])
+                "--fidelity-num", "10"])
     assert res.exit_code == 0, res.output
     out = tmp_path / "art" / "tiny.mixed.onnx"
     rt = OnnxRuntimeRuntime(out)
@@ -271,6 +272,11 @@ def test_cli_quantize_with_fidelity_records_everything(tmp_path):
     assert set(fid["components"]) == set(COMPONENTS)
     assert (tmp_path / "art" / "tiny.mixed.fidelity.md").read_text().count("| output |") == 2
     assert [h["step"] for h in manifest["history"]] == ["export", "calibrate", "quantize"]
+    res = _cli(["quantize", str(model), "--plan", "int8", "--calib", str(table_path), "--no-fidelity"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert manifest["artifacts"]["tiny.int8.onnx"]["fidelity"] is None
+    assert not (tmp_path / "art" / "tiny.int8.fidelity.json").exists()
 
 
 def test_cli_quantize_bad_plan_fails_without_output(tmp_path):

@@ -32,14 +32,17 @@ def print_fidelity(report, console) -> None:
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False),
               help="Output ONNX (default: MODEL.<plan>.onnx beside the model).")
 @click.option("--fidelity-images", type=click.Path(),
-              help="Held-out images: report max abs error / cosine / SQNR vs FP32 per output and component.")
+              help="Held-out images for the fidelity report (max abs error / cosine / SQNR vs FP32 per output "
+                   "and component). Default: the calibration folder's images that calibration did not use.")
+@click.option("--no-fidelity", is_flag=True, help="Skip the fidelity report.")
 @click.option("--fidelity-num", type=int, default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--activation-type", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True,
               help="Storage of int8 activations. Same symmetric grid either way (uint8 uses zero point 128); "
                    "uint8 gets ONNX Runtime's integer kernels on x86, int8 is what TensorRT's QDQ path wants.")
 @click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime threads for fidelity (0 = all).")
-def quantize(model, plan_spec, calib, out, fidelity_images, fidelity_num, seed, activation_type, threads) -> None:
+def quantize(model, plan_spec, calib, out, fidelity_images, no_fidelity, fidelity_num, seed, activation_type,
+             threads) -> None:
     """Apply a per-component precision plan to MODEL.onnx: INT8 components get QDQ
     (per-channel weights, calibrated activations), FP16 components run in float16 with
     casts only at their boundaries, FP32 components are left exactly as they are.
@@ -48,7 +51,7 @@ def quantize(model, plan_spec, calib, out, fidelity_images, fidelity_num, seed, 
     Example:
       edgeseg quantize out/mobileinst/mobileinst_topformer.onnx \\
           --plan backbone=int8,mask_decoder=int8,instance_decoder=fp16 \\
-          --calib out/mobileinst/mobileinst_topformer.kl.calib.json --fidelity-images data/val
+          --calib out/mobileinst/mobileinst_topformer.kl.calib.json
       edgeseg quantize model.onnx --plan '*=fp16'
     """
     from edgeseg.quantize.pipeline import run_quantize
@@ -56,7 +59,8 @@ def quantize(model, plan_spec, calib, out, fidelity_images, fidelity_num, seed, 
 
     path = resolve_artifact(model)
     res = run_quantize(path, plan_spec, calib, out=out, fidelity_images=fidelity_images,
-                       fidelity_num=fidelity_num, seed=seed, activation_type=activation_type, threads=threads)
+                       fidelity_num=fidelity_num, seed=seed, activation_type=activation_type, threads=threads,
+                       with_fidelity=not no_fidelity)
     print_quantize_outcome(res)
 
 

@@ -136,7 +136,12 @@ def default_output(model_path: Path, plan: PrecisionPlan) -> Path:
 def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.PathLike | CalibrationTable | None,
                  *, out: str | os.PathLike | None = None, fidelity_images: str | os.PathLike | None = None,
                  fidelity_num: int = 20, seed: int = 0, activation_type: str = "uint8",
-                 threads: int = 0) -> QuantizeOutcome:
+                 threads: int = 0, with_fidelity: bool = True) -> QuantizeOutcome:
+    """Quantize, check the artifact runs, and report fidelity on held-out images.
+
+    Held-out images come from ``fidelity_images``, else from the calibration folder
+    recorded in the table when it holds images calibration did not use.
+    """
     from edgeseg.quantize.calibrate import load_onnx
     from edgeseg.quantize.qdq import quantize_file
 
@@ -164,7 +169,9 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
 
     fidelity = None
     fidelity_paths = None
-    if fidelity_images is not None:
+    if with_fidelity and fidelity_images is None:
+        fidelity_images = _held_out_folder(table)
+    if with_fidelity and fidelity_images is not None:
         fidelity, fidelity_paths = _fidelity(model_path, out_path, plan, table, fidelity_images,
                                              fidelity_num, seed, threads)
 
@@ -188,6 +195,21 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
 
     update_manifest(model_path, record)
     return QuantizeOutcome(out_path, plan, result.report, fidelity, fidelity_paths, seconds)
+
+
+def _held_out_folder(table: CalibrationTable | None) -> Path | None:
+    """The table's calibration folder, when it still exists and has images calibration did not use."""
+    from edgeseg.data.images import list_images
+
+    if table is None or not table.settings.get("images_root"):
+        return None
+    root = Path(table.settings["images_root"])
+    if not root.is_dir():
+        return None
+    used = set(table.settings.get("images", []))
+    if any(p.relative_to(root).as_posix() not in used for p in list_images(root)):
+        return root
+    return None
 
 
 def _fidelity(model_path: Path, out_path: Path, plan: PrecisionPlan, table: CalibrationTable | None,
@@ -237,8 +259,6 @@ def quantize_exported(onnx_path: str | os.PathLike, plan_spec: str, calib_dir: s
     Fidelity uses the images of ``calib_dir`` that calibration did not use; when there
     are none left the report is skipped (calibration images would flatter it).
     """
-    from edgeseg.data.images import list_images
-
     onnx_path = Path(onnx_path)
     plan = parse_plan(onnx_path, plan_spec)
     calibration = None
@@ -247,10 +267,9 @@ def quantize_exported(onnx_path: str | os.PathLike, plan_spec: str, calib_dir: s
         calibration = run_calibration(onnx_path, calib_dir, method=method, num=num, seed=seed, threads=threads)
         table_path = calibration.table_path
     fidelity_dir = None
-    if calib_dir is not None:
-        used = len(calibration.images) if calibration else 0
-        if len(list_images(calib_dir)) > used:
-            fidelity_dir = calib_dir
+    if calib_dir is not None and calibration is None:  # fp16-only plan: every image is held out
+        fidelity_dir = calib_dir
+    # With a calibration, run_quantize holds out the folder's images that it did not use.
     outcome = run_quantize(onnx_path, plan_spec, table_path, fidelity_images=fidelity_dir,
                            fidelity_num=fidelity_num, seed=seed, threads=threads)
     return ExportQuantizeOutcome(calibration, outcome)
