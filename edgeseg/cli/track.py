@@ -162,12 +162,14 @@ def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, thread
     report = reuse_sweep(dataset, artifact, reuses, base, backend=backend, threads=threads, core=core)
     s = report.settings
     table = Table(title=f"Kernel reuse on {len(dataset.videos)} videos ({s['frames_per_sweep']} frames), "
-                        f"{s['model']}, core {s['core']}, {threads} thread(s)")
-    for col in ("T", "VIS AP", "AP50", "AP75", "ms/frame", "model ms", "host ms", "keyframe ms", "reuse ms"):
-        table.add_column(col, justify="right")
+                        f"{s['model']}, core {s['core']}, {threads} thread(s); VIS AP, ms per frame "
+                        "(wall; CPU = this thread's CPU time)")
+    for col in ("T", "AP", "AP50", "AP75", "ms/frame", "model", "host", "keyframe", "reuse fr.", "CPU"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in report.rows:
         table.add_row(str(r.reuse), _f(r.ap), _f(r.ap50), _f(r.ap75), f"{r.total_ms:.2f}", f"{r.model_ms:.2f}",
-                      f"{r.host_ms:.3f}", f"{r.keyframe_model_ms:.2f}", _f(r.reuse_model_ms, 2))
+                      f"{r.host_ms:.3f}", f"{r.keyframe_model_ms:.2f}", _f(r.reuse_model_ms, 2),
+                      f"{r.model_cpu_ms + r.host_cpu_ms:.2f}")
     console = Console()
     console.print(table)
     if not s.get("weights"):

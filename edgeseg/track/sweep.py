@@ -38,6 +38,8 @@ class SweepRow:
     keyframe_model_ms: float
     reuse_model_ms: float | None  # None when T = 1
     preprocess_ms: float
+    model_cpu_ms: float  # mean per frame, this thread's CPU time (robust to a shared core)
+    host_cpu_ms: float
     frames: int
     keyframes: int
     predictions: int
@@ -58,12 +60,14 @@ class SweepReport:
                  f"{s.get('core')} with {s.get('threads')} thread(s), {s.get('backend')}; "
                  f"weights: {s.get('weights') or 'random init (AP meaningless)'}.", "",
                  "| T | VIS AP | AP50 | AP75 | ms/frame (model + host) | model ms | host ms | keyframe ms | "
-                 "reuse-frame ms |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+                 "reuse-frame ms | CPU ms/frame |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             lines.append(f"| {r.reuse} | {_f(r.ap)} | {_f(r.ap50)} | {_f(r.ap75)} | {r.total_ms:.2f} | "
                          f"{r.model_ms:.2f} | {r.host_ms:.3f} | {r.keyframe_model_ms:.2f} | "
-                         f"{_f(r.reuse_model_ms, 2)} |")
+                         f"{_f(r.reuse_model_ms, 2)} | {r.model_cpu_ms + r.host_cpu_ms:.2f} |")
+        lines += ["", "Latency is wall-clock time per frame on the pinned core; CPU ms/frame is the tracking "
+                  "thread's CPU time for the same work (equal on an idle core)."]
         return "\n".join(lines) + "\n"
 
 
@@ -105,6 +109,17 @@ def _warm_up(runtimes) -> None:
             rt.run(feeds)
 
 
+def _check_classes(frame_runtime, dataset) -> None:
+    """The model's classes must be the dataset's categories (label k -> k-th category id)."""
+    shape = next((o.shape for o in frame_runtime.outputs() if o.name == "logits"), None)
+    classes = shape[-1] if shape else None
+    if isinstance(classes, int) and classes != len(dataset.categories):
+        raise EdgesegError(f"the model predicts {classes} classes, {dataset.source} has "
+                           f"{len(dataset.categories)} categories",
+                           f"export the model with --num-classes {len(dataset.categories)} (and weights trained "
+                           "on this dataset)")
+
+
 def _timed_video(tracker: KernelReuseTracker, frames: list[np.ndarray]) -> list:
     tracker.reset()
     gc.collect()
@@ -138,6 +153,7 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
                                        make_features=True)
         try:
             spec = input_spec_of(runtimes.manifest)
+            _check_classes(runtimes.frame, dataset)
             trackers = {t: KernelReuseTracker(runtimes.frame, runtimes.features, spec,
                                               TrackerConfig(**{**asdict(base), "reuse": t})) for t in reuses}
             _warm_up(runtimes)
@@ -160,7 +176,9 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
         host = float(np.mean([x.host_ms for x in tm]))
         rows.append(SweepRow(t, scores["AP"], scores["AP50"], scores["AP75"], model, host, model + host,
                              float(np.mean(key)), float(np.mean(other)) if other else None,
-                             float(np.mean([x.preprocess_ms for x in tm])), len(tm), len(key), len(results[t])))
+                             float(np.mean([x.preprocess_ms for x in tm])),
+                             float(np.mean([x.model_cpu_ms for x in tm])), float(np.mean([x.host_cpu_ms for x in tm])),
+                             len(tm), len(key), len(results[t])))
     m = runtimes.manifest
     settings = {"model": m.model, "artifact": str(artifact), "frame_graph": runtimes.frame_file,
                 "features_graph": runtimes.features_file, "dataset": str(dataset.source),
