@@ -172,3 +172,35 @@ def test_full_local_benchmark_report(tmp_path):
     assert r.runtime["affinity"] == [CORES[0]]
     assert r.device_before.core == CORES[0] and r.device_after is not None
     assert r.latency.min_ms <= r.latency.p50_ms <= r.latency.p90_ms <= r.latency.p99_ms <= r.latency.max_ms
+
+
+def test_phone_runner_on_this_host_through_the_local_transport(tmp_path):
+    """--target local --runner-bin: the same runner target as a phone, over host subprocesses."""
+    from edgeseg.benchmark.targets.local import LocalTransport
+    from edgeseg.benchmark.targets.runner import RunnerTarget
+    from tests import fake_runners as fr
+
+    runner = fr.write_runner(tmp_path / "bin", "benchmark_model", fr.BENCHMARK_MODEL)
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"TFL3")
+    cache = tmp_path / "cache"
+    target = RunnerTarget.for_artifact(LocalTransport(cache), model, runner_bin=runner, core=CORES[0], timeout_s=60)
+    r = run_benchmark(target, BenchSettings(runs=8, warmup=2, repeats=2))
+    assert r.complete and r.target["kind"] == "local"
+    assert r.latency.n == 8 and r.latency.mean_ms == pytest.approx(15.0)
+    assert r.commands[0].startswith(f"taskset {1 << CORES[0]:x} ")
+    assert fr.calls(cache, "benchmark_model").count(f"Cpus_allowed_list:\t{CORES[0]}") == 2
+
+
+def test_runner_failure_before_any_block_is_a_plain_error(tmp_path):
+    from edgeseg.benchmark.targets.local import LocalTransport
+    from edgeseg.benchmark.targets.runner import RunnerTarget
+    from edgeseg.errors import DeviceError
+    from tests import fake_runners as fr
+
+    runner = fr.write_runner(tmp_path / "bin", "benchmark_model", "#!/bin/sh\necho 'Segmentation fault' >&2\nexit 139\n")
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"TFL3")
+    target = RunnerTarget.for_artifact(LocalTransport(tmp_path / "cache"), model, runner_bin=runner, core=CORES[0])
+    with pytest.raises(DeviceError, match="exited with 139: Segmentation fault"):
+        run_benchmark(target, BenchSettings(runs=2, warmup=0))

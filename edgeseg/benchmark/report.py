@@ -145,7 +145,7 @@ class BenchmarkReport:
             rows.append(("model", str(self.artifact["model"])))
         if self.artifact.get("input_shape"):
             rows.append(("input", "x".join(map(str, self.artifact["input_shape"]))))
-        rows.append(("precision plan", (self.plan or {}).get("spec") or "not recorded (fp32 export or bare file)"))
+        rows.append(("precision plan", (self.plan or {}).get("spec") or "not recorded (a bare file, or an export without a plan)"))
         return rows
 
     def status_line(self) -> str:
@@ -254,15 +254,21 @@ class BenchmarkReport:
                              f"{fmt(self.runtime.get('threads_inter_op'))} inter"),
                  ("affinity", ",".join(map(str, self.runtime.get("affinity") or [])) or UNAVAILABLE),
                  ("CPU", st.cpu_model), ("SoC", st.soc), ("governor", st.governor),
-                 ("freq (MHz)", f"{fmt(st.cur_freq_mhz, 0)} / {fmt(st.max_freq_mhz, 0)}"),
-                 ("max temp (°C)", fmt(st.max_temperature_c, 1) + (
-                     f" -> {fmt(self.device_after.max_temperature_c, 1)}" if self.device_after else "")),
-                 ("plan", (self.plan or {}).get("spec") or "not recorded")]
+                 ("freq (MHz)", _pair(fmt(st.cur_freq_mhz, 0), fmt(st.max_freq_mhz, 0), " / ")),
+                 ("max temp (°C)", _pair(fmt(st.max_temperature_c, 1),
+                                         fmt(self.device_after.max_temperature_c, 1) if self.device_after else None,
+                                         " -> ")),
+                 ("plan", (self.plan or {}).get("name") or (self.plan or {}).get("spec") or "not recorded")]
         for i in range(max(len(left), len(right))):
             a = left[i] if i < len(left) else ("", "")
             b = right[i] if i < len(right) else ("", "")
             t.add_row(a[0], a[1], b[0], b[1])
         return t
+
+
+def _pair(a: str, b: str | None, sep: str) -> str:
+    """``a sep b``, or just ``a`` when ``b`` is missing or says the same."""
+    return a if b is None or b == a else f"{a}{sep}{b}"
 
 
 def _strip_big(d: dict[str, Any]) -> dict[str, Any]:

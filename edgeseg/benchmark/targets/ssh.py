@@ -377,7 +377,8 @@ class JetsonTarget(Target):
                                           for f in self.precision.flags],
                       "layer_precisions": self.precision.layer_spec_mode, "layers_per_precision": self.precision.layers,
                       "explicit_quantization": explicit, "engine": self.engine, "engine_built_now": built,
-                      "calibration_cache": calib_remote, "core": self.core,
+                      "calibration_cache": calib_remote or "none (no implicit INT8)",
+                      "core": self.core if self.core is not None else "not pinned",
                       "affinity": [self.core] if self.core is not None else [],
                       "affinity_source": "taskset mask" if self.core is not None else "not pinned (GPU benchmark)"}
 
