@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -170,7 +171,8 @@ def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, thread
         table.add_row(str(r.reuse), _f(r.ap), _f(r.ap50), _f(r.ap75), f"{r.total_ms:.2f}", f"{r.model_ms:.2f}",
                       f"{r.host_ms:.3f}", f"{r.keyframe_model_ms:.2f}", _f(r.reuse_model_ms, 2),
                       f"{r.model_cpu_ms + r.host_cpu_ms:.2f}")
-    console = Console()
+    # Piped output (a log, CI) gets full rows instead of rich's 80-column default.
+    console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
     if not s.get("weights"):
         console.print("[yellow]note[/yellow]: the artifact has random weights; AP is meaningless until it is "
