@@ -28,6 +28,9 @@ def print_table(report) -> None:
 
     from edgeseg.quantize.sweep_report import fmt_ap, fmt_ms, fmt_speedup
 
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # logs and pipes: keep component names whole
     comps = report.components
     t = Table(title=f"{report.model.get('name')}: {report.dataset.get('images')} images, backend "
                     f"{report.backend}, p50 of {report.plans[0].runs} runs on one pinned core")
@@ -39,7 +42,7 @@ def print_table(report) -> None:
         t.add_row(*(p.precisions[c].upper() for c in comps), fmt_ap(p.metrics.get("AP")),
                   fmt_ap(p.metrics.get("AP50")), fmt_ms(p.p50), fmt_speedup(p.speedup),
                   "[bold green]*[/bold green]" if p.pareto else "")
-    Console().print(t)
+    console.print(t)
 
 
 @click.command("sweep", epilog=_EPILOG, context_settings={"max_content_width": 100})

@@ -50,6 +50,9 @@ def plot_pareto(report: SweepReport, path: str | os.PathLike) -> Path:
         ref = report.reference()
         ax.scatter([ref.p50], [ref.ap or 0.0], s=120, marker="s", facecolors="none", edgecolors="black",
                    label="FP32 reference", zorder=4)
+        for p in rest:  # named quietly: the eye should go to the front, but every point is findable
+            ax.annotate(p.display_name(), (p.p50, p.ap or 0.0), textcoords="offset points", xytext=(5, -9),
+                        fontsize=6, color="grey")
         labelled = []
         for p in front:
             text = f"{p.display_name()}\n{fmt_ap(p.ap)} AP, {p.speedup:.2f}x"
