@@ -42,3 +42,17 @@ def test_atomic_directory_without_overwrite_refuses(tmp_path):
         with atomic.atomic_directory(out, overwrite=False) as d:
             (d / "f").write_text("x")
     assert list(out.iterdir()) == []
+
+
+def test_artifacts_get_the_umask_mode_not_the_tempfile_mode(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        f = atomic.write_text(tmp_path / "r.json", "{}")
+        with atomic.atomic_directory(tmp_path / "d") as d:
+            (d / "x").write_text("x")
+    finally:
+        os.umask(old)
+    assert f.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

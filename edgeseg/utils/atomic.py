@@ -15,6 +15,19 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it back at once.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _normal_mode(path: Path, is_dir: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; give the final artifact the mode a plain
+    ``open()``/``mkdir()`` would have (0666/0777 minus the umask), so others can read it."""
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
@@ -29,6 +42,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            _normal_mode(tmp_path, tmp_path.is_dir())
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -65,6 +80,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
+        _normal_mode(tmp, is_dir=True)
         if final.exists():
             if not overwrite:
                 raise FileExistsError(final)
