@@ -235,7 +235,9 @@ def build_artifact(src: SweepSource, plan: PrecisionPlan, table, backend: str, i
     from edgeseg.quantize.pipeline import run_quantize
 
     out = src.onnx.with_name(f"{src.onnx.stem}.{plan.label()}.onnx")
-    return run_quantize(src.onnx, plan.spec(), table if plan.needs_calibration else None, out=out).path
+    # No fidelity report: the sweep measures AP itself, which is what fidelity predicts.
+    return run_quantize(src.onnx, plan.spec(), table if plan.needs_calibration else None, out=out,
+                        with_fidelity=False).path
 
 
 def _check_backend(backend: str) -> None:
