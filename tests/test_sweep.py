@@ -267,6 +267,14 @@ def test_work_dir_of_someone_else_is_refused(tiny_sweep_inputs, tmp_path):
     assert (work / "mobileinst_test" / "precious.txt").read_text() == "keep me"
 
 
+def test_source_inside_the_work_folder_is_refused(tiny_sweep, tmp_path):
+    art = tiny_sweep["out"] / "work" / "mobileinst_test"
+    code, _, err = run_cli(["sweep", art, "--plans", "fp16", "--dataset", tiny_sweep["val_json"],
+                            "--work-dir", tiny_sweep["out"] / "work", "-o", tmp_path / "rep"])
+    assert code == 1 and "work folder" in err
+    assert (art / "mobileinst_test.onnx").is_file()  # not cleared
+
+
 def test_unknown_backend_and_source_are_clear_errors(tmp_path):
     from edgeseg.quantize.sweep import _check_backend, describe_source
 

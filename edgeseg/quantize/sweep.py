@@ -289,6 +289,10 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
         raise EdgesegError(f"--calib-num must be at least 1, got {settings.calib_num}", "e.g. --calib-num 100")
 
     # ---- 2. FP32 ONNX in the work folder
+    target = (Path(work_dir) / manifest.model).resolve()
+    if Path(path).resolve() == target or target in Path(path).resolve().parents:
+        raise EdgesegError(f"{path} lies in the sweep's own work folder {target}, which every sweep clears",
+                           "copy the artifact elsewhere, or pass another --work-dir")
     folder = prepare_work(Path(work_dir), manifest.model)
     say(f"preparing FP32 ONNX of {manifest.model} in {folder}")
     t0 = time.perf_counter()
