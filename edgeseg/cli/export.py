@@ -75,12 +75,14 @@ def print_export_summary(result) -> None:
 @click.option("--calib", "calib_dir", type=click.Path(file_okay=False),
               help="Calibration images for --plan (KL, --calib-num of them); the rest are held out for fidelity.")
 @click.option("--calib-num", type=int, default=100, show_default=True)
-@click.option("--to", "targets", multiple=True, type=click.Choice(["tnn"]),
+@click.option("--to", "targets", multiple=True, type=click.Choice(["tnn", "tflite"]),
               help="Also convert every graph for a mobile runtime (repeatable); --plan applies to it.")
+@click.option("--calib-source", type=click.Choice(["edgeseg", "tflite"]), default="edgeseg", show_default=True,
+              help="--to tflite: INT8 ranges from edgeseg's calibration table, or TFLite's own min/max.")
 @click.option("--tnn-device", type=click.Choice(["arm", "x86"]), default="arm", show_default=True,
               help="--to tnn: refuse layers that would fail on this device.")
 def export(model_name, weights, input_size, num_classes, out_dir, simplifier, graphs, plan_spec, calib_dir,
-           calib_num, targets, tnn_device) -> None:
+           calib_num, targets, calib_source, tnn_device) -> None:
     """Export MODEL to ONNX (opset 17, static shapes), tag every node with its component,
     check parity against PyTorch, and write the artifact folder with manifest.json.
 
@@ -91,6 +93,7 @@ def export(model_name, weights, input_size, num_classes, out_dir, simplifier, gr
       edgeseg export mobileinst_topformer_synth --weights zoo -o out/synth
       edgeseg export mobileinst_topformer --plan backbone=int8,mask_decoder=int8,*=fp16 --calib data/val
       edgeseg export mobileinst_topformer --to tnn --plan backbone=int8,*=fp16 --calib data/val
+      edgeseg export mobileinst_topformer --to tflite --plan mixed --calib data/val
     """
     from edgeseg.export.onnx import export_onnx
 
@@ -117,3 +120,9 @@ def export(model_name, weights, input_size, num_classes, out_dir, simplifier, gr
         table = outcome.calibration.table_path if plan_spec and outcome.calibration else None
         paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
         print_tnn_results(export_tnn_graphs(paths, plan_spec, table, tnn_device))
+    if "tflite" in targets:
+        from edgeseg.export.tflite import export_tflite_graphs, print_tflite_results
+
+        table = outcome.calibration.table_path if plan_spec and outcome.calibration else None
+        paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
+        print_tflite_results(export_tflite_graphs(paths, plan_spec, table, calib_dir, calib_source))
