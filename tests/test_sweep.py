@@ -267,6 +267,32 @@ def test_work_dir_of_someone_else_is_refused(tiny_sweep_inputs, tmp_path):
     assert (work / "mobileinst_test" / "precious.txt").read_text() == "keep me"
 
 
+def test_sweep_with_an_existing_calibration_table(tiny_sweep, tmp_path):
+    """--calib TABLE.json: no new calibration; same ONNX + same table = the same INT8 AP."""
+    from edgeseg.utils.hashing import sha256_file
+
+    art = tiny_sweep["out"] / "work" / "mobileinst_test"
+    table = art / "mobileinst_test.kl.calib.json"
+    code, _, err = run_cli(["sweep", art, "--calib", table, "--plans", "int8", "--dataset", tiny_sweep["val_json"],
+                            "--runs", "2", "--repeats", "1", "--warmup", "0", "-o", tmp_path / "rep"])
+    assert code == 0, err
+    assert "calibrating" not in err
+    rep = load_sweep(tmp_path / "rep" / "sweep.json")
+    first = load_sweep(tiny_sweep["out"] / "sweep.json")
+    assert rep.calibration["table_sha256"] == sha256_file(table) == first.calibration["table_sha256"]
+    spec = "backbone=int8,mask_decoder=int8,instance_decoder=int8"
+    assert rep.plan(spec).file_sha256 == first.plan(spec).file_sha256
+    assert rep.plan(spec).metrics == first.plan(spec).metrics
+    # a table computed on another graph is refused before any plan is built
+    other = json.loads(table.read_text())
+    other["model_sha256"] = "0" * 64
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    code, _, err = run_cli(["sweep", art, "--calib", tmp_path / "other.json", "--plans", "int8",
+                            "--dataset", tiny_sweep["val_json"], "-o", tmp_path / "rep2"])
+    assert code == 1 and "different model" in err
+    assert not (tmp_path / "rep2" / "sweep.json").exists()
+
+
 def test_source_inside_the_work_folder_is_refused(tiny_sweep, tmp_path):
     art = tiny_sweep["out"] / "work" / "mobileinst_test"
     code, _, err = run_cli(["sweep", art, "--plans", "fp16", "--dataset", tiny_sweep["val_json"],
