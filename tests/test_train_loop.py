@@ -101,6 +101,11 @@ def test_val_ap_is_measured_and_recorded_in_the_checkpoint(shapes, tmp_path):
     assert m.model == "mobileinst_test" and m.model_cfg["num_classes"] == 4 and m.model_cfg["input_size"] == [64, 64]
     rec = m.history[-1]
     assert rec["step"] == "train" and rec["iterations"] == 2 and rec["val"]["AP"] == r.val["AP"]
+    # The training-only semantic head lives in the resumable state, never in the checkpoint.
+    weights, _ = read_state_dict(tmp_path / "v.safetensors")
+    state, _ = read_state_dict(tmp_path / "v.state.safetensors")
+    assert set(weights) == set(create_model("mobileinst_test", num_classes=4).state_dict())
+    assert any(k.startswith("semantic.") for k in state)
 
 
 # ------------------------------------------------------------------------------- errors

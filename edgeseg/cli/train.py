@@ -32,7 +32,11 @@ def _fmt(x) -> str:
 @click.option("--weights", default=None,
               help="Initial weights: a checkpoint, or 'zoo' for the model's shipped one. A different "
                    "class count re-initialises the class head (fine-tuning).")
-@click.option("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice).")
+@click.option("--aux-semantic", type=float, default=1.0, show_default=True,
+              help="Weight of a training-only per-pixel class loss on the mask features (0: off); "
+                   "speeds up learning classes from scratch, never exported.")
+@click.option("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice; on a machine busy with other "
+                   "work, 1 is often much faster than oversubscribed cores).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same run.")
 @click.option("--val-every", type=int, default=0, show_default=True, help="Iterations between val AP runs.")
 @click.option("--val-limit", type=int, default=None, help="Evaluate only the first N val images.")
@@ -44,13 +48,15 @@ def _fmt(x) -> str:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (.safetensors, with the model's manifest embedded).")
 def train(model_name, train_json, train_images, val_json, val_images, epochs, iters, batch_size, lr,
-          weight_decay, warmup_iters, clip_grad, input_size, scale_jitter, weights, threads, seed, val_every,
-          val_limit, save_every, save_fp16, resume, log_every, output) -> None:
+          weight_decay, warmup_iters, clip_grad, input_size, scale_jitter, aux_semantic, weights, threads, seed,
+          val_every, val_limit, save_every, save_fp16, resume, log_every, output) -> None:
     """Train MODEL (a mobileinst_* zoo model) on a COCO-format dataset.
 
     Queries are matched one-to-one to ground truth (SparseInst's dice x class-probability
     score, scipy's linear_sum_assignment); losses: focal classification, dice + BCE
     masks, IoU-aware objectness (weights 2, 2, 1); AdamW with warm-up and cosine decay.
+    A training-only per-pixel class head (--aux-semantic, never exported) helps a
+    backbone trained from scratch learn the classes.
     The checkpoint embeds its manifest, so `edgeseg eval OUT` and
     `edgeseg export MODEL --weights OUT` need no other flags.
 
@@ -87,7 +93,7 @@ def train(model_name, train_json, train_images, val_json, val_images, epochs, it
         warmup_iters=warmup_iters, clip_grad=clip_grad, weights=weights, threads=threads, seed=seed,
         val_every=val_every, val_limit=val_limit, save_every=save_every, log_every=log_every,
         save_dtype="float16" if save_fp16 else "float32", resume=resume,
-        augment=AugmentConfig(scale_min=lo, scale_max=hi))
+        augment=AugmentConfig(scale_min=lo, scale_max=hi), aux_semantic=aux_semantic)
     log = TrainLog(log_every=log_every)
     started = False
 

@@ -137,8 +137,9 @@ class TrainData:
             if rng.random() < a.flip:
                 image = image.flip(-1)
                 masks = masks.flip(-1)
-            big = (masks > 0.5).flatten(1).sum(1) >= a.min_pixels if masks.shape[0] else torch.zeros(0, dtype=torch.bool)
-            masks, labels = masks[big], labels[big]
+            if masks.shape[0]:
+                big = (masks > 0.5).flatten(1).sum(1) >= a.min_pixels
+                masks, labels = masks[big], labels[big]
         return image.contiguous(), {"labels": labels.long(), "masks": masks.contiguous()}
 
     def batch(self, iteration: int, batch_size: int) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:

@@ -39,11 +39,14 @@ def save_checkpoint(model, path: str | Path, record: dict[str, Any], dtype: str 
     return save_weights(model, path, manifest=manifest, dtype=dtype)
 
 
-def save_state(path: str | Path, model, optimizer: torch.optim.Optimizer, info: dict[str, Any]) -> Path:
-    """Everything ``--resume`` needs, atomically: weights, optimizer moments, progress."""
+def save_state(path: str | Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+               info: dict[str, Any]) -> Path:
+    """Everything ``--resume`` needs, atomically: the weights of ``modules`` (the model and
+    any training-only heads, by name), optimizer moments, progress."""
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous()
+               for name, module in modules.items() for k, v in module.state_dict().items()}
     opt = optimizer.state_dict()
     for idx, st in opt["state"].items():
         for key, value in st.items():
@@ -56,7 +59,8 @@ def save_state(path: str | Path, model, optimizer: torch.optim.Optimizer, info: 
     return p
 
 
-def load_state(path: str | Path, model, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_state(path: str | Path, modules: dict[str, torch.nn.Module],
+               optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore weights and optimizer from :func:`save_state`; returns the saved ``info``."""
     from safetensors import safe_open
 
@@ -74,14 +78,16 @@ def load_state(path: str | Path, model, optimizer: torch.optim.Optimizer) -> dic
         raise EdgesegError(f"{p} is not an edgeseg training state ({e})",
                            "resume needs the .state.safetensors written during training; "
                            "delete it to start over") from e
-    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(model_state, strict=True)
-    except RuntimeError as e:
-        raise EdgesegError(f"the training state {p.name} was written for another model or class count: "
-                           f"{str(e).splitlines()[0]}",
-                           "resume with the same MODEL, dataset and --input-size, or delete the state file "
-                           "to start a new run") from e
+    for name, module in modules.items():
+        prefix = name + "."
+        sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(sub, strict=True)
+        except RuntimeError as e:
+            raise EdgesegError(f"the training state {p.name} was written for another model, class count or "
+                               f"set of training heads ({name}: {str(e).splitlines()[0]})",
+                               "resume with the same MODEL, dataset and options, or delete the state file "
+                               "to start a new run") from e
     opt_state: dict[int, dict[str, Any]] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):

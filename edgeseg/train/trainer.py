@@ -51,6 +51,8 @@ class TrainConfig:
     resume: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss_weights: LossWeights = field(default_factory=LossWeights)
+    # Training-only semantic head on the mask features (auxiliary.py); 0 = the paper's losses only.
+    aux_semantic: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -76,6 +78,8 @@ class TrainConfig:
             raise EdgesegError(f"--threads must be at least 1, got {self.threads}", "e.g. --threads 2")
         if self.save_dtype not in ("float32", "float16"):
             raise EdgesegError(f"cannot store weights as {self.save_dtype!r}", "use float32 or float16")
+        if not (self.aux_semantic >= 0 and math.isfinite(self.aux_semantic)):
+            raise EdgesegError(f"--aux-semantic must be 0 or more, got {self.aux_semantic}", "e.g. 1.0 (0: off)")
         if (self.val_json is None) != (self.val_images is None):
             raise EdgesegError("--val-dataset and --val-images go together", "pass both, or neither")
         if Path(self.output).suffix != ".safetensors":
@@ -157,10 +161,11 @@ def evaluate_model(model, dataset, limit: int | None = None) -> dict[str, Any]:
         figures = evaluate_detections(dataset, dets, image_ids=[im.id for im in images])
     finally:
         model.train(was_training)
-    return {k: v for k, v in figures.items() if k != "per_class"} | {"per_class": figures["per_class"]}
+    return figures
 
 
-def _input_size(cfg: TrainConfig, model_name: str) -> tuple[int, int] | None:
+def _input_size(cfg: TrainConfig) -> tuple[int, int] | None:
+    """The requested input size, checked up front (before datasets are read)."""
     if cfg.input_size is None:
         return None
     from edgeseg.models.mobileinst import _input_size  # the zoo's own check: multiples of 64
@@ -188,7 +193,7 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
     if entry.family != "mobileinst":
         raise EdgesegError(f"edgeseg train knows MobileInst's losses; {cfg.model} is a {entry.family} model",
                            "train a mobileinst_* model (`edgeseg models`)")
-    size = _input_size(cfg, cfg.model)
+    size = _input_size(cfg)
     # Datasets first: a wrong path fails in milliseconds, before a model is built.
     train_set = CocoDataset(cfg.train_json, cfg.train_images)
     val_set = CocoDataset(cfg.val_json, cfg.val_images) if cfg.val_json else None
@@ -213,12 +218,20 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
     warmup = cfg.warmup_iters if cfg.warmup_iters is not None else min(200, total // 20)
 
     init_text = _load_init(model, cfg.weights, cfg.model, train_set.num_classes, log) if cfg.weights else None
-    model.train()
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    modules: dict[str, torch.nn.Module] = {"model": model}
+    if cfg.aux_semantic > 0:
+        from edgeseg.train.auxiliary import SemanticHead
+
+        modules["semantic"] = SemanticHead(model.mask_dim, train_set.num_classes).to(
+            memory_format=torch.channels_last)
+    for m in modules.values():
+        m.train()
+    optimizer = torch.optim.AdamW([g for m in modules.values() for g in _param_groups(m, cfg.weight_decay)],
+                                  lr=cfg.lr)
     state_file = state_path(cfg.output)
     start, val_history, seconds_before = 0, [], 0.0
     if cfg.resume:
-        info = load_state(state_file, model, optimizer)
+        info = load_state(state_file, modules, optimizer)
         if info.get("model") != cfg.model:
             raise EdgesegError(f"the training state {state_file.name} is for {info.get('model')}, not {cfg.model}",
                                "resume with the same MODEL, or delete the state file to start over")
@@ -237,7 +250,7 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
 
     def checkpoint(done: int, seconds: float, val: dict[str, Any] | None) -> None:
         save_checkpoint(model, cfg.output, record(val, done, seconds), dtype=cfg.save_dtype)
-        save_state(state_file, model, optimizer, {"model": cfg.model, "iteration": done, "seconds": seconds,
+        save_state(state_file, modules, optimizer, {"model": cfg.model, "iteration": done, "seconds": seconds,
                                                   "val_history": val_history, "config": cfg.to_dict()})
 
     def validate(done: int) -> dict[str, Any]:
@@ -259,17 +272,24 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
         torch.manual_seed(cfg.seed * 1_000_003 + it)  # any randomness in the model (drop path)
         images, targets = data.batch(it, cfg.batch_size)
         images = images.contiguous(memory_format=torch.channels_last)
-        logits, objectness, _kernels, _features, masks = model(images)
+        logits, objectness, _kernels, features, masks = model(images)
         out = mobileinst_loss(logits, objectness, masks, targets, cfg.loss_weights)
-        loss = float(out.total.detach())
+        objective = out.total
+        if "semantic" in modules:
+            from edgeseg.train.auxiliary import semantic_loss
+
+            aux = cfg.aux_semantic * semantic_loss(modules["semantic"](features), targets)
+            out.parts["sem"] = float(aux.detach())
+            objective = objective + aux
+        loss = float(objective.detach())
         if not math.isfinite(loss):
             raise EdgesegError(f"the loss became {loss} at iteration {it + 1} (parts: {out.parts})",
                                f"lower --lr (now {cfg.lr:g}) or keep --clip-grad on; the last good "
                                f"checkpoint is {cfg.output} if one was written")
         optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
+        objective.backward()
         if cfg.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            torch.nn.utils.clip_grad_norm_([p for m in modules.values() for p in m.parameters()], cfg.clip_grad)
         optimizer.step()
         train_seconds += time.perf_counter() - t0
 
