@@ -21,7 +21,10 @@ KL follows TensorRT's EntropyCalibration2: a 2048-bin histogram of ``|x|``; for 
 candidate threshold from bin 128 to the last bin, the bins above it are folded into the
 last kept bin (reference P), the kept bins are merged into 128 quantization levels and
 expanded back over the non-empty bins (candidate Q), both are smoothed, and the
-candidate with the smallest KL(P || Q) wins.
+candidate with the smallest KL(P || Q) wins (ties: the wider one). As in TensorRT, the
+count of bin 0 is replaced by that of bin 1 first: exact zeros (ReLU outputs) are exact
+at any scale and would otherwise drag every threshold down to the smallest candidate.
+The threshold is the upper edge of the last kept bin, capped at the observed max |x|.
 """
 
 from __future__ import annotations
