@@ -311,3 +311,71 @@ def test_unknown_backend_and_source_are_clear_errors(tmp_path):
     (tmp_path / "m.onnx").write_bytes(b"x")
     with pytest.raises(EdgesegError, match="no manifest.json"):
         describe_source(tmp_path / "m.onnx")
+
+
+# ------------------------------------------------------------------ interleaved timing
+class _FakeTarget:
+    """Records what the sweep asks of it. A run costs a fixed time per model times a
+    machine that slows down steadily (1% per timed run): the drift interleaving must cancel."""
+
+    log: list = []
+    opened: list = []
+    runs_so_far = 0
+
+    def __init__(self, file, core=None, backend=None):
+        self.file, self.core = str(file), core
+        self.cost = {"a": 10.0, "b": 5.0, "c": 20.0}[self.file]
+
+    def open(self):
+        _FakeTarget.opened.append(self.file)
+
+    def close(self):
+        _FakeTarget.opened.remove(self.file)
+
+    def device_state(self):
+        from edgeseg.benchmark.device_info import DeviceState
+
+        return DeviceState(core=self.core)
+
+    def runtime_info(self):
+        return {"core": self.core, "unpinned_threads": 0, "threads_intra_op": 1}
+
+    def measure(self, runs, warmup):
+        from edgeseg.benchmark.stats import LatencyStats
+        from edgeseg.benchmark.targets.base import Measurement
+
+        _FakeTarget.log.append((self.file, runs, warmup))
+        samples = []
+        for _ in range(runs):
+            samples.append(self.cost * (1.0 + 0.01 * _FakeTarget.runs_so_far))
+            _FakeTarget.runs_so_far += 1
+        return Measurement(LatencyStats.from_samples(samples, warmup=warmup))
+
+
+def _fake_run(runs, repeats, warmup=4):
+    from edgeseg.quantize.sweep_latency import LatencySettings, measure_interleaved
+
+    _FakeTarget.log, _FakeTarget.opened, _FakeTarget.runs_so_far = [], [], 0
+    return measure_interleaved({"A": "a", "B": "b", "C": "c"},
+                               LatencySettings(runs=runs, warmup=warmup, repeats=repeats, rewarm=1, core=0),
+                               target_factory=_FakeTarget)
+
+
+def test_interleaved_rounds_rotate_and_split_runs():
+    run = _fake_run(10, 3)
+    assert _FakeTarget.opened == []  # every target closed again
+    assert [f for f, _, _ in _FakeTarget.log] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # rotation
+    assert [r for _, r, _ in _FakeTarget.log] == [4, 4, 4, 3, 3, 3, 3, 3, 3]  # 10 runs over 3 rounds
+    assert [w for _, _, w in _FakeTarget.log] == [4, 4, 4, 1, 1, 1, 1, 1, 1]  # full warm-up once
+    assert {k: s.n for k, s in run.stats.items()} == {"A": 10, "B": 10, "C": 10}
+    assert all(len(v) == 3 for v in run.per_round_p50.values())
+
+
+def test_interleaving_cancels_a_drifting_machine():
+    """True ratio B/A = 0.5. In sequence, the drift makes B look 26% slower than it is."""
+    seq = _fake_run(30, 1)
+    seq_ratio = seq.stats["B"].p50_ms / seq.stats["A"].p50_ms
+    assert abs(seq_ratio / 0.5 - 1) > 0.2
+    inter = _fake_run(30, 10)
+    assert inter.stats["B"].p50_ms / inter.stats["A"].p50_ms == pytest.approx(0.5, rel=0.03)
+    assert inter.stats["C"].p50_ms / inter.stats["A"].p50_ms == pytest.approx(2.0, rel=0.03)

@@ -61,7 +61,7 @@ def print_table(report) -> None:
 @click.option("--backend", type=click.Choice(["onnxruntime", "tflite"]), default="onnxruntime", show_default=True)
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per plan (p50 over them).")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs per plan before timing.")
-@click.option("--repeats", type=int, default=5, show_default=True,
+@click.option("--repeats", type=int, default=10, show_default=True,
               help="Interleaved rounds the runs are split into (every round times every plan).")
 @click.option("--core", type=int, default=None, help="CPU core to pin to (default: the fastest).")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N images of the dataset.")

@@ -25,7 +25,7 @@ from edgeseg.errors import EdgesegError
 class LatencySettings:
     runs: int = 50  # timed runs per plan, over all rounds
     warmup: int = 10  # untimed runs per plan before its first block
-    repeats: int = 5  # interleaved rounds
+    repeats: int = 10  # interleaved rounds (many short ones cancel drift best; see tests)
     rewarm: int = 2  # untimed runs before every later block (caches)
     core: int | None = None  # None: the fastest core this process may use
 
@@ -53,13 +53,18 @@ class LatencyRun:
 
 
 def measure_interleaved(files: dict[str, Path], settings: LatencySettings, backend: str | None = None,
-                        on_round: Callable[[int, int], None] | None = None) -> LatencyRun:
-    """Time every file of ``files`` (key -> model file) on one pinned core, interleaved."""
+                        on_round: Callable[[int, int], None] | None = None,
+                        target_factory: Callable[..., Any] | None = None) -> LatencyRun:
+    """Time every file of ``files`` (key -> model file) on one pinned core, interleaved.
+
+    ``target_factory(file, core=, backend=)`` builds each target (default: ``LocalTarget``).
+    """
     from edgeseg.benchmark.targets.local import LocalTarget, default_core
 
     settings.validate()
     if not files:
         raise EdgesegError("no models to time", "give the sweep at least one plan")
+    factory = target_factory or LocalTarget
     core = default_core() if settings.core is None else settings.core
     keys = list(files)
     samples: dict[str, list[LatencyStats]] = {k: [] for k in keys}
@@ -68,7 +73,7 @@ def measure_interleaved(files: dict[str, Path], settings: LatencySettings, backe
     with contextlib.ExitStack() as stack:
         targets = {}
         for k in keys:
-            t = LocalTarget(files[k], core=core, backend=backend)
+            t = factory(files[k], core=core, backend=backend)
             t.open()
             stack.callback(t.close)
             targets[k] = t
