@@ -61,8 +61,9 @@ def print_table(report) -> None:
 @click.option("--backend", type=click.Choice(["onnxruntime", "tflite"]), default="onnxruntime", show_default=True)
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per plan (p50 over them).")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs per plan before timing.")
-@click.option("--repeats", type=int, default=10, show_default=True,
-              help="Interleaved rounds the runs are split into (every round times every plan).")
+@click.option("--repeats", type=int, default=None,
+              help="Interleaved rounds the runs are split into (every round times every plan; "
+                   "default: 10, or --runs if fewer).")
 @click.option("--core", type=int, default=None, help="CPU core to pin to (default: the fastest).")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N images of the dataset.")
 @click.option("--eval-threads", type=int, default=1, show_default=True,
@@ -97,7 +98,8 @@ def sweep(source, calib, dataset_json, images_dir, plans, backend, runs, warmup,
     check_output_dir(out_dir)  # before minutes of work, not after
     settings = SweepSettings(plans=plans, backend=backend, limit=limit, eval_threads=eval_threads,
                              calib_method=calib_method, calib_num=calib_num, max_ap_drop=max_ap_drop,
-                             latency=LatencySettings(runs=runs, warmup=warmup, repeats=repeats, core=core))
+                             latency=LatencySettings(runs=runs, warmup=warmup, core=core,
+                                                     repeats=repeats if repeats is not None else max(1, min(10, runs))))
     report = run_sweep(source, dataset_json, images_dir, calib, work_dir or out_dir / "work", settings,
                        progress=lambda msg: click.echo(msg, err=True))
     paths = write_reports(report, out_dir)
