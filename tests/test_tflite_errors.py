@@ -7,6 +7,7 @@ the way into the TFLite converter to check the child process's error path.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import onnx
@@ -238,8 +239,10 @@ def test_wrong_fp32_conversion_is_refused_and_located(tmp_path):
 
     torch.manual_seed(0)
     path = tmp_path / "raw.onnx"
-    torch.onnx.export(Net().eval(), (torch.randn(1, 4, 8, 8),), str(path), opset_version=17, dynamo=False,
-                      input_names=["image"], output_names=["out"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, as in export/onnx.py
+        torch.onnx.export(Net().eval(), (torch.randn(1, 4, 8, 8),), str(path), opset_version=17, dynamo=False,
+                          input_names=["image"], output_names=["out"])
     model = onnx.load(str(path))
     tags.tag_graph(model, ComponentMap({"backbone": "backbone", "head": "head"}), default="head")
     onnx.save(model, str(path))
