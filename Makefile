@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EDGESEG := $(VENV)/bin/edgeseg
-EXTRAS ?= test
+EXTRAS ?= test,tflite
 OUT ?= out
 
 .PHONY: install demo test clean
