@@ -294,3 +294,35 @@ def test_fp16_weights_pass_on_every_op_matches_fp32_closely(setup, fp32):
             assert cosine(got[k], ref[k]) > 0.999, k
     finally:
         out.unlink()
+
+
+# ------------------------------------------------------------------ fp16, bare files
+def test_fp16_plan_stores_float16_weights_and_stays_close(setup, fp32):
+    res = export_tflite(setup["onnx"], plan="fp16", images=setup["images"])
+    assert res.path.name == "tiny_seg.fp16.tflite" and res.entry["calibration"] is None
+    view = fb.describe(res.path.read_bytes())
+    producer = view.producers()
+    weights = [op.inputs[1] for op in view.ops if op.op_type in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    assert weights
+    for w in weights:  # TFLite's float16 quantization: fp16 constants dequantized at load time
+        deq = view.ops[producer[w]]
+        assert deq.op_type == "DEQUANTIZE" and view.tensors[deq.inputs[0]].dtype == "float16"
+    assert res.path.stat().st_size < fp32.path.stat().st_size
+    ref, got = _run_both(setup, res.path)
+    for name in ref:
+        print(f"fp16 {name}: max abs error {np.max(np.abs(got[name] - ref[name])):.2e}")
+        assert cosine(got[name], ref[name]) > 0.999, name
+
+
+def test_bare_tflite_without_manifest_uses_native_names_and_layout(setup, fp32, tmp_path):
+    import shutil
+
+    bare = tmp_path / "copied.tflite"
+    shutil.copyfile(fp32.path, bare)
+    x = first_image(setup["images"], setup["onnx"])
+    ref = OnnxRuntimeRuntime(setup["onnx"]).run({"image": x})
+    with load_runtime(bare) as rt:
+        (inp,) = rt.inputs()
+        assert (inp.name, inp.shape) == ("image", [1, 64, 64, 3])  # signature key, NHWC
+        got = rt.run({"image": np.ascontiguousarray(x.transpose(0, 2, 3, 1))})
+    np.testing.assert_allclose(got["logits"], ref["logits"], atol=1e-4)
