@@ -165,6 +165,12 @@ def test_ranges_written_equal_the_table(setup, int8):
         assert abs(t.zero_point[0] - (-128 - lo / t.scale[0])) <= 1.0, name
         checked += 1
     assert checked >= 8, f"only {checked} tensors checked"
+    # The graph input gets the table's range too: the QUANTIZE op right after it uses it.
+    assert any(r["onnx"] == "image" for r in written.values())
+    view = fb.describe(int8.path.read_bytes())
+    (q,) = [op for op in view.ops if op.op_type == "QUANTIZE" and op.inputs[0] == view.signature_inputs["image"]]
+    lo, hi = table_range(setup["table"].ranges["image"].to_dict())
+    assert view.tensors[q.outputs[0]].scale[0] == pytest.approx((hi - lo) / 255, rel=1e-5)
 
 
 def test_fixed_scale_outputs_keep_tflite_scale(int8):

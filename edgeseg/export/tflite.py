@@ -427,7 +427,7 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                                    "and pass it, or use --calib-source tflite")
             if check_table:
                 table.check_model(sha256_file(onnx_path), what="ONNX file")
-            graph_tensors = {o for n in model.graph.node for o in n.output}
+            graph_tensors = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
             ranges = {k: v.to_dict() for k, v in table.ranges.items() if k in graph_tensors}
             if not ranges:
                 raise EdgesegError("the calibration table has no range for any tensor of this graph",

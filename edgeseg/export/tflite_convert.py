@@ -326,7 +326,11 @@ def quantize(job: dict[str, Any], record: dict[str, Any], io, samples: np.ndarra
     source = job["calib_source"]
     if source == "edgeseg":
         table = job["ranges"]
-        for ti, onnx_name in mapping.tensor_to_onnx.items():
+        # Graph inputs carry no layer name; the signature ties them to the ONNX input.
+        pairs = list(mapping.tensor_to_onnx.items()) + [
+            (view.signature_inputs[e["key"]], e["name"]) for e in io
+            if e["kind"] == "input" and e["key"] in view.signature_inputs]
+        for ti, onnx_name in pairs:
             entry = table.get(onnx_name)
             r = table_range(entry) if entry else None
             if r is None:
