@@ -32,7 +32,8 @@ def test_mixed_preset_from_the_manifest_with_a_table(tiny_folder, tmp_path):
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     table = minmax_table(onnx.load(str(onnx_path)), onnx_path, [{"image": x}])
     table_path = table.save(tmp_path / "table.json")
-    [result] = export_tnn_graphs([onnx_path], "mixed", table_path)  # backbone=int8,neck=int8,head=fp16
+    # backbone=int8,neck=int8,head=fp16; x86: the head's attention cannot be in an ARM int8 network
+    [result] = export_tnn_graphs([onnx_path], "mixed", table_path, device="x86")
     assert result.precisions == {"backbone": "int8", "neck": "int8", "head": "fp16"}
     model = read_tnn(result.proto_path)
     # layer names are deterministic, so a fresh conversion says which component each belongs to

@@ -141,8 +141,11 @@ def test_ops_zoo_numerics_match_onnxruntime_and_round_trip():
     # asymmetric conv pads -> a Pad layer, then a conv with no padding; BN folded into it
     assert types[:2] == ["Pad", "Convolution"] and "BatchNormCxx" not in types
     assert conv.model.layers[1].params["pad_h"] == 0 and conv.model.layers[0].params["pad_b"] == 1
-    assert {"Power", "Sqrt", "HardSigmoid", "Clip", "StridedSliceV2", "Gather", "ReduceMean", "Squeeze",
-            "Unsqueeze", "Softmax", "InnerProduct", "SplitV", "Upsample", "PadV2"} - set(types) == {"PadV2"}
+    assert {"Power", "Sqrt", "HardSigmoid", "Clip", "StridedSliceV2", "Gather", "ReduceMean",
+            "Softmax", "InnerProduct", "SplitV", "Upsample", "PadV2"} - set(types) == {"PadV2"}
+    # Squeeze/Unsqueeze become Reshapes (TNN's ARM kernels for them are NCHW-only)
+    assert "Squeeze" not in types and "Unsqueeze" not in types
+    assert next(layer for layer in conv.model.layers if layer.name == "squeeze").params["shape"] == [1, 3, 3]
     sl = next(layer for layer in conv.model.layers if layer.type == "StridedSliceV2").params
     # ONNX axes [3, 1] are written ascending (ARM walks them in order), ends clamped, -1 end -> INT_MIN
     assert sl == {"begins": [0, 5], "ends": [6, fmt.INT_MIN], "axes": [1, 3], "strides": [1, -2]}
@@ -241,7 +244,8 @@ def golden_table(golden):
 
 def test_int8_backbone_payloads_and_folded_scales(golden, golden_table, tmp_path):
     plan = PrecisionPlan.parse("backbone=int8", COMPONENTS)
-    result = export_tnn(golden, tmp_path, plan=plan, table=golden_table)
+    # x86: the golden head's attention MatMul cannot live in an int8 network on ARM (see below)
+    result = export_tnn(golden, tmp_path, plan=plan, table=golden_table, device="x86")
     model = read_tnn(result.proto_path)
     fp32 = convert(onnx.load(str(golden))).model
     float_by = {layer.name: layer for layer in fp32.layers}
@@ -281,7 +285,7 @@ def test_int8_backbone_payloads_and_folded_scales(golden, golden_table, tmp_path
 
 def test_int8_backbone_numerics_track_fp32(golden, golden_table, tmp_path, image):
     plan = PrecisionPlan.parse("backbone=int8", COMPONENTS)
-    result = export_tnn(golden, tmp_path, plan=plan, table=golden_table)
+    result = export_tnn(golden, tmp_path, plan=plan, table=golden_table, device="x86")
     got = ref.run(read_tnn(result.proto_path), {"image": image})
     for name, (g, w) in _outputs(result, got, ort_run(golden, {"image": image})).items():
         assert _cos(g, w) > 0.99, name
@@ -304,12 +308,12 @@ def test_int8_plan_needs_a_table_and_every_range(golden, golden_table, tmp_path)
         export_tnn(golden, tmp_path / "a", plan=plan)
     partial = type(golden_table)("minmax", {k: v for k, v in golden_table.ranges.items() if "stem" not in k})
     with pytest.raises(EdgesegError, match="no range") as err:
-        export_tnn(golden, tmp_path / "b", plan=plan, table=partial)
+        export_tnn(golden, tmp_path / "b", plan=plan, table=partial, device="x86")
     assert "calibrate" in err.value.fix
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
     stale = type(golden_table)("minmax", golden_table.ranges, model_sha256="0" * 64)
     with pytest.raises(EdgesegError, match="different ONNX file"):
-        export_tnn(golden, tmp_path / "c", plan=plan, table=stale)
+        export_tnn(golden, tmp_path / "c", plan=plan, table=stale, device="x86")
 
 
 def test_plan_must_cover_the_graph_components(golden, tmp_path):
@@ -418,3 +422,58 @@ def test_node_level_refusals_name_the_node_and_the_fix():
     assert conv.problems == []
     x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(ref.run(conv.model, {"x": x})["y"], ort_run(ok, {"x": x})["y"])
+
+
+def test_int8_on_arm_needs_nc4hw4_kernels_everywhere(golden, golden_table, tmp_path):
+    # TNN adds no layout reformats to networks with int8 layers; ARM's MatMul of two
+    # activations is NCHW-only, so the golden net's attention makes an ARM int8 export wrong.
+    plan = PrecisionPlan.parse("backbone=int8", COMPONENTS)
+    with pytest.raises(EdgesegError) as err:
+        export_tnn(golden, tmp_path / "arm", plan=plan, table=golden_table)
+    assert "MatMul of two activations" in str(err.value) and "/head/MatMul" in str(err.value)
+    assert "--device x86" in str(err.value)
+    assert not (tmp_path / "arm").exists()
+
+
+def test_int8_arm_network_rewrites_layernorm_and_linear_into_nc4hw4_layers(tmp_path):
+    import warnings
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Net(nn.Module):  # conv backbone, then a token MLP with LayerNorm (no attention)
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 1, 1))
+            self.head = nn.Sequential(nn.Linear(8, 12), nn.LayerNorm(12))
+
+        def forward(self, x):
+            return self.head(self.backbone(x).flatten(2).transpose(1, 2))
+
+    path = tmp_path / "mlp.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Net().eval(), torch.randn(1, 3, 16, 16), str(path), opset_version=17, dynamo=False,
+                          input_names=["image"], output_names=["y"])
+    from edgeseg.export.tags import tag_graph
+    from edgeseg.models.base import ComponentMap
+
+    model = onnx.load(str(path))
+    tag_graph(model, ComponentMap({"backbone": "backbone", "head": "head"}))
+    onnx.save(model, str(path))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    table = minmax_table(model, path, [{"image": x}])
+    plan = PrecisionPlan.parse("*=int8", ["backbone", "head"])
+    result = export_tnn(path, tmp_path / "out", plan=plan, table=table)  # ARM: allowed
+    tnn = read_tnn(result.proto_path)
+    types = [layer.type for layer in tnn.layers]
+    assert "LayerNorm" not in types and "MatMul" not in types
+    assert "QuantizedInnerProduct" in types and "ReduceMean" in types  # Linear -> int8 InnerProduct
+    fp32 = [layer.type for layer in read_tnn(export_tnn(path, tmp_path / "fp32").proto_path).layers]
+    assert "LayerNorm" in fp32 and "MatMul" in fp32  # float networks keep the fused layers
+    got = ref.run(tnn, {"image": x})[result.name_map["outputs"]["y"]]
+    want = ort_run(path, {"image": x})["y"]
+    assert _cos(got, want) > 0.99

@@ -52,6 +52,16 @@ FP16_FIXES: dict[str, str] = {
 }
 GENERIC_FP16_FIX = "keep this component fp32 if the fp16<->fp32 reformats around this layer cost too much"
 
+# ARM kernels registered for the NCHW layout only (REGISTER_ARM_LAYOUT). TNN inserts layout
+# reformat layers only in float networks; in a network with int8 layers every blob stays
+# NC4HW4, and these kernels would read it as NCHW (wrong results, no error). Checked with a
+# TNN build: an int8 backbone before an attention head gave cosine 0.67 on ARM, 0.99999
+# with TNN's NAIVE kernels.
+ARM_NCHW_ONLY = frozenset({"ArgMaxOrMin", "Expand", "Gather", "GroupNorm", "Inverse", "LayerNorm", "LSTMONNX",
+                           "MatMul", "Tile", "ScatterND", "Squeeze", "Unsqueeze"})
+INT8_LAYOUT_FIX = ("TNN cannot run this int8 network on ARM: keep the model float for TNN (fp32/fp16 plan), "
+                   "export int8 TNN for --device x86, or use int8 on another backend (TFLite, TensorRT)")
+
 
 def _arm_layer_items(report: CompatReport, conv, plan) -> None:
     from edgeseg.export.tnn.format import base_type
@@ -68,6 +78,11 @@ def _arm_layer_items(report: CompatReport, conv, plan) -> None:
         if t == "Softmax" and layer.params.get("axis") == 0:
             report.add(t, where, layer.component, "error", "ARM Softmax rejects axis 0",
                        "take the softmax over a non-batch axis (reshape so the axis is >= 1)")
+        if not fp16_possible and t in ARM_NCHW_ONLY:
+            what = "a MatMul of two activations" if t == "MatMul" and len(layer.inputs) == 2 else t
+            report.add(t, where, layer.component, "error",
+                       f"in a network with int8 layers TNN keeps every blob NC4HW4 (no layout reformats) and "
+                       f"ARM has only an NCHW kernel for {what}", INT8_LAYOUT_FIX)
         if t == "StridedSliceV2" and any(st < 0 for st in layer.params.get("strides", [])):
             report.add(t, where, layer.component, "error",
                        "ARM StridedSliceV2 only steps forward (a negative step copies nothing)",

@@ -162,8 +162,11 @@ def _match_layernorm(view: GraphView, mean, removed: set[int]):
     return x, gamma, beta, eps, out, nodes
 
 
-def fuse_patterns(view: GraphView) -> dict[str, int]:
-    """Rewrite ``view.nodes`` in place; return how many of each pattern were fused."""
+def fuse_patterns(view: GraphView, layernorm: bool = True) -> dict[str, int]:
+    """Rewrite ``view.nodes`` in place; return how many of each pattern were fused.
+
+    ``layernorm=False`` keeps written-out layer norms as they are (int8 networks on ARM
+    must avoid TNN's LayerNorm layer, which has only an NCHW kernel)."""
     from onnx import helper
 
     removed: set[int] = set()
@@ -180,7 +183,7 @@ def fuse_patterns(view: GraphView) -> dict[str, int]:
                 fused = helper.make_node("Gelu", [x], [out], name=f"{nodes[-1].name}_gelu", domain=DOMAIN)
                 _place(view, fused, nodes, removed, replacement)
                 counts["GELU"] += 1
-        elif node.op_type == "ReduceMean":
+        elif node.op_type == "ReduceMean" and layernorm:
             m = _match_layernorm(view, node, removed)
             if m:
                 x, gamma, beta, eps, out, nodes = m

@@ -48,6 +48,7 @@ class Context:
     alias: dict[str, str] = field(default_factory=dict)  # ONNX tensor -> TNN blob (Identity...)
     absorbed: set[int] = field(default_factory=set)  # id() of nodes fused into an earlier layer
     range_source: dict[str, str] = field(default_factory=dict)  # TNN blob -> ONNX tensor (calibration)
+    nc4hw4_only: bool = False  # prefer layers with NC4HW4 ARM kernels (int8 networks on ARM)
     node: Any = None
     component: str = ""
 
@@ -491,20 +492,12 @@ def _axes(ctx: Context, index: int) -> list[int] | None:
     return None if axes is None else list(axes)
 
 
-@converter("Squeeze")
+@converter("Squeeze", "Unsqueeze")
 def convert_squeeze(ctx: Context, node) -> None:
-    shape = ctx.shape(node.input[0])
-    axes = _axes(ctx, 1)
-    axes = [i for i, d in enumerate(shape) if d == 1] if axes is None else [_norm_axis(a, len(shape)) for a in axes]
-    ctx.emit("Squeeze", [ctx.blob(node.input[0])], [ctx.out(node.output[0])], {"axes": sorted(axes)})
-
-
-@converter("Unsqueeze")
-def convert_unsqueeze(ctx: Context, node) -> None:
-    rank_out = len(ctx.shape(node.output[0]))
-    axes = _axes(ctx, 1) or []
-    ctx.emit("Unsqueeze", [ctx.blob(node.input[0])], [ctx.out(node.output[0])],
-             {"axes": sorted(_norm_axis(a, rank_out) for a in axes)})
+    # A Reshape to the static output shape: TNN's ARM Squeeze/Unsqueeze run only in the
+    # NCHW layout (layout reformats around them, and illegal in int8 networks), Reshape
+    # runs in both.
+    _reshape(ctx, ctx.blob(node.input[0]), node.output[0], ctx.shape(node.output[0]))
 
 
 @converter("Concat")
@@ -671,10 +664,30 @@ def convert_resize(ctx: Context, node) -> None:
 # --------------------------------------------------------------------------- matmul / norm
 
 
+def _matmul_as_inner_product(ctx: Context, node, weight: np.ndarray) -> None:
+    """x[..., K] @ W[K, N] as Reshape [M, K] -> InnerProduct -> Reshape [..., N].
+
+    InnerProduct has NC4HW4 (and int8) kernels on ARM, MatMul has neither."""
+    a, out_t = node.input[0], node.output[0]
+    shape_in, shape_out = ctx.shape(a), ctx.shape(out_t)
+    rows = int(np.prod(shape_in[:-1]))
+    flat_in = ctx.new_blob(f"{ctx.blob(a)}_2d", range_of=a)
+    flat_out = ctx.new_blob(f"{out_t}_2d", range_of=out_t)
+    _reshape(ctx, ctx.blob(a), out_t, [rows, shape_in[-1]], name=ctx.layer_name("_to2d"), out_blob=flat_in)
+    name = ctx.layer_name()
+    ctx.emit("InnerProduct", [flat_in], [flat_out], {"num_output": weight.shape[1], "has_bias": 1, "transpose": 0,
+                                                     "axis": 1},
+             {"name": name, "weight": _f32(weight.T), "bias": np.zeros(weight.shape[1], np.float32)}, name=name)
+    _reshape(ctx, flat_out, out_t, shape_out, name=ctx.layer_name("_back"))
+
+
 @converter("MatMul")
 def convert_matmul(ctx: Context, node) -> None:
     a, b = node.input
     ca, cb = ctx.const(a), ctx.const(b)
+    if ctx.nc4hw4_only and ca is None and cb is not None and cb.ndim == 2:
+        _matmul_as_inner_product(ctx, node, cb)
+        return
     out = [ctx.out(node.output[0])]
     if ca is None and cb is None:
         ctx.emit("MatMul", [ctx.blob(a), ctx.blob(b)], out, {"weight_position": -1})
@@ -720,6 +733,31 @@ def convert_softmax(ctx: Context, node) -> None:
     _reshape(ctx, flat_out, out_t, shape, name=ctx.layer_name("_back"))
 
 
+def _layernorm_as_elementwise(ctx: Context, node, axes: list[int], scale: np.ndarray, bias: np.ndarray,
+                              eps: float) -> None:
+    """(x - mean) / sqrt(var + eps) * scale + bias in layers that all have NC4HW4 ARM kernels."""
+    x, out_t = ctx.blob(node.input[0]), node.output[0]
+    step = iter(range(100))
+
+    def blob(hint: str) -> str:
+        return ctx.new_blob(f"{out_t}_{hint}", range_of=None)
+
+    def emit(type_, ins, out, params=None, resource=None):
+        ctx.emit(type_, ins, [out], params, resource, name=ctx.layer_name(f"_ln{next(step)}"))
+        return out
+
+    reduce = {"keep_dims": 1, "axes": axes}
+    mean = emit("ReduceMean", [x], blob("mean"), reduce)
+    centered = emit("Sub", [x, mean], blob("centered"), {"weight_input_index": 1})
+    squared = emit("Mul", [centered, centered], blob("squared"), {"weight_input_index": 1})
+    var = emit("ReduceMean", [squared], blob("var"), reduce)
+    var_eps = emit("Add", [var], blob("var_eps"), {"weight_input_index": 1}, {"element": np.array([eps], np.float32)})
+    std = emit("Sqrt", [var_eps], blob("std"))
+    normed = emit("Div", [centered, std], blob("normed"), {"weight_input_index": 1})
+    scaled = emit("Mul", [normed], blob("scaled"), {"weight_input_index": 1}, {"element": _f32(scale)})
+    emit("Add", [scaled], ctx.out(out_t), {"weight_input_index": 1}, {"element": _f32(bias)})
+
+
 @converter("LayerNormalization", "LayerNorm")
 def convert_layernorm(ctx: Context, node) -> None:
     shape = ctx.shape(node.input[0])
@@ -728,6 +766,10 @@ def convert_layernorm(ctx: Context, node) -> None:
     bias_name = ctx.optional_input(2)
     bias = _f32(ctx.need_const(2, "LayerNormalization bias")) if bias_name else np.zeros_like(scale)
     normalized = shape[axis:]
+    if ctx.nc4hw4_only:
+        _layernorm_as_elementwise(ctx, node, list(range(axis, len(shape))), scale, bias,
+                                  float(ctx.attr("epsilon", 1e-5)))
+        return
     # TNN's LayerNorm takes scale and bias as blobs from the constant map, shaped like
     # the normalised dims.
     scale_blob = ctx.names.new_blob(f"{node.input[1]}")

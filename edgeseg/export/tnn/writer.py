@@ -76,11 +76,17 @@ def _load(onnx_path_or_model) -> tuple[Any, Path | None]:
     return onnx_path_or_model, None
 
 
-def convert(onnx_model) -> Conversion:
-    """Convert every node; problems are collected, not raised."""
+def convert(onnx_model, nc4hw4_only: bool = False) -> Conversion:
+    """Convert every node; problems are collected, not raised.
+
+    ``nc4hw4_only`` avoids TNN layers whose ARM kernels exist only for the NCHW layout
+    (LayerNorm, MatMul with a constant weight, Squeeze/Unsqueeze) where an equivalent with
+    an NC4HW4 kernel exists: TNN inserts no layout reformat layers in networks with int8
+    layers, so on ARM such a network must be NC4HW4 from end to end.
+    """
     view = build_view(onnx_model)
-    fused = fuse_patterns(view)
-    ctx = Context(view=view)
+    fused = fuse_patterns(view, layernorm=not nc4hw4_only)
+    ctx = Context(view=view, nc4hw4_only=nc4hw4_only)
     problems: list[ConversionProblem] = []
 
     inputs: dict[str, tuple[list[int], int]] = {}
@@ -238,7 +244,7 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
 
             table.check_model(sha256_file(onnx_path), "ONNX file")
 
-    conv = convert(onnx_model)
+    conv = convert(onnx_model, nc4hw4_only=device == "arm" and plan is not None and plan.needs_calibration)
     # Without a plan everything is fp32 (-pr HIGH), so missing fp16 kernels do not matter.
     from edgeseg.quantize.plan import PrecisionPlan
 
