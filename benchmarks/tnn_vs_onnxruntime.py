@@ -64,8 +64,16 @@ def main() -> None:
     plan = plan_for(onnx_path, args.plan)
     table = CalibrationTable.load(args.table) if args.table else None
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    if args.image:
+    inputs = sess.get_inputs()
+    inp = inputs[0]
+    if len(inputs) > 1:
+        # TNNTest reads every input from the start of the same -ip file, so input i gets
+        # the first size_i values of one sequence; feed ONNX Runtime exactly that.
+        sizes = [int(np.prod(i.shape)) for i in inputs]
+        seq = np.random.default_rng(args.seed).standard_normal(max(sizes)).astype(np.float32)
+        feeds = {i.name: seq[:n].reshape(i.shape) for i, n in zip(inputs, sizes)}
+        x = seq
+    elif args.image:
         from edgeseg.data.preprocess import InputSpec, load_image, preprocess
         from edgeseg.export.manifest import Manifest, find_manifest
 
@@ -73,7 +81,9 @@ def main() -> None:
         x = preprocess(load_image(args.image), InputSpec.from_dict(spec) if spec else InputSpec())
     else:
         x = np.random.default_rng(args.seed).standard_normal(inp.shape).astype(np.float32)
-    want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {inp.name: x})))
+    if len(inputs) == 1:
+        feeds = {inp.name: x}
+    want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -152,11 +152,13 @@ def test_cli_inspect_dumps_tnn_and_onnx(tmp_path, capsys):
     assert code != 0
 
 
-def test_reversed_slices_fail_on_arm_only():
-    nodes = [helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"], name="flip_w")]
-    model = make_model(nodes, [vi("x", [1, 2, 3, 4])], [vi("y", [1, 2, 3, 4])],
-                       {"s": np.array([-1], np.int64), "e": np.array([-5], np.int64), "a": np.array([3], np.int64),
-                        "st": np.array([-1], np.int64)})
+def test_reversed_slices_and_edge_padding_fail_on_arm_only():
+    nodes = [helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"], name="flip_w"),
+             helper.make_node("Pad", ["y", "p"], ["z"], mode="edge", name="edge")]
+    model = make_model(nodes, [vi("x", [1, 2, 3, 4])], [vi("z", [1, 2, 3, 5])],
+                       {"s": np.array([-1], np.int64), "e": np.array([0], np.int64), "a": np.array([3], np.int64),
+                        "st": np.array([-1], np.int64), "p": np.array([0, 0, 0, 1, 0, 0, 0, 0], np.int64)})
+    assert "edge" in _item(compat.check(model, "tnn"), "Pad", "error").reason
     item = _item(compat.check(model, "tnn"), "StridedSliceV2", "error")
     assert item.nodes == ["flip_w"] and "host" in item.fix
     assert compat.check(model, "tnn", device="x86").ok

@@ -145,10 +145,10 @@ def test_ops_zoo_numerics_match_onnxruntime_and_round_trip():
             "Softmax", "InnerProduct", "SplitV", "Upsample", "PadV2"} - set(types) == {"PadV2"}
     # Squeeze/Unsqueeze become Reshapes (TNN's ARM kernels for them are NCHW-only)
     assert "Squeeze" not in types and "Unsqueeze" not in types
-    assert next(layer for layer in conv.model.layers if layer.name == "squeeze").params["shape"] == [1, 3, 3]
+    assert next(layer for layer in conv.model.layers if layer.name == "squeeze").params["shape"] == [1, 3, 5]
     sl = next(layer for layer in conv.model.layers if layer.type == "StridedSliceV2").params
-    # ONNX axes [3, 1] are written ascending (ARM walks them in order), ends clamped, -1 end -> INT_MIN
-    assert sl == {"begins": [0, 5], "ends": [6, fmt.INT_MIN], "axes": [1, 3], "strides": [1, -2]}
+    # ONNX axes [3, 1] are written ascending (ARM walks them in order), negative starts made concrete
+    assert sl == {"begins": [0, 10], "ends": [6, 0], "axes": [1, 3], "strides": [1, -2]}
     back = _round_trip(conv.model)
     _assert_same_model(conv.model, back)
     x = np.random.default_rng(3).standard_normal((1, 4, 8, 8)).astype(np.float32)
@@ -411,6 +411,10 @@ def test_node_level_refusals_name_the_node_and_the_fix():
         "resize": (helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest", name="resize"),
                    {"sc": np.array([1, 1, 1.5, 1.5], np.float32)}, "asymmetric"),
         "cast": (helper.make_node("Cast", ["x"], ["y"], to=onnx.TensorProto.INT32, name="cast"), {}, "float"),
+        # TNN's INT_MIN "before 0" end is rewritten in place by its shape inference: refuse
+        "flip": (helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"], name="flip"),
+                 {"s": np.array([-1], np.int64), "e": np.array([-9], np.int64), "a": np.array([3], np.int64),
+                  "st": np.array([-1], np.int64)}, "reverse"),
     }
     for key, (node, inits, fix_word) in cases.items():
         model = make_model([node], [vi("x", [1, 1, 5, 5])], [vi("y", None)], inits)

@@ -83,6 +83,9 @@ def _arm_layer_items(report: CompatReport, conv, plan) -> None:
             report.add(t, where, layer.component, "error",
                        f"in a network with int8 layers TNN keeps every blob NC4HW4 (no layout reformats) and "
                        f"ARM has only an NCHW kernel for {what}", INT8_LAYOUT_FIX)
+        if t == "Pad" and layer.params.get("type") == 2:
+            report.add(t, where, layer.component, "error", "ARM Pad supports constant and reflect padding, not edge",
+                       "pad with mode='constant' or 'reflect' (F.pad), or replicate the border on the host")
         if t == "StridedSliceV2" and any(st < 0 for st in layer.params.get("strides", [])):
             report.add(t, where, layer.component, "error",
                        "ARM StridedSliceV2 only steps forward (a negative step copies nothing)",

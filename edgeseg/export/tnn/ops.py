@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeseg.export import tags
-from edgeseg.export.tnn.format import INT_MAX, INT_MIN, TnnLayer
+from edgeseg.export.tnn.format import TnnLayer
 from edgeseg.export.tnn.graph import GraphView
 from edgeseg.export.tnn.names import NameMap
 
@@ -546,7 +546,12 @@ def convert_slice(ctx: Context, node) -> None:
             b, e = min(max(b, 0), d), min(max(e, 0), d)
         else:
             b, e = min(max(b, 0), d - 1), min(max(e, -1), d - 1)
-            e = INT_MIN if e == -1 else e  # TNN reads INT_MIN as "before index 0"
+            if e == -1:
+                # TNN spells "before index 0" as INT_MIN, but its shape inference rewrites the
+                # param in place (INT_MIN -> -1 -> -1 + dim) when it runs again: the layer
+                # fails to load (seen in a TNN build). Only ends >= 0 survive.
+                raise ConversionIssue("a reversed Slice that runs through index 0",
+                                      "avoid reversed slicing (x.flip / x[..., ::-1]) in the model; reverse on the host")
         begins_out.append(b)
         ends_out.append(e)
         axes_out.append(a)
