@@ -8,6 +8,10 @@ half-pixel bilinear, pooling's valid-area average, LayerNorm over the trailing
 Quantized layers are simulated the way TNN's int8 kernels compute: inputs rounded to
 int8 with their blob scale, int32 accumulation, ``acc * w_scale`` (input scale folded
 in), output rounded to int8 with the output blob scale.
+
+It models layer arithmetic, not TNN's memory layouts: that an int8 network on ARM keeps
+every blob NC4HW4 (so NCHW-only kernels misread it) is enforced by the preflight and was
+found by running exports in a TNN build (benchmarks/tnn_vs_onnxruntime.py).
 """
 
 from __future__ import annotations
