@@ -124,7 +124,7 @@ class AbsHistogram:
     def absmax(self) -> float:
         if self.max == -math.inf:
             return 0.0
-        return max(-self.min, self.max, 0.0)
+        return max(0.0, -self.min, self.max)  # 0.0 first: never report -0.0
 
     @property
     def bin_width(self) -> float:
