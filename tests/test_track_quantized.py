@@ -12,22 +12,41 @@ from edgeseg.errors import EdgesegError
 from edgeseg.export.manifest import Manifest
 from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
 from edgeseg.track.kernel_reuse import KernelReuseTracker, TrackerConfig, open_video_runtimes
-from edgeseg.track.quantized_pair import features_name, quantize_features_graph
+from edgeseg.quantize.features_graph import features_name, quantize_features_graph
 from tests.track_artifacts import INPUT, synth_videos, tiny_mobileinst  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def planned(tiny_mobileinst, synth_videos, tmp_path_factory):
     """A copy of the tiny export with a calibrated mixed-plan frame graph (int8 backbone and
-    mask decoder, fp16 instance decoder), as `edgeseg calibrate` + `edgeseg quantize` leave it."""
+    mask decoder, fp16 instance decoder) but, unlike `edgeseg quantize`, no quantized features
+    graph yet: the tracker must make it."""
     from edgeseg.quantize.pipeline import run_calibration, run_quantize
 
     folder = tmp_path_factory.mktemp("planned") / "art"
     shutil.copytree(tiny_mobileinst.folder, folder)
     frame = folder / "mobileinst_test.onnx"
     cal = run_calibration(frame, synth_videos / "JPEGImages", method="minmax", num=4, threads=1)
-    run_quantize(frame, "mixed", cal.table_path, threads=1)
+    run_quantize(frame, "mixed", cal.table_path, threads=1, with_features=False)
     return folder
+
+
+def test_quantize_applies_the_plan_to_the_features_graph_too(planned, tmp_path):
+    from edgeseg.quantize.pipeline import run_quantize
+
+    folder = tmp_path / "art"
+    shutil.copytree(planned, folder)
+    table = Manifest.load(folder).artifact("mobileinst_test.mixed.onnx")["calibration"]["table"]
+    out = run_quantize(folder / "mobileinst_test.onnx", "int8", folder / table, threads=1, with_fidelity=False)
+    assert out.features_path == folder / "mobileinst_test.features.int8.onnx"
+    entry = Manifest.load(folder).artifact(out.features_path.name)
+    assert entry["graph"] == "features"
+    assert entry["precision"]["precisions"] == {"backbone": "int8", "mask_decoder": "int8"}
+    rts = open_video_runtimes(out.path, reuse=3)  # pairs up without making anything
+    try:
+        assert rts.features_file == out.features_path.name and rts.made_features is None
+    finally:
+        rts.close()
 
 
 def test_quantized_frame_graph_alone_cannot_reuse(planned):

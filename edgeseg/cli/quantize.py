@@ -83,3 +83,5 @@ def print_quantize_outcome(res) -> None:
     else:
         console.print("  no fidelity report (no held-out images: pass --fidelity-images DIR)")
     console.print(f"[green]wrote[/green] {res.path}" + (f" and {res.fidelity_paths[1].name}" if res.fidelity_paths else ""))
+    if res.features_path is not None:
+        console.print(f"[green]wrote[/green] {res.features_path} (features graph, same plan, for video kernel reuse)")

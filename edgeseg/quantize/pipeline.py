@@ -107,6 +107,7 @@ class QuantizeOutcome:
     fidelity: Any | None  # FidelityReport
     fidelity_paths: tuple[Path, Path] | None
     seconds: float
+    features_path: Path | None = None  # the matching quantized features graph, when the export has one
 
 
 def parse_plan(model_path: Path, spec: str, onnx_model=None) -> PrecisionPlan:
@@ -136,11 +137,13 @@ def default_output(model_path: Path, plan: PrecisionPlan) -> Path:
 def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.PathLike | CalibrationTable | None,
                  *, out: str | os.PathLike | None = None, fidelity_images: str | os.PathLike | None = None,
                  fidelity_num: int = 20, seed: int = 0, activation_type: str = "uint8",
-                 threads: int = 0, with_fidelity: bool = True) -> QuantizeOutcome:
+                 threads: int = 0, with_fidelity: bool = True, with_features: bool = True) -> QuantizeOutcome:
     """Quantize, check the artifact runs, and report fidelity on held-out images.
 
     Held-out images come from ``fidelity_images``, else from the calibration folder
-    recorded in the table when it holds images calibration did not use.
+    recorded in the table when it holds images calibration did not use. When the export
+    also wrote a features graph (video kernel reuse), it is quantized with the same plan
+    and table (``with_features``).
     """
     from edgeseg.quantize.calibrate import load_onnx
     from edgeseg.quantize.qdq import quantize_file
@@ -194,7 +197,16 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
                  fidelity=str(fidelity_paths[0].name) if fidelity_paths else None)
 
     update_manifest(model_path, record)
-    return QuantizeOutcome(out_path, plan, result.report, fidelity, fidelity_paths, seconds)
+    features_path = None
+    if with_features and _in_folder(out_path, model_path.parent):
+        from edgeseg.quantize.features_graph import has_features_graph, quantize_features_graph
+
+        # A plan applies to both graphs of a video export: reuse frames must see the same
+        # quantized mask features as keyframes.
+        if has_features_graph(model_path.parent, model_path.name):
+            features_path = quantize_features_graph(model_path.parent, _in_folder(out_path, model_path.parent),
+                                                    table=table if plan.needs_calibration else None)
+    return QuantizeOutcome(out_path, plan, result.report, fidelity, fidelity_paths, seconds, features_path)
 
 
 def _held_out_folder(table: CalibrationTable | None) -> Path | None:

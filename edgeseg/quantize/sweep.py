@@ -235,9 +235,10 @@ def build_artifact(src: SweepSource, plan: PrecisionPlan, table, backend: str, i
     from edgeseg.quantize.pipeline import run_quantize
 
     out = src.onnx.with_name(f"{src.onnx.stem}.{plan.label()}.onnx")
-    # No fidelity report: the sweep measures AP itself, which is what fidelity predicts.
+    # No fidelity report: the sweep measures AP itself, which is what fidelity predicts;
+    # no features graph: the sweep times single images.
     return run_quantize(src.onnx, plan.spec(), table if plan.needs_calibration else None, out=out,
-                        with_fidelity=False).path
+                        with_fidelity=False, with_features=False).path
 
 
 def _check_backend(backend: str) -> None:

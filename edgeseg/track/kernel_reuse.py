@@ -437,7 +437,7 @@ def open_video_runtimes(artifact: str | os.PathLike, backend: str | None = None,
 
     A quantized frame graph needs its features graph at the same plan; with
     ``make_features`` it is made from the export's features graph when missing
-    (:func:`edgeseg.track.quantized_pair.quantize_features_graph`, recorded in the manifest).
+    (:func:`edgeseg.quantize.features_graph.quantize_features_graph`, recorded in the manifest).
     """
     from edgeseg.export.manifest import Manifest
     from edgeseg.runtimes.base import load_runtime
@@ -452,7 +452,7 @@ def open_video_runtimes(artifact: str | os.PathLike, backend: str | None = None,
     if features_file is None and reuse > 1:
         quantized = bool(manifest.artifacts[frame_file].get("source"))
         if quantized and make_features:
-            from edgeseg.track.quantized_pair import quantize_features_graph
+            from edgeseg.quantize.features_graph import quantize_features_graph
 
             made = quantize_features_graph(folder, frame_file).name
             manifest = Manifest.load(folder)

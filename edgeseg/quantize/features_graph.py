@@ -41,9 +41,24 @@ def _fp32_features_of(manifest, source: str) -> str:
     return features
 
 
-def quantize_features_graph(folder: str | os.PathLike, frame_file: str) -> Path:
+def has_features_graph(folder: str | os.PathLike, source: str) -> bool:
+    """Whether the export behind the fp32 frame graph ``source`` also wrote a features graph."""
+    from edgeseg.export.manifest import Manifest, find_manifest
+
+    if find_manifest(Path(folder)) is None:
+        return False
+    from edgeseg.track.kernel_reuse import pick_video_graphs
+
+    manifest = Manifest.load(folder)
+    if manifest.artifacts.get(source, {}).get("graph", "frame") != "frame":
+        return False
+    return pick_video_graphs(manifest, source)[1] is not None
+
+
+def quantize_features_graph(folder: str | os.PathLike, frame_file: str, table=None) -> Path:
     """Write (and record in the manifest) the features graph matching the quantized
-    ``frame_file`` of an artifact folder; returns its path."""
+    ``frame_file`` of an artifact folder; returns its path. ``table`` is the calibration
+    table used for the frame graph (default: the one recorded for it in the manifest)."""
     from edgeseg.export.manifest import Manifest
     from edgeseg.export.tags import nodes_by_component
     from edgeseg.quantize.cache import CalibrationTable
@@ -70,13 +85,13 @@ def quantize_features_graph(folder: str | os.PathLike, frame_file: str) -> Path:
                            "re-quantize the frame graph with a plan for every component")
     plan = PrecisionPlan({c: precisions[c] for c in components},
                          name=(entry.get("precision") or {}).get("name"))
-    table = None
     calibration = entry.get("calibration")
-    if plan.needs_calibration:
+    if plan.needs_calibration and table is None:
         if not calibration or not calibration.get("table"):
             raise EdgesegError(f"{frame_file} has int8 components but no calibration table is recorded",
                                "re-quantize it with `edgeseg quantize ... --calib TABLE` inside the artifact folder")
         table = CalibrationTable.load(folder / calibration["table"])
+    if plan.needs_calibration:
         # The table must be the one measured on this export's fp32 frame graph: then its
         # tensor names are the features graph's too.
         table.check_model(manifest.artifact(source).get("sha256") or sha256_file(folder / source),
