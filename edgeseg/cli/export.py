@@ -92,7 +92,7 @@ def export(model_name, weights, input_size, num_classes, out_dir, simplifier, gr
       edgeseg export mobileinst_topformer_tiny --weights ckpt.safetensors --num-classes 3
       edgeseg export mobileinst_topformer_synth --weights zoo -o out/synth
       edgeseg export mobileinst_topformer --plan backbone=int8,mask_decoder=int8,*=fp16 --calib data/val
-      edgeseg export mobileinst_topformer --to tnn --plan backbone=int8,*=fp16 --calib data/val
+      edgeseg export mobileinst_topformer --to tnn --plan "*=fp16"
       edgeseg export mobileinst_topformer --to tflite --plan mixed --calib data/val
     """
     from edgeseg.export.onnx import export_onnx
