@@ -87,3 +87,13 @@ def test_bench_runs_the_tflite_file(exported, tmp_path):
     data = json.loads(report.read_text())
     assert data["runtime"]["backend"] == "tflite" and data["runtime"]["threads_intra_op"] == 1
     assert data["latency"]["n"] == 3 and data["latency"]["p50_ms"] > 0
+
+
+def test_inspect_lists_ops_per_component(exported, capsys):
+    out, _, _ = exported
+    assert _cli("inspect", out / "mobileinst_test.fp32.tflite", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["components"]) == {"backbone", "mask_decoder", "instance_decoder"}
+    assert sum(sum(ops.values()) for ops in data["components"].values()) == data["ops"]
+    assert data["quantized_tensors"] == 0
+    assert data["inputs"] == {"image": [1, 128, 128, 3]}

@@ -21,6 +21,7 @@ INSPECTORS: dict[str, str] = {
     ".tnnproto": "edgeseg.cli.inspect:inspect_tnn",
     ".tnnmodel": "edgeseg.cli.inspect:inspect_tnn",
     ".onnx": "edgeseg.cli.inspect:inspect_onnx",
+    ".tflite": "edgeseg.cli.inspect:inspect_tflite",
     ".json": "edgeseg.cli.inspect:inspect_table",
 }
 
@@ -115,6 +116,56 @@ def _print_onnx(data: dict[str, Any]) -> None:
     table = Table(title="nodes per component and op type")
     table.add_column("component", style="bold")
     table.add_column("nodes", justify="right")
+    table.add_column("op types")
+    for comp, ops in data["components"].items():
+        table.add_row(comp, str(sum(ops.values())), ", ".join(f"{op} {n}" for op, n in
+                                                                sorted(ops.items(), key=lambda kv: -kv[1])))
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- TFLite
+
+
+def inspect_tflite(path: Path) -> Inspection:
+    """Ops and tensor dtypes of a .tflite, per component when the export's sidecar .json
+    (op -> component map written by ``export --to tflite``) is beside it."""
+    from edgeseg.export.tflite_flatbuffer import describe
+
+    view = describe(path.read_bytes())
+    sidecar = path.with_name(path.name + ".json")  # export --to tflite writes <file>.tflite.json
+    op_component: dict[int, str] = {}
+    if sidecar.is_file():
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
+        for entry in info.get("op_components") or []:
+            comps = entry.get("components") or []
+            op_component[int(entry["index"])] = "+".join(comps) if comps else "(unmapped)"
+    per = Counter()
+    for op in view.ops:
+        outs = [view.tensors[t].dtype for t in op.outputs if t >= 0]
+        per[(op_component.get(op.index, "(unmapped)" if op_component else "(no map)"), op.op_type,
+             outs[0] if outs else "?")] += 1
+    components: dict[str, dict[str, int]] = {}
+    for (comp, op, dtype), n in sorted(per.items()):
+        components.setdefault(comp, {})[f"{op}:{dtype}"] = n
+    data = {"ops": len(view.ops), "tensors": len(view.tensors),
+            "quantized_tensors": sum(1 for t in view.tensors if t.quantized),
+            "inputs": {k: view.tensors[i].shape for k, i in view.signature_inputs.items()},
+            "outputs": {k: view.tensors[i].shape for k, i in view.signature_outputs.items()},
+            "components": components, "size": path.stat().st_size}
+    return data, _print_tflite
+
+
+def _print_tflite(data: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"[bold]TFLite[/bold] {data['ops']} ops, {data['tensors']} tensors "
+                  f"({data['quantized_tensors']} quantized), {_size(data['size'])}; inputs "
+                  + ", ".join(f"{k} {v}" for k, v in data["inputs"].items()) + "; outputs "
+                  + ", ".join(f"{k} {v}" for k, v in data["outputs"].items()))
+    table = Table(title="ops per component (op:output dtype)")
+    table.add_column("component", style="bold")
+    table.add_column("ops", justify="right")
     table.add_column("op types")
     for comp, ops in data["components"].items():
         table.add_row(comp, str(sum(ops.values())), ", ".join(f"{op} {n}" for op, n in

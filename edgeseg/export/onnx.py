@@ -103,7 +103,10 @@ def _simplify_onnxslim(model):
 
 
 def _simplify_onnxsim(model):
-    import onnxsim
+    try:
+        import onnxsim
+    except ImportError as e:
+        raise EdgesegError("onnxsim is not installed", "pip install onnxsim, or use --simplifier onnxslim") from e
 
     simplified, ok = onnxsim.simplify(model)
     if not ok:

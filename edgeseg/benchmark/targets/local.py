@@ -124,7 +124,7 @@ def threads_in_effect(runtime) -> dict[str, Any]:
 def _backend_version(backend: str) -> str | None:
     from importlib import metadata
 
-    dist = {"onnxruntime": "onnxruntime", "torch": "torch", "tflite": "tensorflow", "tensorrt": "tensorrt"}
+    dist = {"onnxruntime": "onnxruntime", "torch": "torch", "tflite": "ai-edge-litert", "tensorrt": "tensorrt"}
     try:
         return metadata.version(dist.get(backend, backend))
     except metadata.PackageNotFoundError:
