@@ -49,7 +49,7 @@ def print_result(result) -> None:
               help="COCO instances JSON (ground truth).")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False),
               help="Folder holding the images named in the JSON (default: X/val for X/annotations/val.json).")
-@click.option("--backend", default=None, help="onnxruntime | torch | tflite | tensorrt (default: by file suffix).")
+@click.option("--backend", default=None, help="onnxruntime | torch | tflite (default: by file suffix).")
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N images.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Runtime compute threads.")
 @click.option("--box", is_flag=True, help="Also report box AP (boxes of the predicted masks).")

@@ -84,20 +84,18 @@ class Runtime(abc.ABC):
         return feeds
 
 
-# backend name -> "module:Class"; imported on first use only.
+# backend name -> "module:Class"; imported on first use only. TensorRT engines are built
+# and timed on the Jetson itself by trtexec (benchmark/targets/ssh.py), not run in-process.
 BACKENDS: dict[str, str] = {
     "onnxruntime": "edgeseg.runtimes.onnxruntime:OnnxRuntimeRuntime",
     "torch": "edgeseg.runtimes.torch_eager:TorchEagerRuntime",
     "tflite": "edgeseg.runtimes.tflite:TFLiteRuntime",
-    "tensorrt": "edgeseg.runtimes.tensorrt:TensorRTRuntime",
 }
 
 # file suffix -> backend
 SUFFIXES: dict[str, str] = {
     ".onnx": "onnxruntime",
     ".tflite": "tflite",
-    ".engine": "tensorrt",
-    ".plan": "tensorrt",
     ".pt": "torch",
     ".pth": "torch",
     ".safetensors": "torch",
@@ -140,7 +138,7 @@ def load_runtime(path: str | os.PathLike, backend: str | None = None, threads: i
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        extra = {"tflite": "pip install 'edgeseg[tflite]'", "tensorrt": "install TensorRT (on a Jetson: JetPack)"}
+        extra = {"tflite": "pip install 'edgeseg[tflite]'"}
         raise EdgesegError(f"the {name} backend is not available: {e}",
                            extra.get(name, "reinstall edgeseg")) from e
     return getattr(mod, cls)(p, threads=threads, **options)
