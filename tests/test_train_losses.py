@@ -109,22 +109,24 @@ def test_a_batch_without_objects_still_trains_the_classifier():
 
 
 def test_semantic_targets_are_the_union_of_each_class_instances():
-    from edgeseg.train.auxiliary import SemanticHead, semantic_loss, semantic_targets
+    from edgeseg.train.auxiliary import SemanticHead, semantic_labels, semantic_loss, semantic_targets
 
     a = torch.zeros(3, 8, 8)
     a[0, 0:2, 0:2] = 1.0   # class 1
     a[1, 4:6, 4:6] = 1.0   # class 1 again
     a[2, 0:2, 6:8] = 1.0   # class 0
-    t = semantic_targets([{"labels": torch.tensor([1, 1, 0]), "masks": a},
-                          {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 8, 8)}], 3, (8, 8))
+    targets = [{"labels": torch.tensor([1, 1, 0]), "masks": a},
+               {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 8, 8)}]
+    t = semantic_targets(targets, 3, (8, 8))
     assert t.shape == (2, 3, 8, 8)
     assert torch.equal(t[0, 1], torch.maximum(a[0], a[1])) and torch.equal(t[0, 0], a[2])
     assert t[0, 2].sum() == 0 and t[1].sum() == 0
+    labels = semantic_labels(targets, 3, (8, 8))
+    assert labels[0, 0, 0] == 2 and labels[0, 5, 5] == 2 and labels[0, 0, 7] == 1 and labels[0, 7, 0] == 0
+    assert labels[1].sum() == 0
+    # Uniform logits: cross-entropy is log(1 + C) at every pixel.
     head = SemanticHead(mask_dim=4, num_classes=3)
-    logits = head(torch.zeros(2, 4, 8, 8))
-    assert torch.allclose(logits.sigmoid(), torch.full_like(logits, 0.01), atol=1e-6)  # starts at the prior
-    loss = semantic_loss(logits, [{"labels": torch.tensor([1, 1, 0]), "masks": a},
-                                  {"labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 8, 8)}])
-    pos = t.sum().item()
-    expected = (pos * -math.log(0.01) + (t.numel() - pos) * -math.log(0.99)) / t.numel()
-    assert loss.item() == pytest.approx(expected, rel=1e-4)
+    torch.nn.init.zeros_(head.conv.weight)
+    torch.nn.init.zeros_(head.conv.bias)
+    loss = semantic_loss(head(torch.zeros(2, 4, 8, 8)), targets)
+    assert loss.item() == pytest.approx(math.log(4), rel=1e-6)
