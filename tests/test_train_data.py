@@ -75,6 +75,26 @@ def test_flip_mirrors_image_and_masks(tmp_path):
     assert not torch.equal(target["masks"], plain_target["masks"])  # the object is not symmetric
 
 
+def test_crops_keep_the_scale_and_the_alignment(tmp_path):
+    ds = _dataset(tmp_path)
+    spec = InputSpec(128, 128, stride=64)  # the 64x64 images are preprocessed to 128, then cropped to 64
+    data = TrainData(ds, spec, AugmentConfig(flip=0.0, scale_min=1.0, scale_max=1.0, crop=(64, 64), min_pixels=1))
+    full_image, full_target = data.sample(2, rng=None)
+    for it in range(6):
+        image, target = data.sample(2, np.random.default_rng(it))
+        assert image.shape == (3, 64, 64)
+        # The crop is a window of the full (unaugmented) input: find it and compare.
+        hits = [(y, x) for y in range(65) for x in range(65)
+                if torch.equal(full_image[:, y:y + 64, x:x + 64], image)]
+        assert hits, it
+        y, x = hits[0]
+        window = full_target["masks"][:, y:y + 64, x:x + 64]
+        kept = (window > 0.5).flatten(1).sum(1) >= 1
+        assert torch.equal(target["masks"], window[kept])
+    with pytest.raises(EdgesegError, match="crop 96x96"):
+        TrainData(ds, spec, AugmentConfig(crop=(96, 96)))
+
+
 def test_epochs_are_seeded_permutations(tmp_path):
     ds = _dataset(tmp_path, n=5)
     a = TrainData(ds, InputSpec(64, 64), seed=1)

@@ -6,7 +6,9 @@ training sees the same pixels evaluation does. Augmentation then works on that t
 
 * scale jitter: resize by a random factor, then a random crop (zoom in) or a random
   placement on a zero canvas (zoom out; zero is the mean colour after normalisation);
-* horizontal flip with probability 0.5.
+* horizontal flip with probability 0.5;
+* optionally a random crop of a smaller fixed size at the same scale (``crop``): cheaper
+  steps for the same objects; the model runs at any multiple of 64 in eager mode.
 
 Masks follow the same geometry as soft (bilinear) masks; instances left with fewer than
 ``min_pixels`` pixels are dropped. Crowd annotations are not trained on.
@@ -34,6 +36,10 @@ class AugmentConfig:
     scale_min: float = 0.75                 # scale jitter range (1 = no jitter)
     scale_max: float = 1.25
     min_pixels: int = 8                     # drop instances smaller than this after augmentation
+    # Train on random crops of this (height, width) taken at the input's scale. Objects
+    # keep their size while a step costs (crop / input)^2: at half the side, 4x the
+    # images per CPU-second, which is what learning shapes from scratch is short of.
+    crop: tuple[int, int] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,6 +50,15 @@ class AugmentConfig:
         if not 0.1 <= self.scale_min <= self.scale_max <= 4.0:
             raise EdgesegError(f"scale jitter range {self.scale_min}..{self.scale_max} is not valid",
                                "use 0.1 <= min <= max <= 4, e.g. 0.75..1.25 (1..1 turns jitter off)")
+
+    def check_crop(self, spec: InputSpec) -> None:
+        if self.crop is None:
+            return
+        h, w = self.crop
+        if not (0 < h <= spec.height and 0 < w <= spec.width) or h % spec.stride or w % spec.stride:
+            raise EdgesegError(f"crop {h}x{w} does not fit the {spec.height}x{spec.width} input in steps of "
+                               f"{spec.stride}", f"use multiples of {spec.stride} up to the input size, "
+                               f"e.g. --crop {max(spec.stride, spec.height // 2)}")
 
 
 def check_trainable(dataset: CocoDataset) -> None:
@@ -87,6 +102,7 @@ class TrainData:
         self.spec = spec
         self.augment = augment or AugmentConfig()
         self.augment.validate()
+        self.augment.check_crop(spec)
         self.seed = int(seed)
 
     def __len__(self) -> int:
@@ -137,6 +153,11 @@ class TrainData:
             if rng.random() < a.flip:
                 image = image.flip(-1)
                 masks = masks.flip(-1)
+            if a.crop is not None and tuple(a.crop) != hw:
+                top = int(rng.integers(0, hw[0] - a.crop[0] + 1))
+                left = int(rng.integers(0, hw[1] - a.crop[1] + 1))
+                image = image[:, top:top + a.crop[0], left:left + a.crop[1]]
+                masks = masks[:, top:top + a.crop[0], left:left + a.crop[1]]
             if masks.shape[0]:
                 big = (masks > 0.5).flatten(1).sum(1) >= a.min_pixels
                 masks, labels = masks[big], labels[big]
