@@ -60,12 +60,29 @@ def test_latency_ratio_growth_beyond_tolerance_fails():
     assert not _cmp(doctored(base, "mixed", ratio_factor=1.10), base, latency_tol=0.05).passed
 
 
+def test_gated_statistic_is_p10_by_default_and_p50_on_request():
+    base = report_dict()
+    noisy_median = doctored(base, "int8", ratio_factor=1.4, stats=("p50",))  # p50 jumped, p10 did not
+    assert _cmp(noisy_median, base).passed
+    rep = _cmp(noisy_median, base, latency_stat="p50")
+    assert _status(rep)["int8"] == "fail" and "p50 latency ratio" in " ".join(rep.rows[3].reasons)
+    slow_fast_decile = doctored(base, "int8", ratio_factor=1.4, stats=("p10",))
+    assert _status(_cmp(slow_fast_decile, base))["int8"] == "fail"
+    old = json.loads(json.dumps(base))
+    for p in old["plans"]:
+        del p["latency_ratios"]  # a result written before p10 was recorded
+    with pytest.raises(EdgesegError, match="no p10 latency ratio"):
+        _cmp(base, old)
+    assert _cmp(base, old, latency_stat="p50").passed
+
+
 def test_machine_speed_cancels_in_the_ratio():
     """Every p50 twice as slow (a slower CI machine), same ratios: passes."""
     base = report_dict()
     slow = json.loads(json.dumps(base))
     for p in slow["plans"]:
-        p["latency_ms"]["p50"] *= 2.0
+        for stat in ("p10", "p50"):
+            p["latency_ms"][stat] *= 2.0
     rep = _cmp(slow, base)
     assert rep.passed and not rep.warned
 

@@ -158,6 +158,8 @@ def test_sweep_end_to_end_outputs_agree(tiny_sweep):
         assert p.runs == 6
         assert len(p.latency_ms["per_round_p50"]) == 2
         assert p.latency_ratio == pytest.approx(p.p50 / ref.p50)
+        assert p.ratio("p10") == pytest.approx(p.latency_ms["p10"] / ref.latency_ms["p10"])
+        assert p.latency_ms["min"] <= p.latency_ms["p10"] <= p.p50
         assert 0.0 <= p.ap <= 100.0
         assert (out / "work" / "mobileinst_test" / p.file).is_file()
     # Pareto flags are exactly the front of the measured points
@@ -202,7 +204,7 @@ def test_regress_on_a_real_sweep(tiny_sweep, tmp_path):
     result = tiny_sweep["out"] / "sweep.json"
     assert run_cli(["regress", result, "--baseline", result])[0] == 0
     data = json.loads(result.read_text())
-    data["plans"][2]["latency_ratio"] *= 1.25  # mixed got 25% slower relative to FP32
+    data["plans"][2]["latency_ratios"]["p10"] *= 1.25  # mixed got 25% slower relative to FP32
     (tmp_path / "d.json").write_text(json.dumps(data))
     code, out, err = run_cli(["regress", tmp_path / "d.json", "--baseline", result])
     assert code == 1 and "grew 25.0%" in out

@@ -30,7 +30,7 @@ def print_diff(report, result_path: Path, baseline_path: Path) -> None:
     if not console.is_terminal:
         console.width = max(console.width, 140)  # CI logs: do not fold the table
     t = Table(title=f"{result_path} vs baseline {baseline_path}  (AP tol {report.ap_tol:g} points, "
-                    f"latency-ratio tol {100 * report.latency_tol:g}%)")
+                    f"{report.latency_stat} latency-ratio tol {100 * report.latency_tol:g}%)")
     for col, just in (("plan", "left"), ("AP base", "right"), ("AP now", "right"), ("dAP", "right"),
                       ("ratio base", "right"), ("ratio now", "right"), ("d ratio", "right"),
                       ("status", "left"), ("why", "left")):
@@ -54,17 +54,19 @@ def print_diff(report, result_path: Path, baseline_path: Path) -> None:
               help="Largest AP drop (points, 0-100 scale) that still passes.")
 @click.option("--latency-tol", type=float, default=0.15, show_default=True,
               help="Largest relative growth of a plan's latency ratio to FP32 that still passes.")
+@click.option("--latency-stat", type=click.Choice(["p10", "p50"]), default="p10", show_default=True,
+              help="Which latency statistic's ratio to FP32 is gated (p10: robust on a shared machine).")
 @click.option("--update-baseline", is_flag=True,
               help="Write RESULT over --baseline (atomically) after showing the diff; exits 0.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the verdict as JSON.")
 @click.pass_context
-def regress(ctx, result, baseline, ap_tol, latency_tol, update_baseline, json_out) -> None:
+def regress(ctx, result, baseline, ap_tol, latency_tol, latency_stat, update_baseline, json_out) -> None:
     """Compare RESULT (from `edgeseg sweep`) with --baseline, plan by plan.
 
     FAILS (exit 1) when a plan's mask AP drops by more than --ap-tol or its latency ratio
-    to FP32 (measured in the same run, so machine speed cancels) grows by more than
-    --latency-tol, or when a baseline plan is missing. WARNS when a figure improved beyond
+    to FP32 (--latency-stat of the plan / of FP32, measured in the same run, so machine
+    speed cancels) grows by more than --latency-tol, or when a baseline plan is missing. WARNS when a figure improved beyond
     tolerance (the baseline is stale). New plans are noted.
     """
     from edgeseg.errors import EdgesegError
@@ -84,7 +86,7 @@ def regress(ctx, result, baseline, ap_tol, latency_tol, update_baseline, json_ou
                            "--update-baseline")
     base = load_sweep(baseline, "baseline")
     try:
-        report = compare(res, base, ap_tol=ap_tol, latency_tol=latency_tol)
+        report = compare(res, base, ap_tol=ap_tol, latency_tol=latency_tol, latency_stat=latency_stat)
     except EdgesegError as e:
         if not update_baseline:
             raise

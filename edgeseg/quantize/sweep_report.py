@@ -40,15 +40,19 @@ class PlanResult:
     spec: str  # canonical "backbone=int8,mask_decoder=int8,instance_decoder=fp16"
     precisions: dict[str, str]  # component -> fp32 | fp16 | int8, pipeline order
     metrics: dict[str, float | None]  # AP, AP50, AP75, APs, APm, APl, ... (0-100)
-    latency_ms: dict[str, float | None]  # p50, mean, min, p90, std over `runs` timed runs
+    latency_ms: dict[str, float | None]  # p10, p50, mean, min, p90, std over `runs` timed runs
     runs: int
-    latency_ratio: float  # p50 / p50 of the FP32 plan, both from this run
+    latency_ratio: float  # p50 / p50 of the FP32 plan, both from this run (the table's speed-up)
     name: str | None = None  # preset name when the plan is one ("mixed", "int8")
     file: str = ""  # artifact file name in the work dir
     file_sha256: str = ""
     detections: int = 0
     pareto: bool = False
     seconds: dict[str, float] = field(default_factory=dict)  # build / eval wall time
+    # statistic -> this plan's value / FP32's, both from this run ("p10", "p50"). The gate
+    # uses p10 by default: contention only ever adds time, so the fastest decile is the
+    # part of the distribution a busy machine disturbs least (benchmarks/sweep_variance.py).
+    latency_ratios: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -62,6 +66,10 @@ class PlanResult:
     @property
     def p50(self) -> float:
         return float(self.latency_ms["p50"])  # type: ignore[arg-type]
+
+    def ratio(self, stat: str = "p50") -> float | None:
+        """Latency ratio to FP32 for ``stat`` (None when the result does not carry it)."""
+        return self.latency_ratio if stat == "p50" else self.latency_ratios.get(stat)
 
     @property
     def speedup(self) -> float:
@@ -79,7 +87,8 @@ class PlanResult:
         return {"spec": self.spec, "name": self.name, "label": self.label, "precisions": dict(self.precisions),
                 "metrics": dict(self.metrics), "detections": self.detections,
                 "latency_ms": dict(self.latency_ms), "runs": self.runs,
-                "latency_ratio": self.latency_ratio, "speedup": self.speedup, "pareto": self.pareto,
+                "latency_ratio": self.latency_ratio, "latency_ratios": dict(self.latency_ratios),
+                "speedup": self.speedup, "pareto": self.pareto,
                 "file": self.file, "file_sha256": self.file_sha256, "seconds": dict(self.seconds)}
 
     @classmethod
@@ -88,7 +97,8 @@ class PlanResult:
                    latency_ms=dict(d["latency_ms"]), runs=int(d["runs"]),
                    latency_ratio=float(d["latency_ratio"]), name=d.get("name"), file=d.get("file", ""),
                    file_sha256=d.get("file_sha256", ""), detections=int(d.get("detections", 0)),
-                   pareto=bool(d.get("pareto", False)), seconds=dict(d.get("seconds", {})))
+                   pareto=bool(d.get("pareto", False)), seconds=dict(d.get("seconds", {})),
+                   latency_ratios={k: float(v) for k, v in (d.get("latency_ratios") or {}).items()})
 
 
 @dataclass
@@ -158,8 +168,9 @@ class SweepReport:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise EdgesegError(f"{source} is missing or has a malformed field: {type(e).__name__}: {e}", fix) from e
         for p in plans:
-            if not _finite(p.latency_ratio) or p.latency_ratio <= 0 or not _finite(p.latency_ms.get("p50")):
-                raise EdgesegError(f"{source}: plan {p.spec} has no valid latency (p50 / ratio)", fix)
+            ratios = [p.latency_ratio, *p.latency_ratios.values()]
+            if not all(_finite(r) and r > 0 for r in ratios) or not _finite(p.latency_ms.get("p50")):
+                raise EdgesegError(f"{source}: plan {p.spec} has no valid latency (p50 / ratios)", fix)
         specs = [p.spec for p in plans]
         if len(set(specs)) != len(specs):
             raise EdgesegError(f"{source} lists a plan twice", fix)
