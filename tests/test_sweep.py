@@ -381,3 +381,18 @@ def test_interleaving_cancels_a_drifting_machine():
     inter = _fake_run(30, 10)
     assert inter.stats["B"].p50_ms / inter.stats["A"].p50_ms == pytest.approx(0.5, rel=0.03)
     assert inter.stats["C"].p50_ms / inter.stats["A"].p50_ms == pytest.approx(2.0, rel=0.03)
+
+
+def test_zoo_name_uses_the_shipped_checkpoint(tiny_sweep_inputs, tmp_path, monkeypatch):
+    import shutil
+
+    from edgeseg.models import pretrained
+    from edgeseg.quantize.sweep import describe_source
+
+    monkeypatch.setattr(pretrained, "ZOO_DIR", tmp_path)
+    with pytest.raises(EdgesegError, match="no shipped checkpoint for mobileinst_test"):
+        describe_source("mobileinst_test")
+    shutil.copyfile(tiny_sweep_inputs["ckpt"], tmp_path / "mobileinst_test.safetensors")
+    kind, path, manifest = describe_source("mobileinst_test")
+    assert kind == "checkpoint" and path == tmp_path / "mobileinst_test.safetensors"
+    assert manifest.model == "mobileinst_test" and manifest.model_cfg["num_classes"] == 4
