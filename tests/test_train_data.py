@@ -95,6 +95,24 @@ def test_crops_keep_the_scale_and_the_alignment(tmp_path):
         TrainData(ds, spec, AugmentConfig(crop=(96, 96)))
 
 
+def test_object_zoom_centres_an_object_at_the_requested_size(tmp_path):
+    ds = _dataset(tmp_path)
+    spec = InputSpec(128, 128, stride=64)
+    data = TrainData(ds, spec, AugmentConfig(flip=0.0, crop=(64, 64), zoom=1.0, zoom_range=(0.5, 0.5),
+                                             min_pixels=1))
+    for it in range(6):
+        image, target = data.sample(it % 3, np.random.default_rng(it))
+        assert image.shape == (3, 64, 64) and target["masks"].shape[0] == 1
+        ys, xs = torch.nonzero(target["masks"][0] > 0.5, as_tuple=True)
+        extent = max(int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1)
+        assert abs(extent - 32) <= 2, extent  # half of the crop side
+        assert 16 - 1 <= ys.float().mean() <= 48 + 1 and 16 - 1 <= xs.float().mean() <= 48 + 1
+        bright = image.mean(0) > 0
+        assert ((target["masks"][0] > 0.5) & bright).sum() / ((target["masks"][0] > 0.5) | bright).sum() > 0.9
+    with pytest.raises(EdgesegError, match="needs a crop size"):
+        TrainData(ds, spec, AugmentConfig(zoom=0.5))
+
+
 def test_epochs_are_seeded_permutations(tmp_path):
     ds = _dataset(tmp_path, n=5)
     a = TrainData(ds, InputSpec(64, 64), seed=1)

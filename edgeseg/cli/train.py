@@ -34,6 +34,9 @@ def _fmt(x) -> str:
                    "class count re-initialises the class head (fine-tuning).")
 @click.option("--crop", default=None,
               help="Train on random N or HxW crops at the input's scale (cheaper steps; multiples of 64).")
+@click.option("--zoom", type=float, default=0.0, show_default=True,
+              help="With --crop: share of crops centred on an object zoomed to 30-70% of the crop "
+                   "(normalised scales: classes learned from scratch much sooner).")
 @click.option("--aux-semantic", type=float, default=1.0, show_default=True,
               help="Weight of a training-only per-pixel class loss on the mask features (0: off); "
                    "speeds up learning classes from scratch, never exported.")
@@ -50,8 +53,8 @@ def _fmt(x) -> str:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (.safetensors, with the model's manifest embedded).")
 def train(model_name, train_json, train_images, val_json, val_images, epochs, iters, batch_size, lr,
-          weight_decay, warmup_iters, clip_grad, input_size, scale_jitter, crop, aux_semantic, weights, threads,
-          seed, val_every, val_limit, save_every, save_fp16, resume, log_every, output) -> None:
+          weight_decay, warmup_iters, clip_grad, input_size, scale_jitter, crop, zoom, aux_semantic, weights,
+          threads, seed, val_every, val_limit, save_every, save_fp16, resume, log_every, output) -> None:
     """Train MODEL (a mobileinst_* zoo model) on a COCO-format dataset.
 
     Queries are matched one-to-one to ground truth (SparseInst's dice x class-probability
@@ -95,7 +98,8 @@ def train(model_name, train_json, train_images, val_json, val_images, epochs, it
         warmup_iters=warmup_iters, clip_grad=clip_grad, weights=weights, threads=threads, seed=seed,
         val_every=val_every, val_limit=val_limit, save_every=save_every, log_every=log_every,
         save_dtype="float16" if save_fp16 else "float32", resume=resume,
-        augment=AugmentConfig(scale_min=lo, scale_max=hi, crop=parse_input_size(crop, stride=1) if crop else None),
+        augment=AugmentConfig(scale_min=lo, scale_max=hi, crop=parse_input_size(crop, stride=1) if crop else None,
+                              zoom=zoom),
         aux_semantic=aux_semantic)
     log = TrainLog(log_every=log_every)
     started = False

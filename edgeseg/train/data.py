@@ -40,6 +40,13 @@ class AugmentConfig:
     # keep their size while a step costs (crop / input)^2: at half the side, 4x the
     # images per CPU-second, which is what learning shapes from scratch is short of.
     crop: tuple[int, int] | None = None
+    # With ``crop``: probability that a crop is centred on a random object, zoomed so the
+    # object spans ``zoom_range`` of the crop side. Shapes at a normalised scale are what a
+    # backbone trained from scratch learns classes from fastest (measured: a small CNN on
+    # object-centred crops reaches 75% in ~30k samples, the segmentation model on native-
+    # scale crops stayed at chance after 48k); the rest of the crops keep the native scales.
+    zoom: float = 0.0
+    zoom_range: tuple[float, float] = (0.3, 0.7)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +54,11 @@ class AugmentConfig:
     def validate(self) -> None:
         if not 0.0 <= self.flip <= 1.0:
             raise EdgesegError(f"flip probability must be in [0, 1], got {self.flip}", "use e.g. 0.5")
+        if not 0.0 <= self.zoom <= 1.0 or not 0.05 <= self.zoom_range[0] <= self.zoom_range[1] <= 1.0:
+            raise EdgesegError(f"object zoom {self.zoom} with range {self.zoom_range} is not valid",
+                               "use a probability in [0, 1] and 0.05 <= min <= max <= 1, e.g. 0.5 and 0.3..0.7")
+        if self.zoom > 0 and self.crop is None:
+            raise EdgesegError("object zoom needs a crop size", "add --crop, e.g. --crop 128 --zoom 0.5")
         if not 0.1 <= self.scale_min <= self.scale_max <= 4.0:
             raise EdgesegError(f"scale jitter range {self.scale_min}..{self.scale_max} is not valid",
                                "use 0.1 <= min <= max <= 4, e.g. 0.75..1.25 (1..1 turns jitter off)")
@@ -140,7 +152,10 @@ class TrainData:
 
         if rng is not None:
             a = self.augment
-            scale = float(rng.uniform(a.scale_min, a.scale_max))
+            zoomed = a.zoom > 0 and masks.shape[0] > 0 and rng.random() < a.zoom
+            if zoomed:
+                image, masks = self._zoom_on_object(image, masks, rng)
+            scale = 1.0 if zoomed else float(rng.uniform(a.scale_min, a.scale_max))
             if abs(scale - 1.0) > 1e-6:
                 size = (max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale)))
                 # Where the resized image's corner lands: negative = cropped (zoom in),
@@ -153,15 +168,34 @@ class TrainData:
             if rng.random() < a.flip:
                 image = image.flip(-1)
                 masks = masks.flip(-1)
-            if a.crop is not None and tuple(a.crop) != hw:
-                top = int(rng.integers(0, hw[0] - a.crop[0] + 1))
-                left = int(rng.integers(0, hw[1] - a.crop[1] + 1))
+            if a.crop is not None and tuple(a.crop) != tuple(image.shape[-2:]):
+                top = int(rng.integers(0, image.shape[-2] - a.crop[0] + 1))
+                left = int(rng.integers(0, image.shape[-1] - a.crop[1] + 1))
                 image = image[:, top:top + a.crop[0], left:left + a.crop[1]]
                 masks = masks[:, top:top + a.crop[0], left:left + a.crop[1]]
             if masks.shape[0]:
                 big = (masks > 0.5).flatten(1).sum(1) >= a.min_pixels
                 masks, labels = masks[big], labels[big]
         return image.contiguous(), {"labels": labels.long(), "masks": masks.contiguous()}
+
+    def _zoom_on_object(self, image: torch.Tensor, masks: torch.Tensor,
+                        rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A crop-sized window around a random object, rescaled so it spans ``zoom_range``."""
+        a = self.augment
+        ch, cw = a.crop
+        k = int(rng.integers(masks.shape[0]))
+        ys, xs = torch.nonzero(masks[k] > 0.5, as_tuple=True)
+        if ys.numel() == 0:
+            return image, masks
+        extent = float(max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))
+        scale = float(rng.uniform(*a.zoom_range)) * min(ch, cw) / extent
+        cy, cx = float(ys.float().mean()) * scale, float(xs.float().mean()) * scale
+        size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
+        # The object's centre lands anywhere in the middle half of the window.
+        top = round(ch / 2 - cy + rng.uniform(-0.25, 0.25) * ch)
+        left = round(cw / 2 - cx + rng.uniform(-0.25, 0.25) * cw)
+        return (_place(_resize(image, size), (ch, cw), top, left),
+                _place(_resize(masks, size), (ch, cw), top, left))
 
     def batch(self, iteration: int, batch_size: int) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
         """Batch ``iteration``: images ``[B, 3, H, W]`` and one target dict per image."""
