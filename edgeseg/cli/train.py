@@ -21,7 +21,7 @@ def _fmt(x) -> str:
 @click.option("--epochs", type=float, default=None, help="Passes over the training set (default 12).")
 @click.option("--iters", type=int, default=None, help="Iterations (batches) instead of --epochs.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=5e-4, show_default=True, help="AdamW peak learning rate.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW peak learning rate.")
 @click.option("--weight-decay", type=float, default=0.05, show_default=True)
 @click.option("--warmup", "warmup_iters", type=int, default=None,
               help="Warm-up iterations (default: 5% of the run, at most 200).")

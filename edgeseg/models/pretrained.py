@@ -20,7 +20,8 @@ def zoo_checkpoints() -> dict[str, Path]:
     """Model name -> shipped checkpoint."""
     if not ZOO_DIR.is_dir():
         return {}
-    return {p.stem: p for p in sorted(ZOO_DIR.glob("*.safetensors"))}
+    # A resumable training state written beside a checkpoint is not a checkpoint.
+    return {p.stem: p for p in sorted(ZOO_DIR.glob("*.safetensors")) if not p.stem.endswith(".state")}
 
 
 def zoo_checkpoint(model_name: str) -> Path:

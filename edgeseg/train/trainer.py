@@ -35,7 +35,7 @@ class TrainConfig:
     epochs: float | None = None                # one of epochs / iters (default 12 epochs)
     iters: int | None = None
     batch_size: int = 8
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_iters: int | None = None            # default: 5% of the run, at most 200
     min_lr_ratio: float = 0.01
