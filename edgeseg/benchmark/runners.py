@@ -71,7 +71,7 @@ class TNNTestRunner(PhoneRunner):
         weights = model.with_suffix(".tnnmodel")
         if not weights.is_file():
             raise EdgesegError(f"{weights.name} is missing beside {model.name}",
-                               "TNN needs both files; convert again with `edgeseg export --target tnn`")
+                               "TNN needs both files; convert again with `edgeseg export --to tnn`")
         return [model, weights]
 
     def argv(self, binary, model, runs, warmup, core, timeout_s):

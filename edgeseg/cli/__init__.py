@@ -19,7 +19,7 @@ from edgeseg.errors import EdgesegError
 # verb -> (module, attribute, one-line help). Adding a verb = one line here + its module.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "models": ("edgeseg.cli.models", "models", "List the model zoo."),
-    "export": ("edgeseg.cli.export", "export", "Export a zoo model to ONNX (and TFLite / TNN / TensorRT)."),
+    "export": ("edgeseg.cli.export", "export", "Export a zoo model to ONNX (and TFLite / TNN; TensorRT engines: bench --target ssh://)."),
     "calibrate": ("edgeseg.cli.calibrate", "calibrate", "Compute activation ranges (KL / min-max / percentile) from images."),
     "quantize": ("edgeseg.cli.quantize", "quantize", "Apply a per-component precision plan (QDQ INT8 / FP16 ONNX)."),
     "check": ("edgeseg.cli.check", "check", "Preflight an ONNX model for a target (tflite, tnn)."),
