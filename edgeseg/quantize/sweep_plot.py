@@ -54,16 +54,24 @@ def plot_pareto(report: SweepReport, path: str | os.PathLike) -> Path:
             ax.annotate(p.display_name(), (p.p50, p.ap or 0.0), textcoords="offset points", xytext=(5, -9),
                         fontsize=6, color="grey")
         labelled = []
-        for p in front:
-            text = f"{p.display_name()}\n{fmt_ap(p.ap)} AP, {p.speedup:.2f}x"
-            ax.annotate(text, (p.p50, p.ap or 0.0), textcoords="offset points", xytext=(6, 6), fontsize=7)
+        # Front points are numbered on the plot and spelled out beside it: neighbours on
+        # the front are often a few pixels apart, and full labels would overlap.
+        listing = []
+        for i, p in enumerate(front, start=1):
+            ax.annotate(str(i), (p.p50, p.ap or 0.0), textcoords="offset points", xytext=(5, 4), fontsize=8,
+                        color="tab:blue", fontweight="bold")
+            listing.append(f"{i}. {p.display_name()}: {fmt_ap(p.ap)} AP, {p.p50:.2f} ms, {p.speedup:.2f}x")
             labelled.append(p.spec)
+        if listing:
+            ax.text(1.01, 0.0, "Pareto-optimal plans\n" + "\n".join(listing), transform=ax.transAxes,
+                    fontsize=7, va="bottom", ha="left", family="monospace")
         ax.set_xlabel(f"p50 latency, ms (one pinned core, {report.backend})")
         ax.set_ylabel("mask AP")
         ax.set_title(f"{report.model.get('name', '?')}: accuracy vs latency per precision plan "
                      f"({'/'.join(report.components)})", fontsize=9)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        # Outside the axes: inside, it can hide a plan.
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
         ax.margins(x=0.15, y=0.15)
         points = {kind: [list(map(float, xy)) for xy in col.get_offsets()] for kind, col in drawn.items()}
         meta = {"pareto": points.get("pareto", []), "dominated": points.get("dominated", []),
