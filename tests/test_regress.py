@@ -131,8 +131,20 @@ def test_harmless_differences_are_notes():
     other["tool_versions"]["onnxruntime"] = "1.21.0"
     rep = _cmp(other, base)
     assert rep.passed
-    assert any("calibration table differs" in n for n in rep.notes)
+    assert any("calibration ranges differ (table_sha256" in n for n in rep.notes)
     assert any("onnxruntime 1.20.0 -> 1.21.0" in n for n in rep.notes)
+
+
+def test_calibrations_compare_by_ranges_when_both_sides_have_them():
+    # Same ranges from images in another folder (another machine): not a difference.
+    base = report_dict()
+    base["calibration"]["ranges_sha256"] = "r" * 64
+    moved = json.loads(json.dumps(base))
+    moved["calibration"]["table_sha256"] = "u" * 64
+    assert not any("calibration" in n for n in _cmp(moved, base).notes)
+    changed = json.loads(json.dumps(base))
+    changed["calibration"]["ranges_sha256"] = "s" * 64
+    assert any("calibration ranges differ (ranges_sha256" in n for n in _cmp(changed, base).notes)
 
 
 def test_bad_tolerances():

@@ -282,6 +282,7 @@ def test_sweep_with_an_existing_calibration_table(tiny_sweep, tmp_path):
     rep = load_sweep(tmp_path / "rep" / "sweep.json")
     first = load_sweep(tiny_sweep["out"] / "sweep.json")
     assert rep.calibration["table_sha256"] == sha256_file(table) == first.calibration["table_sha256"]
+    assert rep.calibration["ranges_sha256"] == first.calibration["ranges_sha256"]
     spec = "backbone=int8,mask_decoder=int8,instance_decoder=int8"
     assert rep.plan(spec).file_sha256 == first.plan(spec).file_sha256
     assert rep.plan(spec).metrics == first.plan(spec).metrics

@@ -131,10 +131,14 @@ def check_comparable(result: SweepReport, baseline: SweepReport) -> list[str]:
     notes = []
     if not (rc and bc):
         notes.append("checkpoint hash missing on one side: the model could only be matched by name")
-    rcal, bcal = (result.calibration or {}).get("table_sha256"), (baseline.calibration or {}).get("table_sha256")
+    # Compared by their ranges when both sides recorded them (the table file also holds the
+    # images' folder, which differs between machines); older results by the file's hash.
+    key = "ranges_sha256" if all("ranges_sha256" in (r.calibration or {}) for r in (result, baseline)) \
+        else "table_sha256"
+    rcal, bcal = (result.calibration or {}).get(key), (baseline.calibration or {}).get(key)
     if rcal != bcal:
         # Not an error: a changed calibration is exactly what the AP figures should judge.
-        notes.append(f"calibration table differs (sha256 {str(bcal)[:12]} -> {str(rcal)[:12]})")
+        notes.append(f"calibration ranges differ ({key} {str(bcal)[:12]} -> {str(rcal)[:12]})")
     if rm.get("onnx_sha256") != bm.get("onnx_sha256"):
         notes.append("the exported FP32 ONNX differs (exporter or simplifier change?)")
     changed = sorted(k for k in set(result.tool_versions) | set(baseline.tool_versions)

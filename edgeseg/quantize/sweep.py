@@ -61,6 +61,15 @@ class SweepSource:
 
 
 # ============================================================================ plans
+
+def _ranges_sha256(table) -> str:
+    """sha256 of the table's ranges (tensor -> range) as canonical JSON."""
+    import hashlib
+    import json
+
+    ranges = {k: v.to_dict() for k, v in sorted(table.ranges.items())}
+    return hashlib.sha256(json.dumps(ranges, sort_keys=True).encode()).hexdigest()
+
 def _preset_names(manifest) -> dict[str, str]:
     """canonical spec -> preset name, so table rows and plot labels can say "mixed"."""
     comps = manifest.component_names()
@@ -321,6 +330,9 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
             table.check_model(onnx_sha, what=f"model than {src.onnx.name} (exported from {source})")
         calibration = {"method": table.method, "num_images": table.num_images,
                        "table": str(table_path), "table_sha256": sha256_file(table_path),
+                       # The table file also records where its images were (a path that
+                       # differs per machine); the ranges alone say whether it calibrates the same.
+                       "ranges_sha256": _ranges_sha256(table),
                        "images_sha256": table.images_sha256, "images_dir": str(calib_path),
                        "seconds": round(time.perf_counter() - t0, 2)}
 
