@@ -15,7 +15,8 @@ install: $(VENV)/.installed-$(EXTRAS)
 
 # The main job on the built-in default (host CPU, the shipped checkpoint, synthetic data):
 # data -> export -> one KL calibration -> every fp16/int8 plan: AP and one-core latency ->
-# reports/ (sweep.md, sweep.json, sweep_pareto.png). A few minutes on 2 cores.
+# reports/ (sweep.md, sweep.json, sweep_pareto.png); then the paper-size model's one-core
+# latency report. A few minutes on 2 cores.
 DEMO_EXTRAS ?= eval
 REPORTS ?= reports
 DEMO_MODEL := mobileinst_topformer_synth
@@ -28,6 +29,9 @@ demo:
 	$(EDGESEG) sweep $(OUT)/$(DEMO_MODEL) --calib $(OUT)/$(DEMO_MODEL)/calib.kl.json \
 		--dataset $(OUT)/shapes/coco/annotations/val.json --images $(OUT)/shapes/coco/val \
 		--max-ap-drop 1.0 -o $(REPORTS) --work-dir $(OUT)/sweep-work
+	# The paper's setting: MobileInst-TopFormer at 640x640 (random weights), one pinned core.
+	$(EDGESEG) export mobileinst_topformer --input-size 640 -o $(OUT)/mobileinst_topformer
+	$(EDGESEG) bench $(OUT)/mobileinst_topformer --runs 30 --warmup 5 -o $(REPORTS)/mobileinst_topformer_640_bench.md
 
 test: install
 	$(PY) -m pytest -q
