@@ -33,7 +33,10 @@ demo:
 	$(EDGESEG) export mobileinst_topformer --input-size 640 -o $(OUT)/mobileinst_topformer
 	$(EDGESEG) bench $(OUT)/mobileinst_topformer --runs 30 --warmup 5 -o $(REPORTS)/mobileinst_topformer_640_bench.md
 
+# The tests drive the real adb client and a private sshd: the same script CI used to call
+# installs them (only what is missing), so `make test` alone is the whole set-up.
 test: install
+	bash scripts/ci-system-deps.sh
 	$(PY) -m pytest -q
 
 clean:
