@@ -76,6 +76,7 @@ class GraphExport:
     nodes_after_simplify: int
     scoped_before: int  # nodes whose names carry a component scope, before/after simplify
     scoped_after: int
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # [{name, shape, dtype}], forward's order
 
 
 @dataclass
@@ -138,31 +139,62 @@ def _count_scoped(model, component_map) -> int:
     return sum(1 for n in model.graph.node if component_map.component_for_scope(n.name) is not None)
 
 
-def _torch_export(module, example, path: Path, input_name: str, output_names: list[str]) -> None:
+def graph_inputs(module, input_spec) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(name, shape, dtype)`` of every input of a graph module, in ``forward``'s order:
+    the image (unless the module sets ``image_input = False``) then its declared
+    ``extra_inputs`` (:class:`~edgeseg.models.contract.TensorSpec`, e.g. keyframe features)."""
+    inputs = []
+    if getattr(module, "image_input", True):
+        inputs.append((input_spec.name, tuple(input_spec.shape), "float32"))
+    for spec in getattr(module, "extra_inputs", None) or ():
+        inputs.append((spec.name, tuple(spec.shape), spec.dtype))
+    names = [n for n, _, _ in inputs]
+    if not inputs or len(set(names)) != len(names):
+        raise EdgesegError(f"graph inputs {names or 'none'} are empty or not unique",
+                           "give every extra input its own name (TensorSpec.name), other than the image's")
+    return inputs
+
+
+def example_feeds(inputs, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded standard-normal values for every input (the image is normalised, features
+    are activations: either way zero-mean unit-scale inputs exercise every path)."""
+    rng = np.random.default_rng(seed)
+    return {name: rng.standard_normal(shape).astype(dtype) for name, shape, dtype in inputs}
+
+
+def _torch_export(module, examples, path: Path, input_names, output_names: list[str]) -> None:
     import torch
 
+    if not isinstance(examples, (tuple, list)):
+        examples = (examples,)
+    if isinstance(input_names, str):
+        input_names = [input_names]
     with warnings.catch_warnings():
         # The legacy exporter announces its deprecation on every call; we use it on purpose.
         warnings.simplefilter("ignore")
         with torch.no_grad():
-            torch.onnx.export(module, (example,), os.fspath(path), opset_version=OPSET, dynamo=False,
-                              input_names=[input_name], output_names=list(output_names),
+            torch.onnx.export(module, tuple(examples), os.fspath(path), opset_version=OPSET, dynamo=False,
+                              input_names=list(input_names), output_names=list(output_names),
                               do_constant_folding=True, external_data=False)
 
 
-def check_parity(onnx_path: Path, module, example_np: np.ndarray, input_name: str,
+def check_parity(onnx_path: Path, module, example_np, input_name: str | None,
                  output_names: list[str]) -> list[OutputParity]:
-    """ONNX Runtime vs PyTorch on one input: per-output max abs/rel error and cosine."""
+    """ONNX Runtime vs PyTorch on one input: per-output max abs/rel error and cosine.
+
+    ``example_np`` is the image array (fed as ``input_name``), or a dict of every input
+    in ``forward``'s order (graphs with extra inputs)."""
     import torch
 
     from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
 
+    feeds = dict(example_np) if isinstance(example_np, dict) else {input_name: example_np}
     with torch.no_grad():
-        ref = module(torch.from_numpy(example_np))
+        ref = module(*(torch.from_numpy(v) for v in feeds.values()))
     if isinstance(ref, torch.Tensor):
         ref = (ref,)
     rt = OnnxRuntimeRuntime(onnx_path, threads=1)
-    got = rt.run({input_name: example_np})
+    got = rt.run(feeds)
     result = []
     for name, r in zip(output_names, ref):
         a = r.detach().float().numpy().astype(np.float64)
@@ -185,15 +217,15 @@ def export_graph(module, input_spec, component_map, output_names: list[str], pat
     import torch
 
     module.eval()
-    rng = np.random.default_rng(seed)
     # A normalised-image-like input (zero mean, unit variance) exercises every activation
     # range the way real images do; all-zero inputs hide sign errors.
-    example_np = rng.standard_normal(input_spec.shape).astype(np.float32)
-    example = torch.from_numpy(example_np)
+    inputs = graph_inputs(module, input_spec)
+    feeds = example_feeds(inputs, seed)
+    examples = tuple(torch.from_numpy(v) for v in feeds.values())
 
     raw_path = path.with_name(path.stem + ".raw.onnx")
     try:
-        _torch_export(module, example, raw_path, input_spec.name, output_names)
+        _torch_export(module, examples, raw_path, list(feeds), output_names)
     except Exception as e:
         raise EdgesegError(f"torch.onnx.export failed for the {graph} graph: {type(e).__name__}: "
                            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}",
@@ -215,7 +247,7 @@ def export_graph(module, input_spec, component_map, output_names: list[str], pat
         raise EdgesegError(f"the exported {graph} graph is not valid ONNX: {e}",
                            f"retry with --simplifier none (current: {simplifier})") from e
 
-    parity = check_parity(path, module, example_np, input_spec.name, output_names)
+    parity = check_parity(path, module, feeds, None, output_names)
     bad = [p for p in parity if not p.ok]
     if bad:
         detail = ", ".join(f"{p.name}: cos {p.cosine:.6f}, rel err {p.max_rel_error:.2e}" for p in bad)
@@ -265,6 +297,8 @@ def export_onnx(model, out_dir: str | os.PathLike, *, simplifier: str = "onnxsli
             fname = f"{name}.onnx" if g == "frame" else f"{name}.{g}.onnx"
             results[g] = export_graph(module, spec, module.component_map, list(module.output_names),
                                       tmp / fname, simplifier=simplifier, seed=seed, graph=g)
+            results[g].inputs = [{"name": n, "shape": list(shape), "dtype": dt}
+                                 for n, shape, dt in graph_inputs(module, spec)]
 
         manifest = Manifest.from_model(model, weights=weights)
         manifest.outputs = [{"name": p.name, "shape": p.shape} for p in results[graphs[0]].parity]
@@ -283,6 +317,7 @@ def export_onnx(model, out_dir: str | os.PathLike, *, simplifier: str = "onnxsli
                             "scoped_before": res.scoped_before, "scoped_after": res.scoped_after},
                 components=tags.nodes_by_component(proto),
                 parity=[p.to_dict() for p in res.parity],
+                **({"inputs": res.inputs} if len(res.inputs) != 1 or res.inputs[0]["name"] != spec.name else {}),
             )
         manifest.record("export", graphs=list(graphs), simplifier=simplifier, opset=OPSET,
                         versions=tool_versions("torch", "onnx", "onnxruntime", simplifier))

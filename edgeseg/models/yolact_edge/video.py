@@ -1,0 +1,5 @@
+"""YolactEdge's video strategy (partial feature transform): work in progress."""
+
+
+class FeatureWarp:
+    name = "feature warp"
