@@ -170,6 +170,10 @@ def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, thread
     # Piped output (a log, CI) gets full rows instead of rich's 80-column default.
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
+    for r in report.rows:
+        for part, ms in r.parts_ms.items():
+            share = f", {100 * ms / r.reuse_model_ms:.1f}% of the non-keyframe model time" if r.reuse_model_ms else ""
+            console.print(f"T={r.reuse}: {part} {ms:.3f} ms per frame that runs it (host{share})")
     if not s.get("weights"):
         console.print("[yellow]note[/yellow]: the artifact has random weights; AP is meaningless until it is "
                       "exported with --weights")

@@ -136,6 +136,9 @@ class FrameTiming:
     # computes on this thread, so these stay meaningful when other processes share the core.
     model_cpu_ms: float = 0.0
     host_cpu_ms: float = 0.0
+    # Named pieces of the work above that a strategy times on its own, in ms (wall), e.g.
+    # YolactEdge's host warp on non-keyframes ({"warp": 0.4}, included in host_ms).
+    parts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -45,6 +45,9 @@ class SweepRow:
     frames: int
     keyframes: int
     predictions: int
+    # Mean ms of each named part (FrameTiming.parts) over the frames that ran it, e.g.
+    # {"warp": 0.4} for YolactEdge's host warp on non-keyframes.
+    parts_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,6 +72,11 @@ class SweepReport:
             lines.append(f"| {r.reuse} | {_f(r.ap)} | {_f(r.ap50)} | {_f(r.ap75)} | {r.total_ms:.2f} | "
                          f"{r.model_ms:.2f} | {r.host_ms:.3f} | {r.keyframe_model_ms:.2f} | "
                          f"{_f(r.reuse_model_ms, 2)} | {r.model_cpu_ms + r.host_cpu_ms:.2f} |")
+        for r in self.rows:
+            for part, ms in r.parts_ms.items():
+                share = f" ({100 * ms / r.reuse_model_ms:.1f}% of the non-keyframe model time)" \
+                    if r.reuse_model_ms else ""
+                lines.append(f"T={r.reuse}: {part} {ms:.3f} ms per frame that runs it{share}, part of host ms.")
         lines += ["", "Latency is wall-clock time per frame on the pinned core; CPU ms/frame is the tracking "
                   "thread's CPU time for the same work (equal on an idle core)."]
         return "\n".join(lines) + "\n"
@@ -162,7 +170,7 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
                              float(np.mean(key)), float(np.mean(other)) if other else None,
                              float(np.mean([x.preprocess_ms for x in tm])),
                              float(np.mean([x.model_cpu_ms for x in tm])), float(np.mean([x.host_cpu_ms for x in tm])),
-                             len(tm), len(key), len(results[t])))
+                             len(tm), len(key), len(results[t]), _parts(tm)))
     m = session.manifest
     settings = {"model": m.model, "artifact": str(artifact), "strategy": strategy.name,
                 "frame_graph": session.graphs.get("frame"), "graphs": dict(session.graphs),
@@ -173,6 +181,11 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
                                                                       if k not in ("reuse", "record")},
                 "input": [spec.height, spec.width], "warmup_runs_per_graph": WARMUP_RUNS}
     return SweepReport(rows, settings)
+
+
+def _parts(timings) -> dict[str, float]:
+    names = sorted({k for x in timings for k in getattr(x, "parts", {})})
+    return {k: float(np.mean([x.parts[k] for x in timings if k in x.parts])) for k in names}
 
 
 def save_report(report: SweepReport, path: str | os.PathLike) -> tuple[Path, Path]:

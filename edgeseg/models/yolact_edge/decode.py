@@ -19,6 +19,8 @@ apply it) is applied: a detection scores above ``score_threshold`` or is not ret
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from edgeseg.errors import EdgesegError
@@ -71,16 +73,30 @@ def crop_masks(masks: np.ndarray, boxes: np.ndarray, padding: int = 1) -> np.nda
     return masks * (in_y[:, :, None] & in_x[:, None, :])
 
 
-def decode(outputs: dict[str, np.ndarray], image_hw: tuple[int, int],
-           score_threshold: float = 0.05, max_detections: int = 100,
-           mask_threshold: float = 0.5, input_hw: tuple[int, int] | None = None,
-           nms_threshold: float = NMS_IOU, top_k: int = NMS_TOP_K) -> list[Detection]:
-    """Detections for one image from YolactEdge's ``loc``, ``conf``, ``coef`` and ``proto``.
+@dataclass
+class Candidates:
+    """What survives NMS on one image, best first: relative boxes, labels, scores, and the
+    mask coefficients with the prototypes they combine (masks are made on demand)."""
 
-    Prototypes cover the whole input, so masks go straight from prototype resolution to
-    the image (``input_hw`` is accepted for the contract and not needed). Detections come
-    sorted by score, at most ``max_detections``.
-    """
+    boxes: np.ndarray    # [N, 4] (x0, y0, x1, y1) relative to the input
+    labels: np.ndarray   # [N] 0-based class
+    scores: np.ndarray   # [N]
+    coef: np.ndarray     # [N, K]
+    proto: np.ndarray    # [K, hp, wp]
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def probabilities(self, index=slice(None)) -> np.ndarray:
+        """``[n, hp, wp]`` mask probabilities, zeroed outside each (padded) box."""
+        k, hp, wp = self.proto.shape
+        probs = sigmoid(self.coef[index].astype(np.float32) @ self.proto.reshape(k, hp * wp).astype(np.float32))
+        return crop_masks(probs.reshape(-1, hp, wp), self.boxes[index])
+
+
+def detect(outputs: dict[str, np.ndarray], score_threshold: float = 0.05, max_detections: int = 100,
+           nms_threshold: float = NMS_IOU, top_k: int = NMS_TOP_K) -> Candidates:
+    """Steps 1-4 of the module docstring on one image's ``loc``, ``conf``, ``coef``, ``proto``."""
     loc = one_image(outputs, "loc", 2, "YolactEdge")          # [P, 4]
     conf = one_image(outputs, "conf", 2, "YolactEdge")        # [P, C+1]
     coef = one_image(outputs, "coef", 2, "YolactEdge")        # [P, K]
@@ -99,28 +115,39 @@ def decode(outputs: dict[str, np.ndarray], image_hw: tuple[int, int],
     if loc.shape[0] != expected:
         raise EdgesegError(f"{loc.shape[0]} predictions, but a {hp}x{wp} prototype grid means {expected} priors",
                            "outputs of another model or input size were mixed")
-    image_hw = (int(image_hw[0]), int(image_hw[1]))
-
+    empty = Candidates(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
+                       np.zeros((0, k), np.float32), proto)
     scores = softmax(conf)[:, 1:]                       # [P, C], background dropped
     candidates = np.nonzero(scores.max(axis=1) > score_threshold)[0]
     if candidates.size == 0:
-        return []
+        return empty
     boxes = decode_boxes(loc[candidates], make_priors(p3)[candidates])
     index, labels, final = fast_nms(boxes, scores[candidates].T, nms_threshold, top_k, score_threshold)
     if index.size == 0:
-        return []
+        return empty
     order = np.argsort(-final, kind="stable")[:max_detections]
     index, labels, final = index[order], labels[order], final[order]
+    return Candidates(boxes[index], labels.astype(np.int64), final.astype(np.float32),
+                      coef[candidates[index]], proto)
 
-    proto_flat = proto.reshape(k, hp * wp).astype(np.float32)
+
+def decode(outputs: dict[str, np.ndarray], image_hw: tuple[int, int],
+           score_threshold: float = 0.05, max_detections: int = 100,
+           mask_threshold: float = 0.5, input_hw: tuple[int, int] | None = None,
+           nms_threshold: float = NMS_IOU, top_k: int = NMS_TOP_K) -> list[Detection]:
+    """Detections for one image from YolactEdge's ``loc``, ``conf``, ``coef`` and ``proto``.
+
+    Prototypes cover the whole input, so masks go straight from prototype resolution to
+    the image (``input_hw`` is accepted for the contract and not needed). Detections come
+    sorted by score, at most ``max_detections``.
+    """
+    found = detect(outputs, score_threshold, max_detections, nms_threshold, top_k)
+    image_hw = (int(image_hw[0]), int(image_hw[1]))
     detections = []
     # In chunks: 100 float masks at 640x480 would be 120 MB at once.
-    for start in range(0, index.size, _CHUNK):
+    for start in range(0, len(found), _CHUNK):
         sel = slice(start, start + _CHUNK)
-        rows = candidates[index[sel]]
-        probs = sigmoid(coef[rows].astype(np.float32) @ proto_flat).reshape(-1, hp, wp)
-        probs = crop_masks(probs, boxes[index[sel]])
-        full = resize_masks(probs, image_hw) > mask_threshold
-        detections += [Detection(int(labels[start + j]), float(final[start + j]), full[j])
+        full = resize_masks(found.probabilities(sel), image_hw) > mask_threshold
+        detections += [Detection(int(found.labels[start + j]), float(found.scores[start + j]), full[j])
                        for j in range(full.shape[0])]
     return detections

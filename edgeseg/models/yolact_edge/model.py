@@ -23,8 +23,8 @@ logits ``[B, P, C+1]`` (0 = background), mask coefficients ``[B, P, K]`` (tanh) 
 priors of P3..P7, and the prototypes ``[B, K, 2*h3, 2*w3]`` (ReLU). Priors, box decoding,
 NMS and mask assembly run on the host (``decode.py``).
 
-Every op exports to a portable graph: Conv, ReLU/ReLU6/LeakyReLU, Add, Resize (bilinear,
-half-pixel), Transpose/Reshape/Concat, Tanh. No Softmax in the graph (it runs in the
+Every op exports to a portable graph: Conv, ReLU/ReLU6, Add, Mul/Max (LeakyReLU spelled
+out: TNN has no LeakyRelu), Resize (bilinear, half-pixel), Transpose/Reshape/Concat, Tanh. No Softmax in the graph (it runs in the
 decoder), no grid sampling (the video warp runs on the host, as in the paper).
 
 The video graphs (``graph_modules()``) share these very modules:
@@ -103,13 +103,16 @@ class FPN(nn.Module):
         return self.refine(upsample_to(w4, static_hw(lat3)) + lat3, w4, w5)
 
     def forward(self, *features: torch.Tensor, mode: str = "full"):
-        """``mode``: ``full`` (C3, C4, C5) -> P3..P7; ``top_down`` (C3, C4, C5) -> (lat3,
-        P3', P4', P5'); ``refine`` (P3', P4', P5') -> P3..P7; ``lateral3`` (C3) -> lat3;
+        """``mode``: ``full`` (C3, C4, C5) -> P3..P7; ``key`` (C3, C4, C5) -> (P3..P7,
+        (lat3, P4', P5')); ``top_down`` (C3, C4, C5) -> (lat3, P3', P4', P5'); ``refine`` (P3', P4', P5') -> P3..P7; ``lateral3`` (C3) -> lat3;
         ``warped`` (lat3, W4, W5) -> P3..P7.
         One entry point, so every mode's ops carry the ``/fpn/`` scope in an export."""
         if mode == "full":
             _, p3, p4, p5 = self.top_down(*features)
             return self.refine(p3, p4, p5)
+        if mode == "key":  # the keyframe graph: the pyramid and what later frames warp
+            lat3, p3, p4, p5 = self.top_down(*features)
+            return self.refine(p3, p4, p5), (lat3, p4, p5)
         if mode == "top_down":
             return self.top_down(*features)
         if mode == "lateral3":
@@ -178,8 +181,21 @@ class PredictionHead(nn.ModuleList):
 
 
 # --------------------------------------------------------------------------- FeatFlowNet
+class PortableLeakyReLU(nn.Module):
+    """LeakyReLU(slope) as ``max(x, slope * x)`` (the same numbers for 0 < slope < 1):
+    ONNX ``Mul`` + ``Max``, which TNN maps (it has no LeakyRelu layer), as do TFLite
+    and TensorRT. No parameters, so state dicts are the official ones."""
+
+    def __init__(self, slope: float = 0.1):
+        super().__init__()
+        self.slope = slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(x, x * self.slope)
+
+
 def conv_lrelu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.1, inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), PortableLeakyReLU(0.1))
 
 
 class FlowPredLayer(nn.Module):
@@ -359,8 +375,7 @@ class KeyframeGraph(_VideoGraph):
     output_names = OUTPUT_NAMES + KEY_EXTRA_OUTPUTS
 
     def forward(self, image: torch.Tensor):
-        lat3, p3, p4, p5 = self.fpn(*self.backbone(image), mode="top_down")
-        levels = self.fpn(p3, p4, p5, mode="refine")
+        levels, (lat3, p4, p5) = self.fpn(*self.backbone(image), mode="key")
         loc, conf, coef = self.prediction_layers(levels)
         return loc, conf, coef, self.proto_net(levels[0]), lat3, p4, p5
 
