@@ -1,0 +1,1 @@
+"""Quantized video graphs for a quantized frame graph (work in progress)."""
