@@ -110,13 +110,26 @@ class QuantizeOutcome:
     features_path: Path | None = None  # the matching quantized features graph, when the export has one
 
 
-def parse_plan(model_path: Path, spec: str, onnx_model=None) -> PrecisionPlan:
-    """Parse against the manifest's components and presets, else the graph's component tags."""
+def parse_plan(model_path: Path, spec: str, onnx_model=None,
+               components: dict[str, str] | None = None) -> PrecisionPlan:
+    """Parse against the manifest's components and presets, else the graph's component tags.
+
+    A foreign ONNX (no manifest, no tags) takes whole-model plans as one component
+    (``model``), or component plans over ``components`` (name -> regex over node names),
+    which are then recorded in a manifest beside it (:mod:`edgeseg.export.foreign`).
+    """
+    from edgeseg.export import foreign
     from edgeseg.export.manifest import Manifest, find_manifest
     from edgeseg.export.tags import nodes_by_component
 
     if find_manifest(model_path) is not None:
         manifest = Manifest.load(model_path)
+        if components and not foreign.patterns_of(manifest):
+            raise EdgesegError(f"{model_path.name} was exported by edgeseg with its components "
+                               f"({', '.join(manifest.component_names())}); --components is for foreign ONNX files",
+                               "drop --components and name those components in --plan")
+        if components:
+            manifest = foreign.adopt(model_path, components)  # checks the recorded patterns agree
         if manifest.components:
             return manifest.plan(spec)
     if onnx_model is None:
@@ -124,10 +137,16 @@ def parse_plan(model_path: Path, spec: str, onnx_model=None) -> PrecisionPlan:
 
         onnx_model = load_onnx(model_path)
     comps = [c for c in nodes_by_component(onnx_model) if c]
-    if not comps:
-        raise EdgesegError(f"{model_path.name} has no component tags and no manifest",
-                           "export it with `edgeseg export`, which tags every node with its component")
-    return PrecisionPlan.parse(spec, comps)
+    if comps and not components:
+        return PrecisionPlan.parse(spec, comps)
+    if components:
+        return foreign.adopt(model_path, components).plan(spec)
+    try:
+        return PrecisionPlan.parse(spec, [foreign.WHOLE_MODEL])
+    except EdgesegError as e:
+        raise EdgesegError(f"{model_path.name} has no components (no edgeseg tags, no manifest): {e.problem}",
+                           "use a whole-model plan (--plan '*=fp16', --plan int8), or name components by "
+                           "node-name patterns: --components backbone=^/backbone/,head=^/head/") from None
 
 
 def default_output(model_path: Path, plan: PrecisionPlan) -> Path:
@@ -137,7 +156,8 @@ def default_output(model_path: Path, plan: PrecisionPlan) -> Path:
 def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.PathLike | CalibrationTable | None,
                  *, out: str | os.PathLike | None = None, fidelity_images: str | os.PathLike | None = None,
                  fidelity_num: int = 20, seed: int = 0, activation_type: str = "uint8",
-                 threads: int = 0, with_fidelity: bool = True, with_features: bool = True) -> QuantizeOutcome:
+                 threads: int = 0, with_fidelity: bool = True, with_features: bool = True,
+                 components: dict[str, str] | None = None) -> QuantizeOutcome:
     """Quantize, check the artifact runs, and report fidelity on held-out images.
 
     Held-out images come from ``fidelity_images``, else from the calibration folder
@@ -150,7 +170,7 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
 
     model_path = Path(model_path)
     onnx_model = load_onnx(model_path)
-    plan = parse_plan(model_path, plan_spec, onnx_model)
+    plan = parse_plan(model_path, plan_spec, onnx_model, components)
     del onnx_model
     table = None
     calib_name = None
