@@ -55,7 +55,7 @@ def run_calibration(model_path: str | os.PathLike, images_dir: str | os.PathLike
                     percentile: float = 99.99, num: int | None = 100, seed: int = 0,
                     out: str | os.PathLike | None = None, trt_cache: str | os.PathLike | None = None,
                     trt_version: str | None = None, threads: int = 0,
-                    max_pass_mb: float = 1024) -> CalibrationOutcome:
+                    max_pass_mb: float = 1024, histogram: str = "pow2") -> CalibrationOutcome:
     from edgeseg.data.images import select_images, spec_for_model
     from edgeseg.quantize.cache import write_trt_cache
     from edgeseg.quantize.calibrate import calibrate, load_onnx
@@ -67,7 +67,7 @@ def run_calibration(model_path: str | os.PathLike, images_dir: str | os.PathLike
     images = select_images(images_dir, spec, num=num, seed=seed)
     t0 = time.perf_counter()
     table = calibrate(model_path, images, method=method, percentile=percentile, threads=threads,
-                      max_pass_mb=max_pass_mb)
+                      max_pass_mb=max_pass_mb, histogram=histogram)
     seconds = time.perf_counter() - t0
     # Record which images were used (relative to the folder) so held-out sets can avoid them.
     table.settings["images_root"] = str(Path(images_dir).resolve())
@@ -82,7 +82,7 @@ def run_calibration(model_path: str | os.PathLike, images_dir: str | os.PathLike
     def record(m) -> None:
         folder = model_path.parent
         key = _in_folder(table_path, folder)
-        info = {"method": method, "num_images": table.num_images, "model": model_path.name,
+        info = {"method": method, "histogram": histogram, "num_images": table.num_images, "model": model_path.name,
                 "model_sha256": table.model_sha256, "images_sha256": table.images_sha256,
                 "tensors": len(table)}
         if key:
