@@ -384,12 +384,19 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                   plan: str | PrecisionPlan | None = "fp32", table=None, images=None,
                   calib_source: str = "edgeseg", num_images: int = DEFAULT_NUM_IMAGES,
                   int8_io: bool = False, filename: str | None = None, check_table: bool = True,
-                  timeout: float = DEFAULT_TIMEOUT_S, keep_saved_model: bool = False) -> TFLiteExport:
+                  timeout: float = DEFAULT_TIMEOUT_S, keep_saved_model: bool = False,
+                  extra_samples: dict[str, np.ndarray] | None = None) -> TFLiteExport:
     """Convert one ONNX file to ``.tflite`` for ``plan``; see the module docstring.
 
     ``check_table=False`` accepts a table computed on another graph of the same model (the
     features graph shares the frame graph's tensor names); unmatched tensors then fall
     back to TFLite's own ranges, and the manifest counts them.
+
+    Graphs with inputs besides the image (a video graph's keyframe features, see the
+    contract's ``TensorSpec``) take ``extra_samples`` (input name -> ``[N, ...]`` arrays
+    in the ONNX layout) for conversion, TFLite's own calibration and the parity check;
+    without them seeded standard-normal values are used, which is only allowed when
+    nothing is calibrated from them (no INT8, or every range from an edgeseg table).
     """
     onnx_path = Path(onnx_path)
     if calib_source not in CALIB_SOURCES:
@@ -432,7 +439,34 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
             if not ranges:
                 raise EdgesegError("the calibration table has no range for any tensor of this graph",
                                    "re-run `edgeseg calibrate` on this ONNX file")
-    samples, sample_info = _samples(images, spec, num_images, need_real=needs_int8)
+    inits = {i.name for i in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in inits]
+    input_names = [i.name for i in graph_inputs]
+    has_image = spec.name in input_names
+    others = [i for i in graph_inputs if i.name != spec.name]
+    missing_real = [i.name for i in others if i.name not in (extra_samples or {})]
+    if needs_int8 and calib_source == "tflite" and missing_real:
+        raise EdgesegError(f"TFLite's own INT8 calibration needs real values for {', '.join(missing_real)}",
+                           "calibrate with edgeseg (a table of this graph, --calib-source edgeseg), or pass "
+                           "extra_samples for those inputs")
+    if has_image:
+        samples, sample_info = _samples(images, spec, num_images, need_real=needs_int8)
+    else:
+        samples, sample_info = None, {"source": "extra inputs only"}
+    count = len(samples) if samples is not None else max(2, min(num_images, 8))
+    sample_arrays: dict[str, np.ndarray] = {}
+    if samples is not None:
+        sample_arrays[spec.name] = samples
+    rng = np.random.default_rng(0)
+    for info in others:
+        dims = [d.dim_value for d in info.type.tensor_type.shape.dim]
+        if extra_samples and info.name in extra_samples:
+            sample_arrays[info.name] = np.asarray(extra_samples[info.name], np.float32)
+        else:
+            sample_arrays[info.name] = rng.standard_normal([count] + dims[1:]).astype(np.float32)
+    if others:
+        sample_info = {**sample_info, "extra_inputs": {i.name: ("given" if extra_samples and i.name in extra_samples
+                                                               else "random") for i in others}}
     check_toolchain()
 
     # Absolute paths: the conversion process runs inside the build folder.
@@ -453,12 +487,15 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
 
         work_model, names = _work_copy(model, components)
         onnx.save(work_model, os.fspath(work / "work.onnx"))
-        np.save(work / "samples.npy", samples)
-        inits = {i.name for i in model.graph.initializer}
-        graph_inputs = [i for i in model.graph.input if i.name not in inits]
+        if len(sample_arrays) == 1 and has_image:
+            np.save(work / "samples.npy", samples)
+            samples_file = work / "samples.npy"
+        else:  # several inputs: one array per ONNX input name
+            np.savez(work / "samples.npz", **sample_arrays)
+            samples_file = work / "samples.npz"
         job = {
             "onnx": os.fspath(work / "work.onnx"), "saved_model": os.fspath(work / "saved_model"),
-            "samples": os.fspath(work / "samples.npy"), "output": os.fspath(work / "model.tflite"),
+            "samples": os.fspath(samples_file), "output": os.fspath(work / "model.tflite"),
             "report": os.fspath(work / "report.json"),
             "inputs": [i.name for i in graph_inputs], "input_shapes": _shapes(graph_inputs),
             "outputs": [o.name for o in model.graph.output], "output_shapes": _shapes(model.graph.output),
@@ -474,7 +511,7 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
 
         built = work / "model.tflite"
         view = fb.describe(built.read_bytes())
-        feeds = {job["inputs"][0]: samples[:1]}
+        feeds = {n: a[:1] for n, a in sample_arrays.items()}
         reference = OnnxRuntimeRuntime(onnx_path, threads=1).run(feeds)
         with TFLiteRuntime(built, threads=1, io=report["io"]) as rt:
             got = rt.run(feeds)

@@ -276,16 +276,29 @@ def flex_ops_in(text: str) -> list[str]:
     return sorted(found)
 
 
-def _representative(samples: np.ndarray, io: list[dict[str, Any]]):
+def _representative(samples, io: list[dict[str, Any]]):
+    """TFLite's representative dataset: ``samples`` is the image array (one input) or a
+    dict ONNX input name -> array (graphs with extra inputs), yielded per signature key."""
     inputs = [i for i in io if i["kind"] == "input"]
-    if len(inputs) != 1:
-        raise StageError("calibrate", f"INT8 needs a single image input, the model has {len(inputs)}")
-    perm = inputs[0]["perm"]
+    if not isinstance(samples, dict):
+        if len(inputs) != 1:
+            raise StageError("calibrate", f"one sample array for {len(inputs)} inputs")
+        samples = {inputs[0]["name"]: samples}
+    missing = [i["name"] for i in inputs if i["name"] not in samples]
+    if missing:
+        raise StageError("calibrate", f"no samples for inputs {missing}")
+    count = min(len(samples[i["name"]]) for i in inputs)
+
+    def layout(entry, x):
+        x = x[None].astype(np.float32)
+        return np.ascontiguousarray(x.transpose(entry["perm"])) if entry["perm"] else x
 
     def gen():
-        for x in samples:
-            x = x[None].astype(np.float32)
-            yield [np.ascontiguousarray(x.transpose(perm)) if perm else x]
+        for k in range(count):
+            if len(inputs) == 1:
+                yield [layout(inputs[0], samples[inputs[0]["name"]][k])]
+            else:
+                yield {e["key"]: layout(e, samples[e["name"]][k]) for e in inputs}
 
     return gen
 
@@ -368,8 +381,13 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
     from edgeseg.export.tflite_map import ConversionRecord, map_model, ops_of_precision
 
     samples = np.load(job["samples"])  # N images in the ONNX input layout, preprocessed
-    if samples.ndim != 4:
-        raise StageError("prepare", f"samples must be 4-D images, got shape {samples.shape}")
+    if isinstance(samples, np.lib.npyio.NpzFile):  # several inputs: name -> array
+        samples = {k: samples[k] for k in samples.files}
+        image = next((v for v in samples.values() if v.ndim == 4 and v.shape[1] == 3), None)
+    else:
+        image = samples
+    if image is not None and image.ndim != 4:
+        raise StageError("prepare", f"samples must be 4-D images, got shape {image.shape}")
     report: dict[str, Any] = {"versions": {"tensorflow": tf.__version__}}
     timings = report["seconds"] = {}
     clock = time.perf_counter()
@@ -381,7 +399,10 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
         clock = now
 
     # onnx2tf's own test inference wants channel-last images.
-    nhwc = samples.transpose(0, 2, 3, 1) if job.get("input_layout", "NCHW") == "NCHW" else samples
+    # (Used by onnx2tf only when every input is a 3-channel image.)
+    if image is None:
+        image = np.zeros((1, 3, 8, 8), np.float32)
+    nhwc = image.transpose(0, 2, 3, 1) if job.get("input_layout", "NCHW") == "NCHW" else image
     model, tf_layers, created = run_onnx2tf(job, np.ascontiguousarray(nhwc))
     lap("onnx2tf")
     record = build_record(job, tf_layers, created)
