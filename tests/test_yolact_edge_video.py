@@ -121,3 +121,51 @@ def test_iou_association_keeps_ids_of_overlapping_masks():
     assert mask_iou(a, b).shape == (2, 3)
     assert sorted(associate_by_iou(a, b, 0.5)) == [(0, 1), (1, 0)]
     assert associate_by_iou(a, b, 0.9) == []
+
+
+@pytest.mark.slow
+def test_video_graphs_quantized_at_the_frame_plan(export, tmp_path):
+    """A quantized frame graph gets key / flow / warped graphs at its plan, each calibrated
+    on its own feeds; the key graph then agrees with the frame graph it extends."""
+    import shutil
+
+    from PIL import Image
+
+    from edgeseg.export.manifest import Manifest
+    from edgeseg.models.yolact_edge.video import FeatureWarp
+    from edgeseg.models.yolact_edge.video_quant import quantize_video_graphs, shifted
+    from edgeseg.quantize.pipeline import run_calibration, run_quantize
+    from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
+
+    _, src = export
+    folder = tmp_path / "art"
+    shutil.copytree(src, folder)
+    images = tmp_path / "images"
+    images.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(g.integers(0, 255, (48, 56, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    frame = folder / "yolact_edge_test.onnx"
+    cal = run_calibration(frame, images, num=None)
+    run_quantize(frame, "yolact_edge", cal.table_path, with_fidelity=False)
+    made = quantize_video_graphs(folder, "yolact_edge_test.yolact_edge.onnx")
+    assert made == {r: f"yolact_edge_test.{r}.yolact_edge.onnx" for r in ("key", "flow", "warped")}
+    manifest = Manifest.load(folder)
+    assert manifest.artifact("yolact_edge_test.yolact_edge.onnx")["video_graphs"] == made
+    flow_plan = manifest.artifact(made["flow"])["precision"]["precisions"]
+    assert flow_plan == {"backbone": "int8", "fpn": "int8", "flow_net": "int8"}
+    assert manifest.artifact(made["warped"])["precision"]["precisions"] == {
+        "fpn": "int8", "protonet": "fp16", "prediction_head": "fp16"}
+    x = OnnxRuntimeRuntime(frame).random_feeds(1)
+    a = OnnxRuntimeRuntime(folder / "yolact_edge_test.yolact_edge.onnx").run(x)
+    b = OnnxRuntimeRuntime(folder / made["key"]).run(x)
+    for name in ("loc", "conf", "coef", "proto"):
+        assert np.abs(a[name] - b[name]).max() < 1e-3, name
+    session = FeatureWarp.open(folder / "yolact_edge_test.yolact_edge.onnx", max_interval=3)
+    try:
+        assert session.graphs == {"frame": made["key"], "flow": made["flow"], "warped": made["warped"]}
+    finally:
+        session.close()
+    img = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
+    moved = shifted(img, 2, 1)
+    assert np.array_equal(moved[2:, 1:], img[:-2, :-1]) and np.array_equal(moved[0, 0], img[0, 0])

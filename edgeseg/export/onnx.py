@@ -306,10 +306,11 @@ def export_onnx(model, out_dir: str | os.PathLike, *, simplifier: str = "onnxsli
 
         for g, res in results.items():
             proto = onnx.load(os.fspath(res.path), load_external_data=False)
+            comps = modules[g].component_map.names()  # this graph's components (a video graph may add one)
             manifest.add_artifact(
                 res.path.name, kind="onnx", graph=g, primary=(g == "frame"), opset=OPSET,
-                precision={"name": "fp32", "spec": ",".join(f"{c}=fp32" for c in model.component_map.names()),
-                           "precisions": {c: "fp32" for c in model.component_map.names()}},
+                precision={"name": "fp32", "spec": ",".join(f"{c}=fp32" for c in comps),
+                           "precisions": {c: "fp32" for c in comps}},
                 outputs=[{"name": p.name, "shape": p.shape} for p in res.parity],
                 sha256=sha256_file(res.path),
                 simplifier={"name": res.simplifier, "nodes_before": res.nodes_before_simplify,
