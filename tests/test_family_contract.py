@@ -42,7 +42,7 @@ def test_description_is_complete_and_resolvable(name):
     assert fam.components and len(set(fam.components)) == len(fam.components)
     assert fam.outputs and fam.graphs[0] == "frame"
     assert callable(fam.load("build")) and callable(fam.load("decoder"))
-    for optional in ("objective", "video", "weights_map"):
+    for optional in ("objective", "video", "weights_map", "graph_calibration"):
         if getattr(fam, optional) is not None:
             assert fam.load(optional) is not None
     for preset, spec in fam.presets.items():

@@ -594,12 +594,22 @@ def export_tflite_graphs(onnx_paths, plan: str | None = None, table=None, images
                          calib_source: str = "edgeseg", **kwargs) -> list[TFLiteExport]:
     """Every graph of an artifact folder (frame first, then e.g. features) with one plan.
 
-    The table was computed on the first (frame) graph; the others share its tensor names.
+    The table was computed on the first (frame) graph; the others share its tensor names,
+    or get their own plan, table and sample inputs from the family's ``graph_calibration``
+    (:mod:`edgeseg.export.graph_settings`).
     """
+    from edgeseg.export.graph_settings import settings_for_graphs
+
     paths = [Path(p) for p in onnx_paths]
     plan = plan or "fp32"
-    return [export_tflite(p, plan=plan, table=table, images=images, calib_source=calib_source,
-                          check_table=(i == 0), **kwargs) for i, p in enumerate(paths)]
+    manifest = Manifest.load(paths[0]) if find_manifest(paths[0]) else None
+    if manifest is not None and manifest.components:
+        plan = _as_plan(plan, _components(_load_onnx(paths[0]), manifest), manifest)
+    table = _as_table(table) if table is not None else None
+    return [export_tflite(s.path, plan=s.plan if s.plan is not None else plan, table=s.table, images=images,
+                          calib_source=calib_source, check_table=s.check_table, extra_samples=s.extra_samples,
+                          **kwargs)
+            for s in settings_for_graphs(paths, plan if not isinstance(plan, str) else None, table)]
 
 
 def print_tflite_results(results: list[TFLiteExport]) -> None:

@@ -15,6 +15,9 @@ field                 what it names                                             
 ``video``             video strategy for ``edgeseg track`` (``track/``)          no
 ``weights_map``       ``filter_state_dict(state, model) -> state``: official     no
                       checkpoint layouts -> ours, before loading
+``graph_calibration`` ``hook(settings, plan, table) -> settings``: plan, table   no
+                      and sample inputs of graphs that do not share the frame
+                      graph's (:mod:`edgeseg.export.graph_settings`)
 ====================  ========================================================  =========
 
 The ``nn.Module`` a family builds (and a user's own module, wrapped by
@@ -116,6 +119,7 @@ class Family:
     train_data: str = "coco"                # what the objective trains on: "coco" images | "ytvis" clips
     video: str | None = None                # "module:attr" of a VideoStrategy
     weights_map: str | None = None          # "module:attr"
+    graph_calibration: str | None = None    # "module:attr" (see edgeseg.export.graph_settings)
     presets: dict[str, str] = field(default_factory=dict)
     variants: tuple[Variant, ...] = ()
 

@@ -34,14 +34,16 @@ def plan_for(onnx_path: Path, spec: str | None):
 
 def export_tnn_graphs(onnx_paths: list[str | os.PathLike], plan_spec: str | None = None,
                       table_path: str | os.PathLike | None = None, device: str = "arm") -> list[TnnExportResult]:
-    """Convert each graph into its own folder; the first one is the graph the table was computed on."""
+    """Convert each graph into its own folder; the first one is the graph the table was computed on
+    (other graphs take its plan and table, or their own from the family's ``graph_calibration``)."""
+    from edgeseg.export.graph_settings import settings_for_graphs
     from edgeseg.quantize.cache import CalibrationTable
 
     paths = [Path(p) for p in onnx_paths]
     plan = plan_for(paths[0], plan_spec)
     table = CalibrationTable.load(table_path) if table_path and plan is not None and plan.needs_calibration else None
-    return [export_tnn(p, p.parent, plan=plan, table=table, device=device, check_table=(i == 0))
-            for i, p in enumerate(paths)]
+    return [export_tnn(s.path, s.path.parent, plan=s.plan, table=s.table, device=device, check_table=s.check_table)
+            for s in settings_for_graphs(paths, plan, table)]
 
 
 def print_tnn_results(results: list[TnnExportResult]) -> None:

@@ -95,6 +95,7 @@ FAMILY = register_family(Family(
     objective="edgeseg.models.yolact_edge.loss:YolactObjective",
     video="edgeseg.models.yolact_edge.video:FeatureWarp",
     weights_map="edgeseg.models.yolact_edge.weights:filter_state_dict",
+    graph_calibration="edgeseg.models.yolact_edge.video_quant:graph_settings",
     presets=dict(PRECISION_PRESETS),
     variants=(
         _variant("yolact_edge_mobilenetv2", "YolactEdge, MobileNetV2 backbone at 550 (the paper's edge model)",

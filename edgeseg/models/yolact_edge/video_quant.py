@@ -194,3 +194,64 @@ def quantize_video_graphs(folder: str | os.PathLike, frame_file: str, table=None
     manifest.record("quantize-video-graphs", frame_graph=frame_file, outputs=made)
     manifest.save(folder)
     return made
+
+
+SAMPLE_PAIRS = 8  # sample inputs given to a TFLite conversion of the flow / warped graph
+
+
+def graph_settings(settings, plan, table):
+    """The family's ``graph_calibration`` hook (:mod:`edgeseg.export.graph_settings`): the
+    key / flow / warped graphs of an export get the frame plan plus ``flow_net`` (at the
+    backbone's precision), their own tables (:func:`calibrate_video_graphs` on the frame
+    table's images) and, for TFLite, real sample values of their feature inputs."""
+    from dataclasses import replace
+
+    from edgeseg.export.manifest import Manifest, input_spec_of
+    from edgeseg.export.tags import nodes_by_component
+    from edgeseg.quantize.calibrate import load_onnx
+    from edgeseg.quantize.plan import PrecisionPlan
+    from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
+
+    folder = settings[0].path.parent
+    manifest = Manifest.load(folder)
+    roles = {s.path.name: manifest.artifacts.get(s.path.name, {}).get("graph") for s in settings}
+    video = [s for s in settings if roles[s.path.name] in ROLES]
+    if not video:
+        return settings
+    files = {roles[s.path.name]: s.path.name for s in video}
+    _, fp32 = pick_warp_graphs(manifest)
+    for role in ROLES:
+        files.setdefault(role, fp32[role])
+    missing = [r for r in ROLES if not files.get(r)]
+    if missing:
+        raise EdgesegError(f"the export lacks its {', '.join(missing)} graph", "re-export with `edgeseg export MODEL`")
+    plans = {}
+    for s in video:
+        comps = [c for c in nodes_by_component(load_onnx(s.path)) if c]
+        extra = {c: p for c, p in video_plan(plan.precisions, comps).precisions.items() if c not in plan.precisions}
+        plans[s.path.name] = PrecisionPlan({**plan.precisions, **extra}, name=plan.name)
+    tables: dict[str, Any] = {}
+    samples: dict[str, dict[str, np.ndarray]] = {}
+    calib_files = calibration_files(table) if table is not None else None
+    if any(p.needs_calibration for p in plans.values()):
+        if table is None:
+            raise EdgesegError("the plan has int8 components but no calibration table was given",
+                               "pass --calib DIR (the frame graph is calibrated there, the video graphs from it)")
+        tables = calibrate_video_graphs(folder, files, calib_files, table.method)
+    if calib_files:
+        spec = input_spec_of(manifest)
+        runtimes = {r: OnnxRuntimeRuntime(folder / files[r], threads=1) for r in ("key", "flow")}
+        for role in ("flow", "warped"):
+            feeds = list(zip(range(SAMPLE_PAIRS), VideoFeeds(role, calib_files, spec, runtimes)))
+            names = [n for n in feeds[0][1] if n != spec.name]
+            samples[role] = {n: np.concatenate([f[n] for _, f in feeds]) for n in names}
+    out = []
+    for s in settings:
+        role = roles[s.path.name]
+        if role not in ROLES:
+            out.append(s)
+            continue
+        p = plans[s.path.name]
+        out.append(replace(s, plan=p, table=tables.get(role) if p.needs_calibration else None,
+                           check_table=True, extra_samples=samples.get(role)))
+    return out
