@@ -169,3 +169,33 @@ def test_video_graphs_quantized_at_the_frame_plan(export, tmp_path):
     img = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
     moved = shifted(img, 2, 1)
     assert np.array_equal(moved[2:, 1:], img[:-2, :-1]) and np.array_equal(moved[0, 0], img[0, 0])
+
+
+@pytest.mark.tflite
+@pytest.mark.slow
+def test_tflite_converts_the_graphs_with_feature_inputs(export, tmp_path):
+    """FP32 TFLite of the flow and warped graphs (inputs besides the image) matches ONNX
+    Runtime; the flow graph's plan gains flow_net from the family's graph_calibration."""
+    import shutil
+
+    from edgeseg.export.tflite import export_tflite_graphs
+    from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
+    from edgeseg.runtimes.tflite import TFLiteRuntime
+
+    _, src = export
+    folder = tmp_path / "art"
+    shutil.copytree(src, folder)
+    paths = [folder / f"yolact_edge_test{g}.onnx" for g in ("", ".flow", ".warped")]
+    results = export_tflite_graphs(paths, plan="fp32")
+    flow, warped = results[1], results[2]
+    assert flow.plan.precisions["flow_net"] == "fp32"
+    assert flow.entry["graph"] == "flow" and warped.entry["graph"] == "warped"
+    for r, onnx_path in zip(results[1:], paths[1:]):
+        assert min(p["cosine"] for p in r.parity) > 0.9999
+        feeds = OnnxRuntimeRuntime(onnx_path).random_feeds(5)
+        want = OnnxRuntimeRuntime(onnx_path).run(feeds)
+        with TFLiteRuntime(r.path) as rt:
+            assert {i.name for i in rt.inputs()} == set(feeds)
+            got = rt.run(feeds)
+        for name, a in want.items():
+            assert np.abs(got[name] - a).max() <= 1e-3 * max(1.0, float(np.abs(a).max())), name

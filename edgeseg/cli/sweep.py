@@ -44,6 +44,10 @@ def print_table(report) -> None:
                   fmt_ap(p.metrics.get("AP50")), fmt_ms(p.p50), fmt_speedup(p.speedup),
                   "[bold green]*[/bold green]" if p.pareto else "")
     console.print(t)
+    for p in report.plans:
+        if p.name and p.name not in ("fp32", "fp16", "int8"):
+            console.print(f"preset {p.name}: {p.label} (AP {fmt_ap(p.metrics.get('AP'))}, p50 {fmt_ms(p.p50)} ms, "
+                          f"{fmt_speedup(p.speedup)}{', Pareto' if p.pareto else ''})")
 
 
 @click.command("sweep", epilog=_EPILOG, context_settings={"max_content_width": 100})

@@ -257,6 +257,13 @@ def render_markdown(report: SweepReport) -> str:
         row += [fmt_ap(p.metrics.get(m)) for m in TABLE_METRICS]
         row += [fmt_ms(p.p50), fmt_speedup(p.speedup), "yes" if p.pareto else ""]
         lines.append("| " + " | ".join(row) + " |")
+    named = [p for p in report.plans if p.name and p.name not in ("fp32", "fp16", "int8")]
+    if named:
+        # A family's presets (e.g. YolactEdge's "yolact_edge"): the paper's configuration, findable.
+        lines.append("")
+        lines.append("Presets: " + "; ".join(
+            f"**{p.name}** = {p.label} (AP {fmt_ap(p.ap)}, p50 {fmt_ms(p.p50)} ms, {fmt_speedup(p.speedup)}"
+            f"{', Pareto' if p.pareto else ''})" for p in named) + ".")
     lines.append("")
     lines.append("Speed-up is FP32's p50 / the plan's p50, both measured in this run (interleaved rounds "
                  "on the same core), so it does not depend on how fast the machine is. Pareto: no other "
