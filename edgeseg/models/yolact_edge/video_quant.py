@@ -226,10 +226,14 @@ def graph_settings(settings, plan, table):
     if missing:
         raise EdgesegError(f"the export lacks its {', '.join(missing)} graph", "re-export with `edgeseg export MODEL`")
     plans = {}
+    # The manifest's components (the frame graph's) at the given plan, plus what a graph
+    # adds (flow_net: as the plan says when it names it, else at the backbone's precision).
+    base = {c: plan.precisions[c] for c in manifest.component_names() if c in plan.precisions}
     for s in video:
         comps = [c for c in nodes_by_component(load_onnx(s.path)) if c]
-        extra = {c: p for c, p in video_plan(plan.precisions, comps).precisions.items() if c not in plan.precisions}
-        plans[s.path.name] = PrecisionPlan({**plan.precisions, **extra}, name=plan.name)
+        extra = {c: plan.precisions.get(c) or p for c, p in video_plan(base, comps).precisions.items()
+                 if c not in base}
+        plans[s.path.name] = PrecisionPlan({**base, **extra}, name=plan.name)
     tables: dict[str, Any] = {}
     samples: dict[str, dict[str, np.ndarray]] = {}
     calib_files = calibration_files(table) if table is not None else None
