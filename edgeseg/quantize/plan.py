@@ -157,7 +157,7 @@ def _split_items(text: str) -> list[str]:
     """Split on commas that start a new ``KEY=`` item, so a ``re:`` unit may hold commas."""
     import re
 
-    return re.split(r",(?=\s*(?:re:|[\w*.\-]+(?:/[\w.\-]+)*\s*=))", text)
+    return re.split(r",(?=\s*(?:re:|[\w*.\-]+(?:/[\w.\-()]+)*\s*=))", text)
 
 
 def _check_unit(key: str, components: list[str]) -> None:
