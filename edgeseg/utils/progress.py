@@ -1,4 +1,4 @@
-"""Progress bars for long work (calibration, evaluation, export, training).
+"""Progress bars for long work (calibration, evaluation, export, conversion, training).
 
 Rich draws to stderr so that stdout stays clean for tables and JSON. Bars are
 disabled automatically when stderr is not a terminal unless EDGESEG_PROGRESS=1.
@@ -6,6 +6,7 @@ disabled automatically when stderr is not a terminal unless EDGESEG_PROGRESS=1.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Iterable, Iterator, TypeVar
@@ -41,3 +42,42 @@ def track(iterable: Iterable[T], description: str, total: int | None = None) -> 
         for item in iterable:
             yield item
             progress.advance(task)
+
+
+class Steps:
+    """Handle of :func:`steps`: ``step(name)`` says which step of the work has started."""
+
+    def __init__(self, progress=None, task=None, description: str = ""):
+        self._progress = progress
+        self._task = task
+        self._description = description
+        self._started = 0
+
+    def step(self, name: str) -> None:
+        self._started += 1
+        if self._progress is None:
+            return
+        self._progress.update(self._task, completed=self._started - 1,
+                              description=f"{self._description}: {name}")
+
+
+@contextlib.contextmanager
+def steps(description: str, total: int | None = None) -> Iterator[Steps]:
+    """Show long work made of named steps (export: tracing, simplifying, parity...; a TFLite
+    conversion: onnx2tf, quantization...) with the elapsed time, on stderr."""
+    if not _enabled():
+        yield Steps()
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn)
+
+    columns = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
+    if total:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    columns.append(TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        handle = Steps(progress, task, description)
+        yield handle
+        progress.update(task, completed=total or handle._started, description=f"{description}: done")

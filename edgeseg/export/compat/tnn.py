@@ -60,7 +60,7 @@ GENERIC_FP16_FIX = "keep this component fp32 if the fp16<->fp32 reformats around
 ARM_NCHW_ONLY = frozenset({"ArgMaxOrMin", "Expand", "Gather", "GroupNorm", "Inverse", "LayerNorm", "LSTMONNX",
                            "MatMul", "Tile", "ScatterND", "Squeeze", "Unsqueeze"})
 INT8_LAYOUT_FIX = ("TNN cannot run this int8 network on ARM: keep the model float for TNN (fp32/fp16 plan), "
-                   "export int8 TNN for --device x86, or use int8 on another backend (TFLite, TensorRT)")
+                   "export int8 TNN for --tnn-device x86, or use int8 on another backend (TFLite, TensorRT)")
 
 
 def _arm_layer_items(report: CompatReport, conv, plan) -> None:
@@ -73,7 +73,7 @@ def _arm_layer_items(report: CompatReport, conv, plan) -> None:
         where = layer.source or layer.name
         if t not in ARM_KERNELS:
             report.add(t, where, layer.component, "error", f"TNN has no ARM kernel for {t} (the network fails to load)",
-                       NO_ARM_FIXES.get(t, "replace it with ops that have ARM kernels, or export for --device x86"))
+                       NO_ARM_FIXES.get(t, "replace it with ops that have ARM kernels, or export for --tnn-device x86"))
             continue
         if t == "Softmax" and layer.params.get("axis") == 0:
             report.add(t, where, layer.component, "error", "ARM Softmax rejects axis 0",
