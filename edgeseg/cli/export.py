@@ -133,6 +133,12 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
         from edgeseg.quantize.pipeline import check_plan_for_model
 
         plan = check_plan_for_model(model, plan_spec, calib)
+        if "tnn" in targets:  # known from the model's modules: refuse before exporting anything
+            from edgeseg.export.compat.tnn import model_blockers, model_blockers_error
+
+            blockers = model_blockers(model, tnn_device, plan)
+            if blockers:
+                raise model_blockers_error(blockers)
         if "tflite" in targets and plan.needs_calibration and calib_source == "tflite" and not _is_dir(calib):
             raise EdgesegError("--calib-source tflite calibrates in TFLite and needs images",
                                "pass --calib DIR (a folder of images), or use --calib-source edgeseg with a table")

@@ -63,6 +63,40 @@ INT8_LAYOUT_FIX = ("TNN cannot run this int8 network on ARM: keep the model floa
                    "export int8 TNN for --tnn-device x86, or use int8 on another backend (TFLite, TensorRT)")
 
 
+# Modules whose exported graph always holds a MatMul of two activations (attention), which
+# ARM cannot run in a network with int8 layers (ARM_NCHW_ONLY): known before the export, so
+# `edgeseg export --to tnn --plan <int8>` refuses without exporting anything. The ONNX-level
+# check above stays the authority (it also sees layers of models not listed here).
+ARM_INT8_BLOCKING_MODULES = {
+    "edgeseg.models.layers.MultiHeadAttention": "attention: a MatMul of two activations",
+    "edgeseg.models.backbones.topformer.Attention": "attention: a MatMul of two activations",
+}
+
+
+def model_blockers(model, device: str | None, plan) -> list[tuple[str, str]]:
+    """(module path, reason) of every module of the nn.Module ``model`` that stops a TNN
+    network with ``plan`` on ``device`` from running; [] when nothing is known to."""
+    if (device or "arm") != "arm" or plan is None or not plan.needs_calibration:
+        return []
+    found = []
+    for path, module in model.named_modules():
+        cls = type(module)
+        reason = ARM_INT8_BLOCKING_MODULES.get(f"{cls.__module__}.{cls.__qualname__}")
+        if reason:
+            found.append((path, reason))
+    return found
+
+
+def model_blockers_error(found: list[tuple[str, str]]):
+    """One error for :func:`model_blockers`' findings (module paths, reason, fix)."""
+    from edgeseg.errors import EdgesegError
+
+    where = ", ".join(p for p, _ in found[:4]) + (f" (+{len(found) - 4} more)" if len(found) > 4 else "")
+    return EdgesegError(f"int8 TNN on ARM cannot run this model: {found[0][1]} in {where}; in a network with "
+                        "int8 layers TNN keeps every blob NC4HW4 and ARM has only an NCHW kernel for it",
+                        INT8_LAYOUT_FIX)
+
+
 def _arm_layer_items(report: CompatReport, conv, plan) -> None:
     from edgeseg.export.tnn.format import base_type
 
