@@ -52,7 +52,8 @@ Examples:
               help="Jetson, INT8 components: a folder of images (calibrated here on --calib-num of them; the "
                    "table is written beside the ONNX) or a table from `edgeseg calibrate` (JSON, or a TensorRT "
                    "cache).")
-@click.option("--calib-num", type=int, default=100, show_default=True, help="Images to calibrate on (--calib DIR).")
+@click.option("--calib-num", type=int, default=100, show_default=True,
+              help="Images to calibrate on with --calib DIR (0 = all).")
 @click.option("--plan", "plan_spec", default=None,
               help="Jetson: precision plan for trtexec, e.g. 'backbone=int8,*=fp16' or a preset "
                    "(default: the plan recorded in the manifest).")
@@ -100,7 +101,9 @@ def bench(artifact: Path, target_spec: str, core: int | None, runs: int, warmup:
     if artifact.is_dir():
         artifact = choose_artifact(artifact, spec.kind, backend)
     if calib is not None:
-        calib = _calibration_for(artifact, calib, calib_num)
+        from edgeseg.quantize.pipeline import calib_num_arg
+
+        calib = _calibration_for(artifact, calib, calib_num_arg(calib_num))
     facts, plan = artifact_facts(artifact)
     target = build_target(spec, artifact, core=core, runner_bin=runner_bin,
                           backend=backend if backend in ("onnxruntime", "torch", "tflite") else None, calib=calib,
@@ -136,7 +139,7 @@ def _calibration_for(artifact: Path, calib: Path, num: int) -> Path:
 
     onnx_path = resolve_artifact(artifact)
     check_output_file(default_table_path(onnx_path, "kl"), flag="")
-    res = run_calibration(onnx_path, calib, num=num or None)
+    res = run_calibration(onnx_path, calib, num=num)
     click.echo(f"calibrated on {res.table.num_images} images of {calib}: wrote {res.table_path}", err=True)
     return res.table_path
 

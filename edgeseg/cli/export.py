@@ -87,7 +87,7 @@ Examples:
 @click.option("--graphs", default=None, help="frame,features (default: every graph the model has).")
 @click.option("--plan", "plan_spec", help="Also quantize: precision plan, e.g. backbone=int8,mask_decoder=int8,*=fp16.")
 @click.option("--calib", "calib", type=click.Path(), help="For --plan. " + CALIB_HELP)
-@click.option("--calib-num", type=int, default=100, show_default=True)
+@click.option("--calib-num", type=int, default=100, show_default=True, help="Images to calibrate on (0 = all).")
 @click.option("--to", "targets", multiple=True, type=click.Choice(["tnn", "tflite"]),
               help="Also convert every graph for a mobile runtime (repeatable); --plan applies to it.")
 @click.option("--calib-source", type=click.Choice(["edgeseg", "tflite"]), default="edgeseg", show_default=True,
@@ -118,9 +118,10 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
         from edgeseg.export.tflite import check_toolchain
 
         check_toolchain()
-    if calib:
-        from edgeseg.quantize.pipeline import check_calib
+    from edgeseg.quantize.pipeline import calib_num_arg, check_calib
 
+    calib_num = calib_num_arg(calib_num)
+    if calib:
         check_calib(calib)
     out = Path(out_dir or Path("out") / model_name)
     graph_list = tuple(g.strip() for g in graphs.split(",")) if graphs else None

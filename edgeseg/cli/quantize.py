@@ -43,7 +43,8 @@ Examples:
 @click.option("--plan", "plan_spec", required=True,
               help="COMPONENT=fp32|fp16|int8 pairs ('*=' sets the rest) or a preset (int8, fp16, or the model's).")
 @click.option("--calib", type=click.Path(), help="Needed for int8. " + CALIB_HELP)
-@click.option("--calib-num", type=int, default=100, show_default=True, help="Images to calibrate on (--calib DIR).")
+@click.option("--calib-num", type=int, default=100, show_default=True,
+              help="Images to calibrate on with --calib DIR (0 = all).")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False),
               help="Output ONNX (default: MODEL.<plan>.onnx beside the model).")
 @click.option("--fidelity-images", type=click.Path(),
@@ -65,10 +66,11 @@ def quantize(model, plan_spec, calib, calib_num, out, fidelity_images, no_fideli
     The file is named after the plan: MODEL.<preset>.onnx when the plan is a preset (however
     it is written, as with `export --plan`), else MODEL.<int8-int8-fp16>.onnx.
     """
-    from edgeseg.quantize.pipeline import (check_calib, check_outputs_beside, default_output, default_table_path,
-                                           parse_plan, run_quantize)
+    from edgeseg.quantize.pipeline import (calib_num_arg, check_calib, check_outputs_beside, default_output,
+                                           default_table_path, parse_plan, run_quantize)
     from edgeseg.runtimes.base import resolve_artifact
 
+    calib_num = calib_num_arg(calib_num)
     path = resolve_artifact(model)
     plan = parse_plan(Path(path), plan_spec)  # a typo fails here, not after calibration
     kind = check_calib(calib) if calib else None
@@ -81,7 +83,7 @@ def quantize(model, plan_spec, calib, calib_num, out, fidelity_images, no_fideli
     check_outputs_beside(Path(path), files, overwrite)
     res = run_quantize(path, plan_spec, calib, out=out, fidelity_images=fidelity_images,
                        fidelity_num=fidelity_num, seed=seed, activation_type=activation_type, threads=threads,
-                       with_fidelity=not no_fidelity, calib_num=calib_num or None)
+                       with_fidelity=not no_fidelity, calib_num=calib_num)
     print_quantize_outcome(res)
 
 

@@ -45,6 +45,15 @@ CALIB_HELP = ("Calibration: a folder of images (calibrated here with KL on --cal
               "held out for fidelity) or a table from `edgeseg calibrate` (JSON).")
 
 
+def calib_num_arg(num: int | None, flag: str = "--calib-num") -> int | None:
+    """``--calib-num``: how many images to calibrate on (0 = all of them), checked up front."""
+    if num is None or num == 0:
+        return None
+    if num < 0:
+        raise EdgesegError(f"{flag} must be 0 (all images) or more, got {num}", f"e.g. {flag} 100")
+    return num
+
+
 def calib_kind(calib: str | os.PathLike, flag: str = "--calib") -> str:
     """What ``--calib`` names, the same in every verb: ``"images"`` (a folder of images to
     calibrate on) or ``"table"`` (a calibration table file); a clear error otherwise."""
