@@ -140,9 +140,10 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
             blockers = model_blockers(model, tnn_device, plan)
             if blockers:
                 raise model_blockers_error(blockers)
-        if "tflite" in targets and plan.needs_calibration and calib_source == "tflite" and not _is_dir(calib):
-            raise EdgesegError("--calib-source tflite calibrates in TFLite and needs images",
-                               "pass --calib DIR (a folder of images), or use --calib-source edgeseg with a table")
+        if "tflite" in targets and plan.needs_calibration and _tflite_images(calib) is None:
+            raise EdgesegError("--to tflite with int8 components needs representative images, and the table's "
+                               "image folder is not on this machine",
+                               "pass --calib DIR (a folder of images) instead of the table")
 
     # ---- the work, in a temporary folder that replaces the output's edgeseg files at the end
     from edgeseg.export.onnx import export_into, rebase
@@ -196,11 +197,20 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
 
         paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
         print_tflite_results(export_tflite_graphs(paths, plan_spec, moved(_table_path(outcome, calib)),
-                                                  calib if _is_dir(calib) else None, calib_source))
+                                                  _tflite_images(calib), calib_source))
 
 
-def _is_dir(path) -> bool:
-    return path is not None and Path(path).is_dir()
+def _tflite_images(calib) -> Path | None:
+    """TFLite's representative images: the --calib folder, or the folder a --calib table
+    was computed on when it is still there."""
+    if calib is None:
+        return None
+    if Path(calib).is_dir():
+        return Path(calib)
+    from edgeseg.quantize.cache import CalibrationTable
+
+    root = CalibrationTable.load(calib).settings.get("images_root")
+    return Path(root) if root and Path(root).is_dir() else None
 
 
 def _table_path(outcome, calib) -> Path | None:

@@ -59,7 +59,7 @@ def _json_is_ours(path: Path) -> bool:
         return False
     if isinstance(data, dict):
         fmt = data.get("format")
-        return (isinstance(fmt, str) and fmt.startswith("edgeseg")) or "edgeseg" in data or (
+        return (isinstance(fmt, str) and fmt.startswith("edgeseg")) or (
             "model" in data and "artifacts" in data and "history" in data)  # manifest.json
     if isinstance(data, list):
         # YouTube-VIS results (`edgeseg track -o`): the format is a bare list, so the marker
