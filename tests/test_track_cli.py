@@ -133,6 +133,13 @@ def test_track_video_file_and_mp4_overlay(tiny_mobileinst, synth_videos, tmp_pat
         decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(decoded) == len(frames) and decoded[0].shape == (*FRAME_HW, 3)
     check_results(json.loads((tmp_path / "r.json").read_text()), {1: len(frames)})
+    # The overlay video carries edgeseg's comment tag; the user's clip does not.
+    from edgeseg.utils.outputs import written_by_edgeseg
+
+    assert written_by_edgeseg(tmp_path / "tracked.mp4") and not written_by_edgeseg(clip)
+    code, _, err = run("track", clip, "--artifact", tiny_mobileinst.folder, "-o", tmp_path / "r.json",
+                       "--overlay", clip, "--overwrite", *LOW)
+    assert code == 1 and "is an input of this command" in err  # never over the input, even with --overwrite
 
 
 def test_results_of_ground_truth_score_100(synth_videos, tmp_path):

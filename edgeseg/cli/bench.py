@@ -82,7 +82,7 @@ def bench(artifact: Path, target_spec: str, core: int | None, runs: int, warmup:
         if out.suffix.lower() not in FORMATS + (".htm",):
             raise EdgesegError(f"cannot write a report as {out.name!r}",
                                f"name the output with one of: {', '.join(FORMATS)}")
-        check_output_file(out, flag="-o", overwrite=overwrite)
+        check_output_file(out, flag="-o", overwrite=overwrite, inputs=[artifact])
     if not artifact.exists():
         raise EdgesegError(f"artifact {artifact} does not exist",
                            "pass an export folder (with manifest.json) or a model file; "

@@ -78,7 +78,8 @@ def eval_command(artifact, dataset_json, images_dir, backend, limit, threads, bo
     if output:
         from edgeseg.utils.outputs import check_output_file
 
-        check_output_file(output, flag="-o", overwrite=overwrite)  # before the evaluation, not after
+        # before the evaluation, not after
+        check_output_file(output, flag="-o", overwrite=overwrite, inputs=[artifact, dataset_json])
     if images_dir is None:
         images_dir = guess_images_dir(dataset_json)
         if images_dir is None:

@@ -96,11 +96,11 @@ def _check_single_outputs(input_path, artifact, output, overlay, overwrite):
     from edgeseg.utils import outputs
 
     if output:
-        outputs.check_output_file(output, flag="-o", overwrite=overwrite)
+        outputs.check_output_file(output, flag="-o", overwrite=overwrite, inputs=[input_path, artifact])
     if not overlay:
         return ()
     if Path(overlay).suffix.lower() in VIDEO_SUFFIXES:
-        outputs.check_output_file(overlay, flag="--overlay", overwrite=overwrite)
+        outputs.check_output_file(overlay, flag="--overlay", overwrite=overwrite, inputs=[input_path, artifact])
         return ()
     folder = outputs.check_output_folder(overlay, outputs.OVERLAY_FRAMES, flag="--overlay", overwrite=overwrite,
                                          inputs=[input_path, artifact])

@@ -95,8 +95,9 @@ def train(model_name, train_json, train_images, val_json, val_images, epochs, it
     from edgeseg.utils.outputs import check_output_file
 
     # The checkpoint and its resumable state beside it: checked now, not after the first save.
-    check_output_file(output, flag="-o", overwrite=overwrite)
-    check_output_file(state_path(output), flag="", overwrite=overwrite)
+    inputs = [train_json, val_json, weights if weights != "zoo" else None]
+    check_output_file(output, flag="-o", overwrite=overwrite, inputs=inputs)
+    check_output_file(state_path(output), flag="", overwrite=overwrite, inputs=inputs)
     try:
         lo, hi = (float(v) for v in scale_jitter.split(","))
     except ValueError:

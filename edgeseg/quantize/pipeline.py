@@ -90,7 +90,7 @@ def check_outputs_beside(model_path: Path, files: list[tuple[str | os.PathLike |
 
     for path, flag in files:
         if path is not None:
-            check_output_file(path, flag=flag, overwrite=overwrite)
+            check_output_file(path, flag=flag, overwrite=overwrite, inputs=[model_path])
     found = find_manifest(model_path)
     if found is not None:
         check_writable(found, want_dir=False, flag="")

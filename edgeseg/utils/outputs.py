@@ -138,8 +138,8 @@ def _video_is_ours(path: Path) -> bool:
     except ImportError:
         return False
     try:
-        with av.open(os.fspath(path)) as c:
-            return "edgeseg" in str((c.metadata or {}).get("comment", ""))
+        with av.open(os.fspath(path)) as c:  # Matroska spells the tag COMMENT
+            return any(k.lower() == "comment" and "edgeseg" in str(v) for k, v in (c.metadata or {}).items())
     except Exception:  # noqa: BLE001 - not a readable container: not ours
         return False
 
@@ -227,9 +227,14 @@ def check_writable(path: str | os.PathLike, *, want_dir: bool, flag: str = "-o")
     return p
 
 
-def check_output_file(path: str | os.PathLike, *, flag: str = "-o", overwrite: bool = False) -> Path:
-    """Rules S1-S3 for an output file; returns the path. Call it before the work."""
+def check_output_file(path: str | os.PathLike, *, flag: str = "-o", overwrite: bool = False,
+                      inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """Rules S1-S3 for an output file; returns the path. Call it before the work. An input
+    of the command is never an output, even with ``overwrite``."""
     p = check_writable(path, want_dir=False, flag=flag)
+    for item in inputs:
+        if item is not None and _resolved(item).resolve() == _resolved(p).resolve():
+            raise EdgesegError(f"{_named(flag, p)} is an input of this command", "write the output to another file")
     if p.is_file() and not overwrite and not written_by_edgeseg(p):
         raise EdgesegError(f"{_named(flag, p)} already exists and edgeseg did not write it",
                            "pass --overwrite to replace it, or choose another file name")
