@@ -71,13 +71,19 @@ def _json_is_ours(path: Path) -> bool:
     return False
 
 
+# How reports began before they carried TEXT_MARKER (so outputs of earlier versions, e.g.
+# `make demo`'s reports/, are still recognised).
+_LEGACY_TEXT_HEADS = (b"# Benchmark: ", b"Fidelity of `", b"# Kernel reuse sweep: ")
+_LEGACY_HTML = b"<title>edgeseg benchmark: "
+
+
 def _text_is_ours(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
             head = f.read(1024)
     except OSError:
         return False
-    return TEXT_MARKER.encode() in head
+    return TEXT_MARKER.encode() in head or head.startswith(_LEGACY_TEXT_HEADS) or _LEGACY_HTML in head
 
 
 def _onnx_producer(path: Path) -> str | None:
