@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 
-@click.command("sensitivity")
+_EPILOG = """\b
+Examples:
+  edgeseg sensitivity mobileinst_topformer_synth --calib data/shapes/coco/train \\
+      --dataset data/shapes/coco/annotations/val.json -o reports/sensitivity
+  edgeseg sensitivity out/mi --calib out/mi/table.json --dataset val.json --search --max-ap-drop 0.5 -o rep
+"""
+
+
+@click.command("sensitivity", epilog=_EPILOG)
 @click.argument("source", metavar="ARTIFACT_OR_MODEL")
 @click.option("--dataset", "dataset_json", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="COCO annotations to measure mask AP on.")
@@ -35,23 +43,18 @@ import click
               help="Where the plans' artifacts go (default: OUT/work).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Report folder: sensitivity.md / .json / .png.")
+@click.option("--overwrite", is_flag=True, help="Replace report files in -o that edgeseg did not write.")
 def sensitivity(source, dataset_json, images_dir, calib, precision, limit, confirm, min_drop, components_text,
-                max_group_nodes, search, max_ap_drop, runs, calib_num, work_dir, out_dir) -> None:
+                max_group_nodes, search, max_ap_drop, runs, calib_num, work_dir, out_dir, overwrite) -> None:
     """Which parts of ARTIFACT_OR_MODEL need higher precision, on the task metric: the mask AP
     drop (and latency change) when only one component, then only one layer group inside the
     sensitive components, runs at --precision. With --search, a greedy plan search that uses
     this ranking (units + steps evaluations instead of 2^units).
-
-    \b
-    Examples:
-      edgeseg sensitivity mobileinst_topformer_synth --calib data/shapes/coco/train \\
-          --dataset data/shapes/coco/annotations/val.json -o reports/sensitivity
-      edgeseg sensitivity out/mi --calib out/mi/table.json --dataset val.json --search --max-ap-drop 0.5 -o rep
     """
     from edgeseg.cli.eval import guess_images_dir
     from edgeseg.errors import EdgesegError
-    from edgeseg.quantize.sensitivity import SensitivitySettings, run_sensitivity, write_reports
-    from edgeseg.quantize.sweep import check_output_dir
+    from edgeseg.quantize.sensitivity import (SensitivitySettings, check_report_folder, run_sensitivity,
+                                              write_reports)
     from edgeseg.quantize.sweep_latency import LatencySettings
 
     if images_dir is None:
@@ -59,7 +62,7 @@ def sensitivity(source, dataset_json, images_dir, calib, precision, limit, confi
         if images_dir is None:
             raise EdgesegError(f"no image folder given and none found beside {dataset_json}",
                                "pass --images DIR (the folder holding the files named in the JSON)")
-    check_output_dir(out_dir)
+    check_report_folder(out_dir, overwrite, inputs=[source, dataset_json, images_dir, calib])
     comps = tuple(c.strip() for c in components_text.split(",") if c.strip()) if components_text else None
     settings = SensitivitySettings(precision=precision, limit=limit or None, confirm=confirm, min_drop=min_drop,
                                    max_group_nodes=max_group_nodes, components=comps, search=search,

@@ -91,7 +91,8 @@ class SensitivityReport:
                                                    else u.ap_drop), u.unit))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "reference": self.reference, "settings": self.settings,
+        return {"format": "edgeseg-sensitivity", "model": self.model, "reference": self.reference,
+                "settings": self.settings,
                 "evaluations": self.evaluations, "units": [asdict(u) for u in self.ranked()],
                 "search": [asdict(s) for s in self.search], "search_evaluations": self.search_evaluations}
 
@@ -313,6 +314,25 @@ def greedy_search(report: SensitivityReport, bench: _Bench, st: SensitivitySetti
     report.search_evaluations = bench.evaluations - start
 
 
+REPORT_FILES = ("sensitivity.json", "sensitivity.md", "sensitivity.png")
+
+
+def check_report_folder(out_dir: str | os.PathLike, overwrite: bool = False, inputs=()) -> None:
+    """Before the work: the three report files may replace only reports edgeseg wrote there
+    (the PNG goes with its JSON), unless ``overwrite``."""
+    from edgeseg.utils import outputs
+
+    out = Path(out_dir)
+    outputs.check_not_enclosing(out, flag="-o", inputs=inputs)
+    outputs.check_writable(out, want_dir=True, flag="-o")
+    ours = outputs.written_by_edgeseg(out / REPORT_FILES[0])
+    for name in REPORT_FILES:
+        p = out / name
+        if p.exists() and not overwrite and not (outputs.written_by_edgeseg(p) or (name.endswith(".png") and ours)):
+            raise EdgesegError(f"{p} exists and edgeseg did not write it",
+                               "choose another -o folder, or pass --overwrite to replace it")
+
+
 def write_reports(report: SensitivityReport, out_dir: str | os.PathLike) -> dict[str, Path]:
     """``sensitivity.json``, ``sensitivity.md`` and ``sensitivity.png`` (all or none)."""
     import contextlib
@@ -328,7 +348,9 @@ def write_reports(report: SensitivityReport, out_dir: str | os.PathLike) -> dict
         import json
 
         tmp["json"].write_text(json.dumps(report.to_dict(), indent=2, default=_json_default) + "\n")
-        tmp["markdown"].write_text(report.to_markdown(), encoding="utf-8")
+        from edgeseg.utils.outputs import mark_text
+
+        tmp["markdown"].write_text(mark_text(report.to_markdown(), ".md"), encoding="utf-8")
         plot(report, tmp["plot"])
     return paths
 
