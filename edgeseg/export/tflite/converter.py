@@ -10,7 +10,7 @@ What happens, in order (everything checked before TensorFlow is started):
    representative images are validated.
 2. A work copy of the ONNX file gets short, sanitizer-proof node and tensor names
    (onnx2tf rewrites ``/`` and ``:`` in names, and rewrites its input file in place).
-3. A child process (:mod:`edgeseg.export.tflite_convert`) runs onnx2tf and the TFLite
+3. A child process (:mod:`edgeseg.export.tflite.worker`) runs onnx2tf and the TFLite
    converter; all of its output goes to ``<artifact>.log`` beside the artifact.
 4. The result is opened with LiteRT (XNNPACK, one thread) and compared with ONNX Runtime
    on a real image: an FP32 artifact must match (cosine >= 0.9999), quantized ones have
@@ -253,10 +253,10 @@ def _run_worker(job: dict[str, Any], work: Path, log: Path, timeout: float) -> d
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU conversion; never grab a GPU that a benchmark may use
     env["PYTHONUNBUFFERED"] = "1"
     with open(log, "ab") as fh:
-        fh.write(f"$ {sys.executable} -m edgeseg.export.tflite_convert {job_path}\n".encode())
+        fh.write(f"$ {sys.executable} -m edgeseg.export.tflite.worker {job_path}\n".encode())
         fh.flush()
         try:
-            proc = subprocess.run([sys.executable, "-m", "edgeseg.export.tflite_convert", os.fspath(job_path)],
+            proc = subprocess.run([sys.executable, "-m", "edgeseg.export.tflite.worker", os.fspath(job_path)],
                                   cwd=work, stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=timeout)
         except subprocess.TimeoutExpired as e:
             raise EdgesegError(f"the TFLite conversion did not finish within {timeout:.0f} s",
@@ -322,7 +322,7 @@ def first_divergence(onnx_path: Path, model, built: Path, report: dict[str, Any]
     """
     from ai_edge_litert import interpreter as litert
 
-    from edgeseg.export import tflite_flatbuffer as fb
+    from edgeseg.export.tflite import flatbuffer as fb
     from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
 
     tensor_to_onnx = {int(k): v for k, v in report.get("tensor_to_onnx", {}).items()}
@@ -405,7 +405,7 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         raise EdgesegError(f"{len(untagged)} nodes of the ONNX graph carry no component tag "
                            f"(e.g. {untagged[0]!r}), so a per-component plan cannot be applied",
                            "export the model with `edgeseg export` (it tags every node), or use a uniform plan")
-    from edgeseg.export.compat.tflite import check as preflight
+    from edgeseg.export.tflite.compat import check as preflight
 
     report = preflight(model, plan=plan)  # Flex / unconvertible ops fail here, before TensorFlow starts
     if not report.ok:
@@ -468,7 +468,7 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         }
         report = _run_worker(job, work, log, timeout)
 
-        from edgeseg.export import tflite_flatbuffer as fb
+        from edgeseg.export.tflite import flatbuffer as fb
         from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
         from edgeseg.runtimes.tflite import TFLiteRuntime
 
