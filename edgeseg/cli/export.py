@@ -75,14 +75,18 @@ def print_export_summary(result) -> None:
 @click.option("--calib", "calib_dir", type=click.Path(file_okay=False),
               help="Calibration images for --plan (KL, --calib-num of them); the rest are held out for fidelity.")
 @click.option("--calib-num", type=int, default=100, show_default=True)
-@click.option("--to", "targets", multiple=True, type=click.Choice(["tnn", "tflite"]),
-              help="Also convert every graph for a mobile runtime (repeatable); --plan applies to it.")
+@click.option("--to", "targets", multiple=True, type=click.Choice(["tnn", "tflite", "tensorrt"]),
+              help="Also convert every graph for a target runtime (repeatable); --plan applies to it. "
+                   "tensorrt needs TensorRT here (a Jetson or a GPU host).")
 @click.option("--calib-source", type=click.Choice(["edgeseg", "tflite"]), default="edgeseg", show_default=True,
               help="--to tflite: INT8 ranges from edgeseg's calibration table, or TFLite's own min/max.")
 @click.option("--tnn-device", type=click.Choice(["arm", "x86"]), default="arm", show_default=True,
               help="--to tnn: refuse layers that would fail on this device.")
+@click.option("--trt", "trt_options", multiple=True, metavar="KEY=VALUE",
+              help="--to tensorrt: workspace=MiB, dla=CORE, gpu-fallback=0|1, timing-cache=FILE, "
+                   "typing=auto|strong|weak, constraints=obey|prefer, opt-level=0..5, engine-cache=DIR.")
 def export(model_name, weights, input_size, num_classes, out_dir, simplifier, graphs, plan_spec, calib_dir,
-           calib_num, targets, calib_source, tnn_device) -> None:
+           calib_num, targets, calib_source, tnn_device, trt_options) -> None:
     """Export MODEL to ONNX (opset 17, static shapes), tag every node with its component,
     check parity against PyTorch, and write the artifact folder with manifest.json.
 
@@ -94,8 +98,24 @@ def export(model_name, weights, input_size, num_classes, out_dir, simplifier, gr
       edgeseg export mobileinst_topformer --plan backbone=int8,mask_decoder=int8,*=fp16 --calib data/val
       edgeseg export mobileinst_topformer --to tnn --plan "*=fp16"
       edgeseg export mobileinst_topformer --to tflite --plan mixed --calib data/val
+      edgeseg export out/synth --to tensorrt --plan mixed --trt workspace=2048   # an existing export
     """
     from edgeseg.export.onnx import export_onnx
+
+    trt_opts = None
+    if "tensorrt" in targets:  # options and TensorRT itself are checked before any export work
+        from edgeseg.export.tensorrt.build_plan import BuildOptions
+        from edgeseg.export.tensorrt.deps import import_tensorrt
+
+        trt_opts = BuildOptions.parse(trt_options)
+        import_tensorrt()
+    if (Path(model_name) / "manifest.json").is_file() or model_name.endswith(".onnx"):
+        # an existing export folder (or its .onnx): convert it, do not re-export
+        from edgeseg.cli.export_existing import convert_existing
+
+        convert_existing(Path(model_name), targets, plan_spec, calib_dir, calib_num, calib_source, tnn_device,
+                         trt_opts)
+        return
 
     model, winfo = build_model(model_name, input_size, num_classes, weights)
     if calib_dir and not plan_spec:
@@ -126,3 +146,9 @@ def export(model_name, weights, input_size, num_classes, out_dir, simplifier, gr
         table = outcome.calibration.table_path if plan_spec and outcome.calibration else None
         paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
         print_tflite_results(export_tflite_graphs(paths, plan_spec, table, calib_dir, calib_source))
+    if "tensorrt" in targets:
+        from edgeseg.export.tensorrt.export import export_tensorrt_graphs, print_tensorrt_results
+
+        table = outcome.calibration.table_path if plan_spec and outcome.calibration else None
+        paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
+        print_tensorrt_results(export_tensorrt_graphs(paths, plan_spec, table, trt_opts))
