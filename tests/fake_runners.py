@@ -46,6 +46,7 @@ echo "INFO: Memory footprint delta from the start of the tool (MB): init=1.5 ove
 # to a log file that the fake `logcat` tool prints (with logcat's own line prefix).
 TNNTEST = r'''#!/bin/sh
 # fake TNNTest (test stand-in): result goes to the fake logcat buffer, not stdout
+''' + _LOG_CALL + r'''
 model=""; ic=1; wc=0
 while [ $# -gt 0 ]; do
   case "$1" in
