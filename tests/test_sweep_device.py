@@ -132,3 +132,20 @@ def test_jetson_sweep_with_ap_measured_on_the_device(tiny_sweep_inputs, tmp_path
     assert fp32["metrics"]["AP"] == fp32["device"]["host_metrics"]["AP"]
     assert list((tmp_path / "jetson" / "datasets").glob("*/.complete"))  # the dataset went over once
     print(text)
+
+
+def test_host_sweep_on_tensorrt_builds_and_runs_an_engine_per_plan(tiny_sweep_inputs, tmp_path,  # noqa: F811
+                                                                   monkeypatch):
+    """--backend tensorrt on a GPU host: engines through export_tensorrt, AP and latency through the
+    .engine runtime. Here against the stand-in `tensorrt` (its engines run ONNX Runtime), so this
+    checks the wiring -- an engine per plan, the runtime used for AP and timing -- not TensorRT."""
+    from tests import fake_tensorrt
+
+    trt = fake_tensorrt.install(monkeypatch, "10.3.0")
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    data, _ = _sweep(tiny_sweep_inputs, tmp_path / "out", "--plans", "mixed", "--backend", "tensorrt")
+    files = [p["file"] for p in data["plans"]]
+    assert files == ["mobileinst_test.fp32-fp32-fp32.engine", "mobileinst_test.int8-int8-fp16.engine"]
+    assert data["backend"] == "tensorrt"
+    assert sum(1 for c in trt.calls if c[0] == "build_serialized_network") == 2
+    assert sum(1 for c in trt.calls if c[0] == "execute_async_v3") > 8  # AP images and timed runs

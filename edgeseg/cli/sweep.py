@@ -77,7 +77,8 @@ def print_table(report) -> None:
 @click.option("--plans", "plans", default="default", show_default=True,
               help="'default' (FP32 + every fp16/int8 combination) or ';'-separated plans/presets; "
                    "FP32 is always added as the reference.")
-@click.option("--backend", type=click.Choice(["onnxruntime", "tflite"]), default="onnxruntime", show_default=True)
+@click.option("--backend", type=click.Choice(["onnxruntime", "tflite", "tensorrt"]), default="onnxruntime",
+              show_default=True, help="tensorrt: engines built and timed here (needs TensorRT and a GPU).")
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per plan (p50 over them).")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs per plan before timing.")
 @click.option("--repeats", type=int, default=None,

@@ -35,7 +35,7 @@ from edgeseg.quantize.sweep_device import evaluate_plan_ap
 from edgeseg.quantize.sweep_latency import LatencySettings
 from edgeseg.quantize.sweep_report import SweepReport
 
-BACKENDS = ("onnxruntime", "tflite")
+BACKENDS = ("onnxruntime", "tflite", "tensorrt")
 WORK_MARKER = ".edgeseg-sweep-work"  # only folders holding this are ever cleared by the sweep
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 REPORT_NAMES = ("sweep.json", "sweep.md", "sweep_pareto.png")
@@ -233,12 +233,18 @@ def _tool_versions(backend: str) -> dict[str, str]:
     mods = ["numpy", "torch", "onnx", "onnxruntime", "onnxslim", "pycocotools"]
     if backend == "tflite":
         mods += ["tensorflow-cpu", "tensorflow", "ai-edge-litert", "onnx2tf"]
+    if backend == "tensorrt":
+        mods += ["tensorrt", "cuda-python", "pycuda"]
     return tool_versions(*mods)
 
 
 # ============================================================================ building
 def build_artifact(src: SweepSource, plan: PrecisionPlan, table, backend: str, images) -> Path:
     """One plan's artifact in the work folder (the FP32 ONNX itself for FP32 on ONNX Runtime)."""
+    if backend == "tensorrt":  # an engine built here (a GPU host or a Jetson): AP and latency on TensorRT
+        from edgeseg.export.tensorrt.export import export_tensorrt
+
+        return export_tensorrt(src.onnx, plan=plan, table=table if plan.needs_calibration else None).path
     if backend == "tflite":
         from edgeseg.export.tflite import build_tflite_artifact
 
@@ -258,6 +264,10 @@ def build_artifact(src: SweepSource, plan: PrecisionPlan, table, backend: str, i
 def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise EdgesegError(f"unknown sweep backend {backend!r}", f"use one of: {', '.join(BACKENDS)}")
+    if backend == "tensorrt":
+        from edgeseg.export.tensorrt.deps import import_tensorrt
+
+        import_tensorrt()  # one clear error with the install line, before any work
     if backend == "tflite":
         try:
             from edgeseg.export.tflite import check_toolchain
