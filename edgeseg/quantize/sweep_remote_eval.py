@@ -37,13 +37,13 @@ def check_device_python(transport, python: str = "python3") -> str:
     return res.stdout.strip()
 
 
-def push_dataset(transport, dataset_json: Path, images_dir: Path, limit: int | None) -> tuple[str, str]:
+def push_dataset(transport, dataset_json: Path, images_dir: Path) -> tuple[str, str]:
     """(remote annotations path, remote images folder), pushed once per content."""
     from edgeseg.benchmark.targets.runner import group_digest
     from edgeseg.data.coco import CocoDataset
 
     dataset = CocoDataset(dataset_json, images_dir)
-    images = dataset.images[:limit] if limit else dataset.images
+    images = dataset.images  # all of them: the reader checks every listed file exists (--limit applies later)
     files = [Path(dataset_json)] + [im.path for im in images]
     root = f"{transport.workdir}/datasets/{group_digest(files)[:16]}"
     marker = f"{root}/.complete"
@@ -63,7 +63,7 @@ def remote_ap(target, plan, settings, dataset_json: Path, images_dir: Path, limi
 
     t = target.transport
     version = check_device_python(t, settings.python)
-    ann, imgs = push_dataset(t, dataset_json, images_dir, limit)
+    ann, imgs = push_dataset(t, dataset_json, images_dir)
     engine = target.engine
     folder = f"{t.workdir}/eval/{Path(engine).stem}"
     manifest = Manifest.load(manifest_path)
