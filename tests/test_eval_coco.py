@@ -20,7 +20,7 @@ from edgeseg.eval.coco import EvalResult, evaluate_artifact, evaluate_detections
 
 
 @dataclass
-class Det:  # the shape of edgeseg.models.postprocess.Detection
+class Det:  # the shape of edgeseg.models.contract.Detection
     label: int
     score: float
     mask: np.ndarray

@@ -51,7 +51,7 @@ def test_track_frame_folder_writes_results_and_overlay(tiny_mobileinst, synth_vi
                          "-o", res, "--overlay", ov, *LOW)
     assert code == 0, err
     keyframes = math.ceil(n / reuse)
-    assert f"{keyframes} keyframes" in out and f"{n - keyframes} reuse frames" in out
+    assert f"{keyframes} keyframes" in out and f"{n - keyframes} non-keyframes" in out
     items = json.loads(res.read_text())
     assert items, "random weights at a 0.001 threshold must still give tracks"
     check_results(items, {1: n})

@@ -14,9 +14,9 @@ from edgeseg.errors import EdgesegError
 @click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path())
 @click.option("--artifact", required=True, type=click.Path(),
               help="Artifact folder from `edgeseg export` (frame + features graphs), or its frame graph file.")
-@click.option("--reuse", "reuse_text", default="3", show_default=True,
-              help="T: frame i is a keyframe when i % T == 0; the T-1 frames after it reuse its kernels. "
-                   "With --dataset, several: 1,3,6.")
+@click.option("--key-interval", "--reuse", "reuse_text", default="3", show_default=True,
+              help="T: frame i is a keyframe when i % T == 0; what the frames between do is the family's video "
+                   "strategy (MobileInst: reuse the keyframe's kernels). With --dataset, several: 1,3,6.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Results JSON (YouTube-VIS format); with --dataset the sweep table (.json + .md).")
 @click.option("--overlay", type=click.Path(), help="Overlay video (out.mp4, .mkv, .avi, .webm) or a folder for PNGs.")
@@ -37,16 +37,17 @@ from edgeseg.errors import EdgesegError
 @click.option("--core", type=int, help="Core to pin the sweep to (default: the fastest allowed).")
 def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, video_id, score_threshold,
           match_threshold, max_gap, max_instances, backend, threads, core) -> None:
-    """Segment and track instances in a video (file or folder of frames) with MobileInst's
-    kernel reuse: every T-th frame runs the full graph, the frames in between run only the
-    features graph and reuse the keyframe's kernels; kernels of consecutive keyframes are
-    associated by cosine similarity. Writes YouTube-VIS results and an optional overlay.
+    """Segment and track instances in a video (file or folder of frames) with the video
+    strategy of the artifact's family. MobileInst's kernel reuse: every T-th frame runs the
+    full graph, the frames in between run only the features graph and reuse the keyframe's
+    kernels; kernels of consecutive keyframes are associated by cosine similarity. Writes
+    YouTube-VIS results and an optional overlay; with --dataset, VIS AP and latency per T.
 
     \b
     Examples:
-      edgeseg track clip.mp4 --artifact out/mobileinst --reuse 3 -o results.json --overlay tracked.mp4
+      edgeseg track clip.mp4 --artifact out/mobileinst --key-interval 3 -o results.json --overlay tracked.mp4
       edgeseg track frames/ --artifact out/mobileinst --overlay overlay_pngs/
-      edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/mobileinst --reuse 1,3,6 -o sweep.md
+      edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/mobileinst --key-interval 1,3,6 -o sweep.md
     """
     from edgeseg.track.kernel_reuse import TrackerConfig
     from edgeseg.track.sweep import parse_reuse
@@ -69,7 +70,7 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
     if not input_path:
         raise EdgesegError("nothing to track", "pass a video file or frame folder (INPUT), or --dataset ANN.json")
     if len(reuses) != 1:
-        raise EdgesegError(f"--reuse {reuse_text}: one video is tracked at one T",
+        raise EdgesegError(f"--key-interval {reuse_text}: one video is tracked at one T",
                            "give a single T, or use --dataset to sweep several")
     if videos:
         raise EdgesegError("--videos is the frame folder of --dataset", "pass the video or frame folder as INPUT")
@@ -78,20 +79,21 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
 
 
 def _single(input_path, artifact, config, output, overlay, video_id, backend, threads) -> None:
-    from edgeseg.export.manifest import input_spec_of
-    from edgeseg.track.kernel_reuse import KernelReuseTracker, open_video_runtimes
     from edgeseg.track.pipeline import blas_threads, track_video
+    from edgeseg.track.strategy import strategy_for
     from edgeseg.track.results import check_results, video_results
     from edgeseg.track.video_io import OverlayWriter, open_frames
     from edgeseg.utils import atomic
 
+    strategy = strategy_for(artifact)
     source = open_frames(input_path)  # unreadable input: fails before anything is written
-    runtimes = open_video_runtimes(artifact, backend=backend, threads=threads, reuse=config.reuse,
-                                   make_features=True)
-    _note_made(runtimes)
+    session = strategy.open(artifact, backend=backend, threads=threads, max_interval=config.reuse,
+                            make_missing=True)
+    for note in session.notes:
+        click.echo(note, err=True)
     try:
-        tracker = KernelReuseTracker(runtimes.frame, runtimes.features, input_spec_of(runtimes.manifest), config)
-        class_names = _class_names(runtimes.manifest)
+        tracker = session.tracker(config.reuse, config)
+        class_names = _class_names(session.manifest)
         with blas_threads(threads):
             if overlay:
                 with OverlayWriter(overlay, fps=source.fps) as writer:
@@ -100,18 +102,12 @@ def _single(input_path, artifact, config, output, overlay, video_id, backend, th
             else:
                 result = track_video(tracker, source, total=source.count)
     finally:
-        runtimes.close()
+        session.close()
     items = video_results(result, video_id)
     check_results(items, {video_id: result.num_frames})
     if output:
         atomic.write_json(output, items, indent=None)
-    _print_single(result, items, runtimes, class_names, output, overlay)
-
-
-def _note_made(runtimes) -> None:
-    if runtimes.made_features:
-        click.echo(f"made {runtimes.made_features}: the features graph at {runtimes.frame_file}'s plan and "
-                   "calibration (recorded in manifest.json)", err=True)
+    _print_single(result, items, session, class_names, output, overlay)
 
 
 def _class_names(manifest) -> list[str] | None:
@@ -119,7 +115,7 @@ def _class_names(manifest) -> list[str] | None:
     return list(names) if isinstance(names, (list, tuple)) else None
 
 
-def _print_single(result, items, runtimes, class_names, output, overlay) -> None:
+def _print_single(result, items, session, class_names, output, overlay) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -127,8 +123,8 @@ def _print_single(result, items, runtimes, class_names, output, overlay) -> None
     ms = result.mean_ms()
     keyframes = sum(t.keyframe for t in result.timings)
     console.print(f"{result.num_frames} frames ({result.frame_hw[1]}x{result.frame_hw[0]}), T={result.reuse}: "
-                  f"{keyframes} keyframes ({runtimes.frame_file}), {result.num_frames - keyframes} reuse frames "
-                  f"({runtimes.features_file or '-'})")
+                  f"{keyframes} keyframes ({session.graphs.get('frame')}), {result.num_frames - keyframes} non-keyframes "
+                  f"({', '.join(f for r, f in session.graphs.items() if r != 'frame' and f) or '-'})")
     console.print(f"per frame: model {ms['model']:.1f} ms + host {ms['host']:.2f} ms "
                   f"(preprocess {ms['preprocess']:.1f} ms)")
     table = Table(title=f"{len(items)} tracks")
@@ -162,7 +158,7 @@ def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, thread
     dataset = YtvisDataset(ann, frames_dir)
     report = reuse_sweep(dataset, artifact, reuses, base, backend=backend, threads=threads, core=core)
     s = report.settings
-    table = Table(title=f"Kernel reuse on {len(dataset.videos)} videos ({s['frames_per_sweep']} frames), "
+    table = Table(title=f"{str(s.get('strategy', 'kernel reuse')).capitalize()} on {len(dataset.videos)} videos ({s['frames_per_sweep']} frames), "
                         f"{s['model']}, core {s['core']}, {threads} thread(s); VIS AP, ms per frame "
                         "(wall; CPU = this thread's CPU time)")
     for col in ("T", "AP", "AP50", "AP75", "ms/frame", "model", "host", "keyframe", "reuse fr.", "CPU"):

@@ -51,6 +51,11 @@ class Manifest:
     components: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {module}
     presets: dict[str, str] = field(default_factory=dict)  # model's named precision plans
     weights: dict[str, Any] | None = None  # {path, sha256, format} or None (random init)
+    # The model-family contract: which family's decoder / video strategy apply. A user's own
+    # model has no family; ``decoder`` then names one (a family, or module:function) if given.
+    family: str | None = None
+    decoder: str | None = None
+    source: dict[str, Any] | None = None  # user models: {"kind": "user", "entry": "file.py:fn"} / foreign ONNX
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> info
     history: list[dict[str, Any]] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
@@ -91,6 +96,10 @@ class Manifest:
             components={c: {"module": path} for c, path in model.component_map.components.items()},
             presets=dict(getattr(model, "precision_presets", {})),
             weights=weights,
+            # Namespaced for user modules: their own children may be called "decoder" or "source".
+            family=_str_or_none(getattr(model, "family", None)),
+            decoder=_str_or_none(getattr(model, "edgeseg_decoder", None)),
+            source=getattr(model, "edgeseg_source", None),
         )
 
     # ----------------------------------------------------------------- io
@@ -104,6 +113,9 @@ class Manifest:
             "components": self.components,
             "presets": self.presets,
             "weights": self.weights,
+            "family": self.family,
+            "decoder": self.decoder,
+            "source": self.source,
             "artifacts": self.artifacts,
             "history": self.history,
         }
@@ -117,6 +129,7 @@ class Manifest:
             outputs=d.get("outputs", []), components=d.get("components", {}),
             presets=d.get("presets", {}),
             weights=d.get("weights"), artifacts=d.get("artifacts", {}),
+            family=d.get("family"), decoder=d.get("decoder"), source=d.get("source"),
             history=d.get("history", []), schema=d.get("schema", SCHEMA_VERSION),
         )
 
@@ -134,6 +147,10 @@ class Manifest:
             return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
         except json.JSONDecodeError as e:
             raise EdgesegError(f"{p} is not valid JSON: {e}", "re-export the model with `edgeseg export`") from e
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def find_manifest(path: str | os.PathLike) -> Path | None:

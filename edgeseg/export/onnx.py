@@ -227,23 +227,26 @@ def export_graph(module, input_spec, component_map, output_names: list[str], pat
 
 
 def _graphs_of(model, which: tuple[str, ...]) -> dict[str, Any]:
+    """Graph name -> module: ``frame`` is the model itself, the others come from the
+    contract's optional ``graph_modules()`` (e.g. MobileInst's ``features`` graph)."""
+    extra = model.graph_modules() if hasattr(model, "graph_modules") else {}
     out = {}
     for g in which:
         if g == "frame":
             out[g] = model
-        elif g == "features":
-            if not hasattr(model, "features_model"):
-                raise EdgesegError(f"model {getattr(model, 'model_name', '?')} has no features graph",
-                                   "export with --graphs frame")
-            out[g] = model.features_model()
+        elif g in extra:
+            out[g] = extra[g]
         else:
-            raise EdgesegError(f"unknown graph {g!r}", "use frame and/or features")
+            have = ", ".join(["frame", *extra])
+            raise EdgesegError(f"model {getattr(model, 'model_name', '?')} has no {g} graph",
+                               f"export with --graphs chosen from: {have}")
     return out
 
 
 def default_graphs(model) -> tuple[str, ...]:
-    """Models with a features graph (for video kernel reuse) export both by default."""
-    return ("frame", "features") if hasattr(model, "features_model") else ("frame",)
+    """Every graph the model has (the frame graph first): video strategies need them all."""
+    extra = model.graph_modules() if hasattr(model, "graph_modules") else {}
+    return ("frame", *extra)
 
 
 def export_onnx(model, out_dir: str | os.PathLike, *, simplifier: str = "onnxslim",

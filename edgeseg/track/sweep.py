@@ -1,7 +1,9 @@
-"""The reuse sweep: VIS AP and per-frame latency for several keyframe intervals T.
+"""The key-interval sweep: VIS AP and per-frame latency for several keyframe intervals T.
 
 MobileInst's Table 4 trades accuracy for speed with T: a larger T runs the instance
-decoder less often. Here every video of a YouTube-VIS dataset is tracked at each T with
+decoder less often (YolactEdge's partial feature transform likewise, with its keyframe
+interval). The sweep runs whatever video strategy the artifact's family names
+(:mod:`edgeseg.track.strategy`). Here every video of a YouTube-VIS dataset is tracked at each T with
 the same runtimes, the results are scored with :func:`edgeseg.eval.vis.evaluate_vis`,
 and the mean per-frame latency is measured on one pinned core with one-thread runtimes
 (model inference + host post-processing; JPEG decoding and preprocessing are reported
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-from edgeseg.track.kernel_reuse import KernelReuseTracker, TrackerConfig, open_video_runtimes
+from edgeseg.track.kernel_reuse import TrackerConfig
 from edgeseg.track.pipeline import blas_threads
 from edgeseg.track.results import label_to_category, video_results
 
@@ -55,7 +57,8 @@ class SweepReport:
 
     def markdown(self) -> str:
         s = self.settings
-        lines = [f"# Kernel reuse sweep: {s.get('model', '?')} on {s.get('dataset', '?')}", "",
+        lines = [f"# {str(s.get('strategy', 'kernel reuse')).capitalize()} sweep: {s.get('model', '?')} on "
+                 f"{s.get('dataset', '?')}", "",
                  f"{s.get('videos')} videos, {s.get('frames_per_sweep')} frames per T; latency on core "
                  f"{s.get('core')} with {s.get('threads')} thread(s), {s.get('backend')}; "
                  f"weights: {s.get('weights') or 'random init (AP meaningless)'}.", "",
@@ -83,14 +86,14 @@ def parse_reuse(text: str | int) -> list[int]:
         try:
             value = int(part)
         except ValueError:
-            raise EdgesegError(f"--reuse {text!r}: {part!r} is not a whole number",
+            raise EdgesegError(f"--key-interval {text!r}: {part!r} is not a whole number",
                                "give T as 3, or several as 1,3,6") from None
         if value < 1:
-            raise EdgesegError(f"--reuse {value}: T must be at least 1 (frame i is a keyframe when i % T == 0)",
+            raise EdgesegError(f"--key-interval {value}: T must be at least 1 (frame i is a keyframe when i % T == 0)",
                                "use 1 (a keyframe every frame), 3 (MobileInst's choice) or more")
         values.append(value)
     if len(set(values)) != len(values):
-        raise EdgesegError(f"--reuse {text!r} repeats a value", "list each T once")
+        raise EdgesegError(f"--key-interval {text!r} repeats a value", "list each T once")
     return values
 
 
@@ -100,27 +103,7 @@ def _pinned(core: int | None):
     return ProcessPinning(default_core() if core is None else core)
 
 
-def _warm_up(runtimes) -> None:
-    for rt in (runtimes.frame, runtimes.features):
-        if rt is None:
-            continue
-        feeds = rt.random_feeds(0)
-        for _ in range(WARMUP_RUNS):
-            rt.run(feeds)
-
-
-def _check_classes(frame_runtime, dataset) -> None:
-    """The model's classes must be the dataset's categories (label k -> k-th category id)."""
-    shape = next((o.shape for o in frame_runtime.outputs() if o.name == "logits"), None)
-    classes = shape[-1] if shape else None
-    if isinstance(classes, int) and classes != len(dataset.categories):
-        raise EdgesegError(f"the model predicts {classes} classes, {dataset.source} has "
-                           f"{len(dataset.categories)} categories",
-                           f"export the model with --num-classes {len(dataset.categories)} (and weights trained "
-                           "on this dataset)")
-
-
-def _timed_video(tracker: KernelReuseTracker, frames: list[np.ndarray]) -> list:
+def _timed_video(tracker, frames: list[np.ndarray]) -> list:
     tracker.reset()
     gc.collect()
     gc_was_enabled = gc.isenabled()
@@ -140,23 +123,24 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
     frame folder) at each T in ``reuses``; VIS AP and latency per T."""
     from edgeseg.eval.vis import evaluate_vis
     from edgeseg.export.manifest import input_spec_of
+    from edgeseg.track.strategy import strategy_for
     from edgeseg.utils.progress import track as progress
 
     base = base or TrackerConfig()
     category_of = label_to_category(dataset.categories)
     results: dict[int, list[dict[str, Any]]] = {t: [] for t in reuses}
     timings: dict[int, list] = {t: [] for t in reuses}
+    strategy = strategy_for(artifact)
     pin = _pinned(core)
     with pin, blas_threads(threads):
         # Opened after pinning so any thread a runtime starts inherits the one core.
-        runtimes = open_video_runtimes(artifact, backend=backend, threads=threads, reuse=max(reuses),
-                                       make_features=True)
+        session = strategy.open(artifact, backend=backend, threads=threads, max_interval=max(reuses),
+                                make_missing=True)
         try:
-            spec = input_spec_of(runtimes.manifest)
-            _check_classes(runtimes.frame, dataset)
-            trackers = {t: KernelReuseTracker(runtimes.frame, runtimes.features, spec,
-                                              TrackerConfig(**{**asdict(base), "reuse": t})) for t in reuses}
-            _warm_up(runtimes)
+            spec = input_spec_of(session.manifest)
+            session.check_classes(len(dataset.categories), str(dataset.source))
+            trackers = {t: session.tracker(t, base) for t in reuses}
+            session.warm_up(WARMUP_RUNS)
             for video in progress(dataset.videos, f"tracking {len(dataset.videos)} videos x T={reuses}"):
                 # Frames decoded once per video and shared by every T (decoding is not timed).
                 frames = [dataset.load_frame(video, i) for i in range(video.length)]
@@ -164,7 +148,7 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
                     timings[t] += _timed_video(tracker, frames)
                     results[t] += video_results(tracker.finish(), video.id, category_of)
         finally:
-            runtimes.close()
+            session.close()
 
     rows = []
     for t in reuses:
@@ -179,11 +163,12 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
                              float(np.mean([x.preprocess_ms for x in tm])),
                              float(np.mean([x.model_cpu_ms for x in tm])), float(np.mean([x.host_cpu_ms for x in tm])),
                              len(tm), len(key), len(results[t])))
-    m = runtimes.manifest
-    settings = {"model": m.model, "artifact": str(artifact), "frame_graph": runtimes.frame_file,
-                "features_graph": runtimes.features_file, "dataset": str(dataset.source),
+    m = session.manifest
+    settings = {"model": m.model, "artifact": str(artifact), "strategy": strategy.name,
+                "frame_graph": session.graphs.get("frame"), "graphs": dict(session.graphs),
+                "features_graph": session.graphs.get("features"), "dataset": str(dataset.source),
                 "videos": len(dataset.videos), "frames_per_sweep": sum(v.length for v in dataset.videos),
-                "backend": runtimes.frame.backend, "threads": threads, "core": pin.core,
+                "backend": session.backend, "threads": threads, "core": pin.core,
                 "weights": (m.weights or {}).get("path"), "tracker": {k: v for k, v in asdict(base).items()
                                                                       if k not in ("reuse", "record")},
                 "input": [spec.height, spec.width], "warmup_runs_per_graph": WARMUP_RUNS}
