@@ -332,7 +332,20 @@ def test_unknown_backend_and_source_are_clear_errors(tmp_path):
     from edgeseg.quantize.sweep import _check_backend, describe_source
 
     with pytest.raises(EdgesegError, match="unknown sweep backend"):
-        _check_backend("tensorrt")
+        _check_backend("coreml")
+    import sys
+
+    saved = sys.modules.get("tensorrt")
+    sys.modules["tensorrt"] = None  # `import tensorrt` fails, as on a machine without it
+    try:
+        with pytest.raises(EdgesegError, match="TensorRT Python package is not installed") as e:
+            _check_backend("tensorrt")  # a known backend: one clear error with the install line
+        assert "edgeseg[tensorrt]" in e.value.fix
+    finally:
+        if saved is None:
+            del sys.modules["tensorrt"]
+        else:
+            sys.modules["tensorrt"] = saved
     with pytest.raises(EdgesegError, match="neither a file"):
         describe_source(str(tmp_path / "nothing_here"))
     (tmp_path / "m.onnx").write_bytes(b"x")

@@ -202,4 +202,7 @@ def run_benchmark(target: Target, settings: BenchSettings, artifact: dict[str, A
         extras = [m.extra for m in measurements if m.extra]
         if extras:
             report.extra = extras[0] if len(extras) == 1 else {"per_repeat": extras}
+    profile = getattr(target, "component_profile", None)  # e.g. trtexec's per-layer profile, by component
+    if profile:
+        report.extra = {**(report.extra or {}), "per_component": profile}
     return report

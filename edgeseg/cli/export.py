@@ -91,6 +91,7 @@ Examples:
   edgeseg export examples/tiny_user_model.py:build_model --input-size 128 \\
       --components backbone=backbone,neck=neck,head=head -o out/mine
   edgeseg export their_model.onnx --components backbone=^/backbone/,head=^/head/ -o out/theirs
+  edgeseg export out/synth --to tensorrt --plan mixed --trt workspace=2048   # an existing export folder
 """
 
 
@@ -109,8 +110,9 @@ Examples:
 @click.option("--plan", "plan_spec", help="Also quantize: precision plan, e.g. backbone=int8,mask_decoder=int8,*=fp16.")
 @click.option("--calib", "calib", type=click.Path(), help="For --plan. " + CALIB_HELP)
 @click.option("--calib-num", type=int, default=100, show_default=True, help="Images to calibrate on (0 = all).")
-@click.option("--to", "targets", multiple=True, type=click.Choice(["tnn", "tflite"]),
-              help="Also convert every graph for a mobile runtime (repeatable); --plan applies to it.")
+@click.option("--to", "targets", multiple=True, type=click.Choice(["tnn", "tflite", "tensorrt"]),
+              help="Also convert every graph for a target runtime (repeatable); --plan applies to it. "
+                   "tensorrt needs TensorRT here (a Jetson or a GPU host).")
 @click.option("--calib-source", type=click.Choice(["edgeseg", "tflite"]), default="edgeseg", show_default=True,
               help="--to tflite: INT8 ranges from edgeseg's calibration table, or TFLite's own min/max.")
 @click.option("--tnn-device", type=click.Choice(["arm", "x86"]), default="arm", show_default=True,
@@ -123,8 +125,12 @@ Examples:
 @click.option("--std", help="Your own model: per-channel std on 0..255 pixels (default ImageNet's: 58.395,57.12,57.375).")
 @click.option("--decoder", help="Your own model: how to decode its outputs for AP (eval, sweep): a family name "
                                 "(mobileinst, ...) or module:function.")
+@click.option("--trt", "trt_options", multiple=True, metavar="KEY=VALUE",
+              help="--to tensorrt: workspace=MiB, dla=CORE, gpu-fallback=0|1, timing-cache=FILE, "
+                   "typing=auto|strong|weak, constraints=obey|prefer, opt-level=0..5, engine-cache=DIR.")
 def export(model_name, weights, input_size, num_classes, out_dir, overwrite, simplifier, graphs, plan_spec, calib,
-           calib_num, targets, calib_source, tnn_device, components, output_names, mean, std, decoder) -> None:
+           calib_num, targets, calib_source, tnn_device, components, output_names, mean, std, decoder,
+           trt_options) -> None:
     """Export MODEL to ONNX (opset 17, static shapes), tag every node with its component,
     check parity against PyTorch, and write the artifact folder with manifest.json.
 
@@ -145,6 +151,21 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
     from edgeseg.utils import outputs
 
     # ---- checks before any work
+    trt_opts = None
+    if "tensorrt" in targets:  # options and TensorRT itself are checked before any export work
+        from edgeseg.export.tensorrt.build_plan import BuildOptions
+        from edgeseg.export.tensorrt.deps import import_tensorrt
+
+        trt_opts = BuildOptions.parse(trt_options)
+        import_tensorrt()
+    elif trt_options:
+        raise EdgesegError("--trt options apply to --to tensorrt", "add --to tensorrt, or drop --trt")
+    if (Path(model_name) / "manifest.json").is_file():  # an existing export folder: convert it, no re-export
+        from edgeseg.cli.export_existing import convert_existing
+
+        convert_existing(Path(model_name), targets, plan_spec, calib, calib_num, calib_source, tnn_device,
+                         trt_opts)
+        return
     if calib and not plan_spec:
         raise EdgesegError("--calib is only used with --plan", "add --plan SPEC, e.g. --plan backbone=int8,*=fp16")
     if "tflite" in targets:
@@ -159,7 +180,7 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
     if model_name.endswith(".onnx"):
         _export_foreign(model_name, out_dir, overwrite, weights, num_classes, input_size, output_names, graphs,
                         components, mean, std, decoder, plan_spec, calib, calib_num, targets, calib_source,
-                        tnn_device)
+                        tnn_device, trt_opts)
         return
     from edgeseg.models.user import is_user_entry
 
@@ -245,10 +266,16 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
         paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
         print_tflite_results(export_tflite_graphs(paths, plan_spec, moved(_table_path(outcome, calib)),
                                                   _tflite_images(calib), calib_source))
+    if "tensorrt" in targets:
+        from edgeseg.export.tensorrt.export import export_tensorrt_graphs, print_tensorrt_results
+
+        paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
+        print_tensorrt_results(export_tensorrt_graphs(paths, plan_spec, moved(_table_path(outcome, calib)), trt_opts))
 
 
 def _export_foreign(path, out_dir, overwrite, weights, num_classes, input_size, output_names, graphs, components,
-                    mean, std, decoder, plan_spec, calib, calib_num, targets, calib_source, tnn_device) -> None:
+                    mean, std, decoder, plan_spec, calib, calib_num, targets, calib_source, tnn_device,
+                    trt_opts=None) -> None:
     """``edgeseg export their.onnx``: a tagged copy + manifest in an artifact folder, then
     --plan / --to on it like any export."""
     from edgeseg.export.foreign import export_foreign
@@ -282,6 +309,10 @@ def _export_foreign(path, out_dir, overwrite, weights, num_classes, input_size, 
 
         print_tflite_results(export_tflite_graphs(paths, plan_spec, _table_path(outcome, calib),
                                                   _tflite_images(calib), calib_source))
+    if "tensorrt" in targets:
+        from edgeseg.export.tensorrt.export import export_tensorrt_graphs, print_tensorrt_results
+
+        print_tensorrt_results(export_tensorrt_graphs(paths, plan_spec, _table_path(outcome, calib), trt_opts))
 
 
 def _tflite_images(calib) -> Path | None:

@@ -129,7 +129,7 @@ def _print_onnx(data: dict[str, Any]) -> None:
 def inspect_tflite(path: Path) -> Inspection:
     """Ops and tensor dtypes of a .tflite, per component when the export's sidecar .json
     (op -> component map written by ``export --to tflite``) is beside it."""
-    from edgeseg.export.tflite_flatbuffer import describe
+    from edgeseg.export.tflite.flatbuffer import describe
 
     view = describe(path.read_bytes())
     sidecar = path.with_name(path.name + ".json")  # export --to tflite writes <file>.tflite.json

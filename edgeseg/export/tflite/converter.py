@@ -10,7 +10,7 @@ What happens, in order (everything checked before TensorFlow is started):
    representative images are validated.
 2. A work copy of the ONNX file gets short, sanitizer-proof node and tensor names
    (onnx2tf rewrites ``/`` and ``:`` in names, and rewrites its input file in place).
-3. A child process (:mod:`edgeseg.export.tflite_convert`) runs onnx2tf and the TFLite
+3. A child process (:mod:`edgeseg.export.tflite.worker`) runs onnx2tf and the TFLite
    converter; all of its output goes to ``<artifact>.log`` beside the artifact.
 4. The result is opened with LiteRT (XNNPACK, one thread) and compared with ONNX Runtime
    on a real image: an FP32 artifact must match (cosine >= 0.9999), quantized ones have
@@ -279,9 +279,9 @@ def _run_worker(job: dict[str, Any], work: Path, log: Path, timeout: float,
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU conversion; never grab a GPU that a benchmark may use
     env["PYTHONUNBUFFERED"] = "1"
     with open(log, "ab") as fh:
-        fh.write(f"$ {sys.executable} -m edgeseg.export.tflite_convert {job_path}\n".encode())
+        fh.write(f"$ {sys.executable} -m edgeseg.export.tflite.worker {job_path}\n".encode())
         fh.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "edgeseg.export.tflite_convert", os.fspath(job_path)],
+        proc = subprocess.Popen([sys.executable, "-m", "edgeseg.export.tflite.worker", os.fspath(job_path)],
                                 cwd=work, stdout=fh, stderr=subprocess.STDOUT, env=env)
         try:
             _wait_showing_stages(proc, Path(job["progress"]), timeout, on_stage)
@@ -355,7 +355,7 @@ def first_divergence(onnx_path: Path, model, built: Path, report: dict[str, Any]
     """
     from ai_edge_litert import interpreter as litert
 
-    from edgeseg.export import tflite_flatbuffer as fb
+    from edgeseg.export.tflite import flatbuffer as fb
     from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
 
     tensor_to_onnx = {int(k): v for k, v in report.get("tensor_to_onnx", {}).items()}
@@ -438,7 +438,7 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         raise EdgesegError(f"{len(untagged)} nodes of the ONNX graph carry no component tag "
                            f"(e.g. {untagged[0]!r}), so a per-component plan cannot be applied",
                            "export the model with `edgeseg export` (it tags every node), or use a uniform plan")
-    from edgeseg.export.compat.tflite import check as preflight
+    from edgeseg.export.tflite.compat import check as preflight
 
     report = preflight(model, plan=plan)  # Flex / unconvertible ops fail here, before TensorFlow starts
     if not report.ok:
@@ -509,7 +509,7 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
             report = _run_worker(job, work, log, timeout, on_stage=steps.step)
             steps.step("parity check vs ONNX Runtime")
 
-            from edgeseg.export import tflite_flatbuffer as fb
+            from edgeseg.export.tflite import flatbuffer as fb
             from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
             from edgeseg.runtimes.tflite import TFLiteRuntime
 
@@ -594,7 +594,7 @@ def preflight(onnx_path: str | os.PathLike, plan: PrecisionPlan | None = None) -
     """The checks :func:`export_tflite` makes before TensorFlow starts, on one graph: ops
     TFLite cannot take, and int8 layers it would get wrong. ``edgeseg export --to tflite``
     runs it right after each ONNX graph is written, before calibration."""
-    from edgeseg.export.compat.tflite import check as compat_check
+    from edgeseg.export.tflite.compat import check as compat_check
 
     model = _load_onnx(Path(onnx_path))
     if plan is not None:
