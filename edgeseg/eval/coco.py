@@ -192,7 +192,7 @@ class EvalResult:
     def save(self, path: str | os.PathLike) -> Path:
         from edgeseg.utils.atomic import write_json
 
-        return write_json(path, self.to_dict())
+        return write_json(path, {"format": "edgeseg-eval", **self.to_dict()})
 
 
 def predict_dataset(run: Callable[[np.ndarray], dict[str, np.ndarray]], dataset: CocoDataset, spec,

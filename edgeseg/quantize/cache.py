@@ -158,13 +158,12 @@ def _scale_hex(amax: float) -> str:
     return struct.pack(">f", scale).hex()
 
 
-def write_trt_cache(table: CalibrationTable, path: str | os.PathLike,
-                    trt_version: str | int | None = None) -> Path:
-    """Write ``table`` as a TensorRT calibration cache (atomically).
+def trt_cache_bytes(table: CalibrationTable, trt_version: str | int | None = None) -> bytes:
+    """``table`` as the bytes of a TensorRT calibration cache (what ``read_calibration_cache`` returns).
 
     ``trt_version`` defaults to the version a table read from a cache came with, else
     TensorRT 8.5.2 (JetPack 5). TensorRT ignores a cache whose version line differs from
-    its own, so pass the version of the device that will read it.
+    its own, so pass the version of the TensorRT that will read it.
     """
     version = trt_version if trt_version is not None else table.settings.get("trt_version", DEFAULT_TRT_VERSION)
     calibrator = table.settings.get("trt_calibrator", TRT_CALIBRATOR)
@@ -174,7 +173,13 @@ def write_trt_cache(table: CalibrationTable, path: str | os.PathLike,
             raise EdgesegError(f"tensor name {name!r} contains a newline and cannot go into a TensorRT cache",
                                "rename the tensor in the ONNX graph")
         lines.append(f"{name}: {_scale_hex(rng.amax)}")
-    return atomic.write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def write_trt_cache(table: CalibrationTable, path: str | os.PathLike,
+                    trt_version: str | int | None = None) -> Path:
+    """Write ``table`` as a TensorRT calibration cache file (atomically); see :func:`trt_cache_bytes`."""
+    return atomic.write_bytes(path, trt_cache_bytes(table, trt_version))
 
 
 def read_trt_cache(path: str | os.PathLike) -> CalibrationTable:
