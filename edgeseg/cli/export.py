@@ -219,14 +219,17 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
 
     def preflight(graph: str, path: Path) -> None:
         # The target's refusals need only the fp32 graph: make them before calibration.
+        from edgeseg.export.graph_settings import plan_for_graph
+
+        graph_plan = plan_for_graph(path, plan, getattr(model, "family", None)) if graph != "frame" else plan
         if "tnn" in targets:
             from edgeseg.export.tnn.writer import preflight as tnn_preflight
 
-            tnn_preflight(path, plan, tnn_device)
+            tnn_preflight(path, graph_plan, tnn_device)
         if "tflite" in targets:
             from edgeseg.export.tflite import preflight as tflite_preflight
 
-            tflite_preflight(path, plan)
+            tflite_preflight(path, graph_plan)
 
     outcome = tnn_results = None
     with atomic.atomic_directory(out, owned=folder.owned_now) as tmp:

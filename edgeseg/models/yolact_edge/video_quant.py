@@ -199,7 +199,7 @@ def quantize_video_graphs(folder: str | os.PathLike, frame_file: str, table=None
 SAMPLE_PAIRS = 8  # sample inputs given to a TFLite conversion of the flow / warped graph
 
 
-def graph_settings(settings, plan, table):
+def graph_settings(settings, plan, table, plans_only: bool = False):
     """The family's ``graph_calibration`` hook (:mod:`edgeseg.export.graph_settings`): the
     key / flow / warped graphs of an export get the frame plan plus ``flow_net`` (at the
     backbone's precision), their own tables (:func:`calibrate_video_graphs` on the frame
@@ -212,19 +212,19 @@ def graph_settings(settings, plan, table):
     from edgeseg.quantize.plan import PrecisionPlan
     from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
 
+    if plans_only:  # a preflight: the graph's own tags say what it holds (no manifest needed)
+        out = []
+        for s in settings:
+            comps = [c for c in nodes_by_component(load_onnx(s.path)) if c]
+            extra = {c: p for c, p in video_plan(plan.precisions, comps).precisions.items() if c not in plan.precisions}
+            out.append(replace(s, plan=PrecisionPlan({**plan.precisions, **extra}, name=plan.name)))
+        return out
     folder = settings[0].path.parent
     manifest = Manifest.load(folder)
     roles = {s.path.name: manifest.artifacts.get(s.path.name, {}).get("graph") for s in settings}
     video = [s for s in settings if roles[s.path.name] in ROLES]
     if not video:
         return settings
-    files = {roles[s.path.name]: s.path.name for s in video}
-    _, fp32 = pick_warp_graphs(manifest)
-    for role in ROLES:
-        files.setdefault(role, fp32[role])
-    missing = [r for r in ROLES if not files.get(r)]
-    if missing:
-        raise EdgesegError(f"the export lacks its {', '.join(missing)} graph", "re-export with `edgeseg export MODEL`")
     plans = {}
     # The manifest's components (the frame graph's) at the given plan, plus what a graph
     # adds (flow_net: as the plan says when it names it, else at the backbone's precision).
@@ -236,6 +236,13 @@ def graph_settings(settings, plan, table):
         plans[s.path.name] = PrecisionPlan({**base, **extra}, name=plan.name)
     tables: dict[str, Any] = {}
     samples: dict[str, dict[str, np.ndarray]] = {}
+    files = {roles[s.path.name]: s.path.name for s in video}
+    _, fp32 = pick_warp_graphs(manifest)
+    for role in ROLES:
+        files.setdefault(role, fp32[role])
+    missing = [r for r in ROLES if not files.get(r)]
+    if missing:
+        raise EdgesegError(f"the export lacks its {', '.join(missing)} graph", "re-export with `edgeseg export MODEL`")
     calib_files = calibration_files(table) if table is not None else None
     if any(p.needs_calibration for p in plans.values()):
         if table is None:
