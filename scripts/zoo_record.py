@@ -3,12 +3,14 @@
 and write ``edgeseg/zoo/<model>.json``, the record of how it was made and what it scores.
 
     python scripts/zoo_record.py runs/mobileinst_topformer_synth.safetensors
+    python scripts/zoo_record.py runs/yolact_edge_mobilenetv2_synth_flow.safetensors
 
-The record holds the commands that reproduce the checkpoint (``RECIPE`` below: the data,
-then the two training phases), the synthetic val split it was measured on, its size and
+The record holds the commands that reproduce the checkpoint (``RECIPES`` below: the data,
+then the training phases), the synthetic val split it was measured on, its size and
 sha256, and its mask AP measured here twice: through PyTorch (``edgeseg eval CKPT``) and
 through the exported FP32 ONNX graph on ONNX Runtime (``edgeseg export`` + ``edgeseg eval
-DIR``). tests/test_train_zoo.py re-measures the PyTorch figure on every CI run.
+DIR``). tests/test_train_zoo.py (MobileInst) and tests/test_yolact_edge_zoo.py re-measure the
+PyTorch figure on every CI run.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ DATA = {"seed": 0, "train": 8000, "val": 200, "size": 256}
 # distribution the model is evaluated on. Phase 1 of the shipped run was interrupted at
 # iteration 9500 and continued with the same command plus --resume (the state file
 # restores model, optimiser, schedule and data order).
-RECIPE = [
+MOBILEINST_RECIPE = [
     "edgeseg data synth -o data/shapes8k --train 8000 --val 200 --videos 0 --val-videos 0 --seed 0",
     f"edgeseg train {MODEL} --dataset data/shapes8k/coco/annotations/train.json"
     " --images data/shapes8k/coco/train --val-dataset data/shapes8k/coco/annotations/val.json"
@@ -46,6 +48,32 @@ RECIPE = [
     f"edgeseg eval runs/{MODEL}.safetensors --dataset data/shapes8k/coco/annotations/val.json"
     " --images data/shapes8k/coco/val",
 ]
+
+# YolactEdge (MobileNetV2 0.5x, 64-channel FPN / ProtoNet / head): the same two image phases
+# (object-zoomed 128 crops, then whole 256 images), then FeatFlowNet alone on frame pairs of
+# synthetic YouTube-VIS videos with everything else frozen (the paper's second stage).
+YE = "yolact_edge_mobilenetv2_synth"
+YOLACT_EDGE_RECIPE = [
+    "edgeseg data synth -o data/shapes8k --train 8000 --val 200 --videos 0 --val-videos 0 --seed 0",
+    "edgeseg data synth -o data/vis --train 0 --val 0 --videos 600 --val-videos 10 --frames 24 --seed 0",
+    f"edgeseg train {YE} --dataset data/shapes8k/coco/annotations/train.json --images data/shapes8k/coco/train"
+    " --val-dataset data/shapes8k/coco/annotations/val.json --val-images data/shapes8k/coco/val --iters 4500"
+    " --batch-size 16 --crop 128 --zoom 0.5 --lr 1e-3 --threads 1 --seed 0 --val-every 1500 --save-every 250"
+    " --log-every 100 --save-fp16 -o runs/phase1.safetensors",
+    f"edgeseg train {YE} --weights runs/phase1.safetensors --dataset data/shapes8k/coco/annotations/train.json"
+    " --images data/shapes8k/coco/train --val-dataset data/shapes8k/coco/annotations/val.json"
+    " --val-images data/shapes8k/coco/val --iters 1500 --batch-size 8 --lr 3e-4 --threads 1 --seed 1"
+    f" --val-every 500 --save-every 250 --log-every 50 --save-fp16 -o runs/{YE}.safetensors",
+    f"python -m edgeseg.models.yolact_edge.flow_train {YE} --weights runs/{YE}.safetensors"
+    " --dataset data/vis/ytvis/annotations/train.json --videos data/vis/ytvis/JPEGImages --iters 800"
+    " --batch-size 8 --lr 1e-3 --max-offset 4 --seed 0 --threads 1 --save-every 100 --log-every 20 --save-fp16"
+    f" -o runs/{YE}_flow.safetensors",
+    f"edgeseg eval runs/{YE}_flow.safetensors --dataset data/shapes8k/coco/annotations/val.json"
+    " --images data/shapes8k/coco/val",
+]
+
+RECIPES = {MODEL: MOBILEINST_RECIPE, YE: YOLACT_EDGE_RECIPE}
+RECIPE = MOBILEINST_RECIPE  # the name earlier scripts used
 
 
 def main() -> int:
@@ -65,12 +93,15 @@ def main() -> int:
     from edgeseg.utils.atomic import write_json
     from edgeseg.utils.hashing import sha256_file
 
-    for cmd in RECIPE:
-        shlex.split(cmd)  # a typo in the recipe fails here, not in a user's shell
     manifest = manifest_for_artifact(args.checkpoint)
-    if manifest.model != MODEL:
-        sys.exit(f"{args.checkpoint} holds {manifest.model}, not {MODEL}")
+    name = manifest.model
+    if name not in RECIPES:
+        sys.exit(f"{args.checkpoint} holds {name}; the zoo records {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    for cmd in recipe:
+        shlex.split(cmd)  # a typo in the recipe fails here, not in a user's shell
     train_rec = [h for h in manifest.history if h.get("step") == "train"][-1]
+    image_rec = train_rec.get("image_training") or train_rec  # a later stage keeps the image training's record
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.val_dir
@@ -86,7 +117,7 @@ def main() -> int:
         cfg = dict(manifest.model_cfg or {})
         if isinstance(cfg.get("input_size"), list):
             cfg["input_size"] = tuple(cfg["input_size"])
-        model = create_model(MODEL, **cfg).eval()
+        model = create_model(name, **cfg).eval()
         load_weights(model, args.checkpoint)
         onnx_dir = Path(tmp) / "onnx"
         export_onnx(model, onnx_dir)
@@ -94,25 +125,27 @@ def main() -> int:
         print(f"onnxruntime (FP32 ONNX): AP {val['onnxruntime']['AP']:.1f}", flush=True)
 
     ZOO_DIR.mkdir(exist_ok=True)
-    shipped = ZOO_DIR / f"{MODEL}.safetensors"
+    shipped = ZOO_DIR / f"{name}.safetensors"
     shutil.copyfile(args.checkpoint, shipped)
     keep = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     record = {
-        "model": MODEL,
+        "model": name,
         "file": shipped.name,
         "bytes": shipped.stat().st_size,
         "sha256": sha256_file(shipped),
         "weights_dtype": "float16",
         "data": {**DATA, "note": "edgeseg data synth: val images depend only on (seed, index)"},
-        "reproduce": RECIPE,
-        "training": {"iterations": train_rec.get("iterations"), "seed": train_rec.get("seed"),
-                     "val_during_training": train_rec.get("val")},
+        "reproduce": recipe,
+        "training": {"iterations": image_rec.get("iterations"), "seed": image_rec.get("seed"),
+                     "val_during_training": image_rec.get("val"),
+                     **({"later_stage": {k: train_rec.get(k) for k in ("stage", "iterations", "seed", "loss_last")}}
+                        if train_rec is not image_rec else {})},
         "val": {k: {m: v[m] for m in keep} for k, v in val.items()},
         "val_note": ("mask AP (COCO, pycocotools) on the synthetic val split, measured on the weights as "
                      "stored (float16). The training record embedded in the checkpoint was measured on the "
                      "float32 weights in memory before storing, so it may differ in the last digit."),
     }
-    write_json(ZOO_DIR / f"{MODEL}.json", record)
+    write_json(ZOO_DIR / f"{name}.json", record)
     print(json.dumps(record["val"], indent=1))
     return 0
 

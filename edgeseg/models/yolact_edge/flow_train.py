@@ -132,6 +132,10 @@ def train_flow(cfg: FlowTrainConfig, log: Callable[[str], None] | None = None) -
         raise EdgesegError(f"{cfg.model} is not a YolactEdge model", "train the flow net of a yolact_edge_* model")
     report = load_weights(model, weights, strict=True)
     log(report.summary())
+    from edgeseg.export.manifest import manifest_for_artifact
+
+    # The image training that made these weights stays in this checkpoint's record.
+    earlier = [h for h in (manifest_for_artifact(weights).history or []) if h.get("step") == "train"]
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -162,7 +166,10 @@ def train_flow(cfg: FlowTrainConfig, log: Callable[[str], None] | None = None) -
     def record(done: int, seconds: float) -> dict[str, Any]:
         return {"stage": "flow_net", "dataset": str(cfg.annotations), "videos": len(lengths), "iterations": done,
                 "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed, "init": str(cfg.weights),
-                "seconds": round(seconds, 1), "loss_last": history[-1] if history else None, "config": cfg.to_dict()}
+                "seconds": round(seconds, 1), "loss_last": history[-1] if history else None, "config": cfg.to_dict(),
+                "image_training": earlier[-1] if earlier else None,
+                # The image components are the loaded ones, unchanged: their AP is the image checkpoint's.
+                "val": (earlier[-1].get("val") if earlier else None)}
 
     def checkpoint(done: int, seconds: float) -> None:
         save_checkpoint(model, cfg.output, record(done, seconds), dtype=cfg.save_dtype)
