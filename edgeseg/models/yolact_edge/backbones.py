@@ -82,6 +82,12 @@ class YolactResNet(nn.Module):
             channels.append(cin)
         self.out_channels = tuple(channels[i] for i in self.selected_layers)
         _init(self)
+        # Each residual branch starts at zero (torchvision's zero_init_residual, Goyal et al.):
+        # an untrained ResNet-101 is then close to the identity per block instead of growing
+        # its activations to the thousands through 33 residual sums.
+        for m in self.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
 
     def forward_c3(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -134,11 +140,14 @@ class YolactMobileNetV2(nn.Module):
 
 
 def _init(module: nn.Module) -> None:
-    # torchvision's initialisation (kaiming fan-out convs, unit BatchNorm): no ImageNet
-    # weights can be downloaded here, so the backbone starts from this.
+    # He initialisation on the fan-in (the variance of the forward signal is kept) and unit
+    # BatchNorm. torchvision's fan-out variant is equivalent once BatchNorm trains, but an
+    # untrained model exported as is (BatchNorm at its identity statistics) then shrinks
+    # MobileNetV2's activations to ~1e-6 at C5 at 550x550, where the export's parity check
+    # measures noise; fan-in keeps every level at O(1).
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
