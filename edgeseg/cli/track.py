@@ -25,7 +25,7 @@ Examples:
               help="Artifact folder from `edgeseg export` (frame + features graphs), or its frame graph file.")
 @click.option("--key-interval", "--reuse", "reuse_text", default="3", show_default=True,
               help="T: frame i is a keyframe when i % T == 0; what the frames between do is the family's video "
-                   "strategy (MobileInst: reuse the keyframe's kernels). With --dataset, several: 1,3,6.")
+                   "strategy (MobileInst: reuse the keyframe's kernels; YolactEdge: warp its P4/P5 by FeatFlowNet's flow). With --dataset, several: 1,3,6.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Results JSON (YouTube-VIS format); with --dataset the sweep table (.json + .md).")
 @click.option("--overlay", type=click.Path(), help="Overlay video (out.mp4, .mkv, .avi, .webm) or a folder for PNGs.")
