@@ -36,10 +36,35 @@ def build_model(name: str, input_size: str | None, num_classes: int | None, weig
         from edgeseg.models.checkpoints import load_weights
         from edgeseg.utils.hashing import sha256_file
 
-        load_weights(model, weights)
-        info = {"path": str(weights), "sha256": sha256_file(weights), "format": Path(weights).suffix.lstrip(".")}
+        report = load_weights(model, weights)
+        info = {"path": str(weights), "sha256": sha256_file(weights), "format": Path(weights).suffix.lstrip("."),
+                "load": report.to_dict()}  # what came from the file, what kept its initial values
     model.eval()
     return model, info
+
+
+def print_weights_summary(info: dict | None) -> None:
+    """What --weights filled and what kept its initial (random) values, per module."""
+    if not info or "load" not in info:
+        return
+    from rich.console import Console
+
+    load = info["load"]
+
+    def groups(counts: dict) -> str:
+        return ", ".join(f"{name} {n}" for name, n in counts.items())
+
+    console = Console()
+    console.print(f"weights: {Path(info['path']).name} ({load['source']}) into the {load['target']}")
+    console.print(f"  loaded {load['loaded']} tensors: {groups(load['loaded_by_module'])}")
+    if load["initial"]:
+        console.print(f"  [yellow]kept initial values[/yellow] ({load['initial']} tensors, not in the file): "
+                      f"{groups(load['initial_by_module'])}")
+    if load["ignored"]:
+        shown = ", ".join(load["ignored_examples"])
+        more = f", ... ({load['ignored'] - len(load['ignored_examples'])} more)" \
+            if load["ignored"] > len(load["ignored_examples"]) else ""
+        console.print(f"  not used from the file: {load['ignored']} tensors ({shown}{more})")
 
 
 def print_export_summary(result) -> None:
@@ -98,6 +123,7 @@ def export(model_name, weights, input_size, num_classes, out_dir, simplifier, gr
     from edgeseg.export.onnx import export_onnx
 
     model, winfo = build_model(model_name, input_size, num_classes, weights)
+    print_weights_summary(winfo)
     if calib_dir and not plan_spec:
         raise EdgesegError("--calib is only used with --plan", "add --plan SPEC, e.g. --plan backbone=int8,*=fp16")
     if plan_spec:  # fail on a bad plan or image folder before the export work

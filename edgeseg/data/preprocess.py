@@ -61,6 +61,28 @@ class InputSpec:
         return cls(**d)
 
 
+# Largest input side accepted. Edge instance segmentation runs at 320-1280; at 4096x4096
+# the float32 image tensor alone is 192 MiB and a network's activations are tens of
+# times that, so a bigger value is a typo (100032 for 1024) that would otherwise end in a
+# MemoryError after the model is built.
+MAX_INPUT_SIDE = 4096
+
+
+def check_input_side(height: int, width: int) -> None:
+    """Refuse sizes that are not positive or too big to be meant, before anything is allocated."""
+    for v in (height, width):
+        if v <= 0:
+            raise EdgesegError(f"input size {height}x{width} has a side of {v}; sides must be positive",
+                               "give one number (640) or HEIGHTxWIDTH (512x640)")
+    if max(height, width) > MAX_INPUT_SIDE:
+        nbytes = 3 * height * width * 4
+        size = f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+        raise EdgesegError(
+            f"input size {height}x{width} is larger than the {MAX_INPUT_SIDE} pixels per side edgeseg accepts: "
+            f"the float32 image tensor alone would take {size} and the activations many times more",
+            f"use at most {MAX_INPUT_SIDE} per side (edge models typically run at 320 to 1280, e.g. --input-size 640)")
+
+
 def parse_input_size(text: str | int | None, stride: int = 32) -> tuple[int, int] | None:
     """``640`` -> (640, 640); ``512x640`` -> (512, 640) as height x width.
 
@@ -76,8 +98,9 @@ def parse_input_size(text: str | int | None, stride: int = 32) -> tuple[int, int
                            "give one number (640) or HEIGHTxWIDTH (512x640)")
     h = int(m.group(1))
     w = int(m.group(2)) if m.group(2) else h
+    check_input_side(h, w)
     for v in (h, w):
-        if v <= 0 or v % stride:
+        if v % stride:
             raise EdgesegError(f"input size {h}x{w} is not a multiple of {stride}",
                                f"use multiples of {stride}, e.g. {max(stride, round(v / stride) * stride)}")
     return h, w

@@ -270,6 +270,9 @@ def _input_size(value: Any) -> tuple[int, int]:
         h, w = (int(v) for v in value)
     except (TypeError, ValueError):
         raise EdgesegError(f"cannot read input_size {value!r}", "give (height, width), e.g. (640, 640)") from None
+    from edgeseg.data.preprocess import check_input_side
+
+    check_input_side(h, w)
     for v in (h, w):
         if v <= 0 or v % INPUT_STRIDE:
             near = max(INPUT_STRIDE, round(v / INPUT_STRIDE) * INPUT_STRIDE)
