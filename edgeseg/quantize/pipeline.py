@@ -112,10 +112,11 @@ class QuantizeOutcome:
 
 def parse_plan(model_path: Path, spec: str, onnx_model=None) -> PrecisionPlan:
     """Parse against the manifest's components and presets, else the graph's component tags."""
-    from edgeseg.export.manifest import Manifest, find_manifest
+    from edgeseg.export.manifest import Manifest, find_manifest, verify_artifact
     from edgeseg.export.tags import nodes_by_component
 
     if find_manifest(model_path) is not None:
+        verify_artifact(model_path)  # the manifest's components and presets are only true of its own files
         manifest = Manifest.load(model_path)
         if manifest.components:
             return manifest.plan(spec)

@@ -300,18 +300,22 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
 
 def _record_in_manifest(result: TnnExportResult, out: Path, onnx_path: Path | None, plan, table) -> Path | None:
     from edgeseg.export.manifest import Manifest, find_manifest, tool_versions
+    from edgeseg.utils.hashing import sha256_file
 
     found = find_manifest(out) or (find_manifest(onnx_path) if onnx_path else None)
     if found is None:
         return None
     manifest = Manifest.load(found)
     precision = plan.to_dict() if plan is not None else "fp32"
+    # Both files' hashes: bench and eval refuse a pair that changed after it was written.
     info = {"test_flags": result.test_flags, "name_map": result.name_map, "device": result.device,
-            "model_file": result.model_path.name, "layers": result.layers,
+            "model_file": result.model_path.name, "model_sha256": sha256_file(result.model_path),
+            "layers": result.layers,
             "quantized_layers": len(result.quantized_layers), "warnings": result.warnings}
     if onnx_path is not None:
         info["source"] = onnx_path.name
     manifest.add_artifact(result.proto_path.name, target="tnn", precision=precision, tnn=info,
+                          sha256=sha256_file(result.proto_path),
                           calibration=(table.method if table is not None else None))
     manifest.record("convert", target="tnn", artifact=result.proto_path.name,
                     versions=tool_versions("onnx", "numpy"))
