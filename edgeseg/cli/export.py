@@ -139,6 +139,8 @@ def export(model_name, weights, input_size, num_classes, out_dir, simplifier, gr
         from edgeseg.quantize.pipeline import quantize_exported
 
         outcome = quantize_exported(result.onnx_path, plan_spec, calib_dir, num=calib_num)
+        if outcome.calibration is not None and outcome.calibration.images.shortfall():
+            click.secho(f"note: --calib-num {outcome.calibration.images.shortfall()}", fg="yellow", err=True)
         print_quantize_outcome(outcome.quantize)
     if "tnn" in targets:
         from edgeseg.export.tnn.artifacts import export_tnn_graphs, print_tnn_results

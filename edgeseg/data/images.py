@@ -75,6 +75,14 @@ class ImageSet:
     def sha256(self) -> str:
         return sha256_lines(self.names)
 
+    def shortfall(self) -> str | None:
+        """A sentence when fewer images were used than asked for (the folder holds fewer)."""
+        if self.num is None or len(self.files) >= self.num:
+            return None
+        skipped = f", {len(self.skipped)} of them unreadable" if self.skipped else ""
+        return (f"asked for {self.num} images but {self.root} holds {self.available} image files{skipped}: "
+                f"used all {len(self.files)} readable ones")
+
     def settings(self) -> dict:
         return {"num_requested": self.num, "seed": self.seed, "images_found": self.available,
                 "images_skipped": len(self.skipped), "input": self.spec.to_dict()}

@@ -127,12 +127,34 @@ def preprocess(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     return np.ascontiguousarray(x[None])
 
 
+def to_rgb8(im) -> np.ndarray:
+    """A decoded PIL image -> HxWx3 uint8 RGB, scaling instead of clipping deeper pixels.
+
+    Pillow opens 16-bit grayscale PNGs as integer modes (``I;16``, ``I;16B``, ``I``) and
+    its ``convert("RGB")`` clips those values to 255, so nearly every pixel of a real
+    16-bit image came out white. They are scaled here by 255/65535 (rounded). 16-bit
+    colour PNGs already arrive as 8-bit RGB/RGBA (Pillow keeps the high byte). Palette,
+    L, LA, RGBA and CMYK images go through Pillow's own conversion; alpha is dropped
+    (the colour under it is kept), as camera frames and OpenCV's ``imread`` have none.
+    """
+    if im.mode.startswith("I"):  # I;16, I;16B, I;16L, I (32-bit integer holding 16-bit data)
+        deep = np.asarray(im, dtype=np.float64)
+        if deep.ndim != 2:  # pragma: no cover - Pillow's integer modes are single-channel
+            deep = deep[..., 0]
+        gray = np.clip(np.rint(deep / 257.0), 0, 255).astype(np.uint8)  # 65535 / 255 = 257
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode == "F":
+        raise EdgesegError(f"{im.mode!r} (32-bit float) images have no defined 0..255 range",
+                           "save the image as 8- or 16-bit PNG or as JPEG")
+    return np.asarray(im.convert("RGB"))
+
+
 def load_image(path) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB; raise EdgesegError when unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return to_rgb8(im)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise EdgesegError(f"cannot read image {path}: {e}", "check the file is a valid JPEG or PNG") from e

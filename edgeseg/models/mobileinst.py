@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.data.preprocess import InputSpec
+from edgeseg.data.preprocess import InputSpec, check_input_side
 from edgeseg.errors import EdgesegError
 from edgeseg.models.backbones import build_backbone
 from edgeseg.models.base import ComponentMap
@@ -270,8 +270,6 @@ def _input_size(value: Any) -> tuple[int, int]:
         h, w = (int(v) for v in value)
     except (TypeError, ValueError):
         raise EdgesegError(f"cannot read input_size {value!r}", "give (height, width), e.g. (640, 640)") from None
-    from edgeseg.data.preprocess import check_input_side
-
     check_input_side(h, w)
     for v in (h, w):
         if v <= 0 or v % INPUT_STRIDE:

@@ -245,8 +245,10 @@ def render_markdown(report: SweepReport) -> str:
              (f"one pinned core (#{report.latency.get('core')}), {report.latency.get('threads', 1)} thread, "
               f"p50 of {ref.runs} runs per plan")]
     if report.calibration:
-        facts.append(f"INT8 ranges: one {report.calibration.get('method', '?')} calibration on "
-                     f"{report.calibration.get('num_images', '?')} images")
+        cal = report.calibration
+        asked = cal.get("num_requested")
+        fewer = f" (--calib-num {asked}: the folder holds no more)" if asked and asked > (cal.get("num_images") or 0) else ""
+        facts.append(f"INT8 ranges: one {cal.get('method', '?')} calibration on {cal.get('num_images', '?')} images{fewer}")
     lines.append("; ".join(f for f in facts if f) + ".")
     lines.append("")
     header = [*comps, *TABLE_METRICS, "p50 ms", "speed-up vs FP32", "Pareto"]
