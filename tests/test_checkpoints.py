@@ -294,21 +294,31 @@ def test_backbone_load_reports_per_module_what_kept_its_initial_values(tmp_path)
 
 
 @pytest.mark.slow
-def test_export_weights_prints_and_records_what_was_loaded(tmp_path):
+def test_export_says_what_weights_it_loaded_and_how_many_calibration_images_it_used(tmp_path):
+    """One export covers two silent cases of issue 12: random SIM/decoder tensors after an
+    ImageNet backbone, and --calib-num larger than the folder."""
     import json
 
+    from tests.quant_models import make_images
     from tests.test_cli_errors import run
 
     torch.manual_seed(0)
     backbone = create_model("mobileinst_test", input_size=(64, 64)).backbone.state_dict()
     sd = {k: v for k, v in backbone.items() if not k.startswith("SIM.") and not k.endswith("num_batches_tracked")}
     torch.save(sd, tmp_path / "backbone.pth")
+    images = make_images(tmp_path / "imgs", n=3, size=(64, 64))
     code, out, err = run("export", "mobileinst_test", "--input-size", 64, "--weights", tmp_path / "backbone.pth",
-                         "--graphs", "frame", "--simplifier", "none", "-o", tmp_path / "out")
+                         "--graphs", "frame", "-o", tmp_path / "out",
+                         "--plan", "int8", "--calib", images, "--calib-num", 50)
     assert code == 0, err
     text = " ".join(out.split())  # rich may wrap lines
     assert f"loaded {len(sd)} tensors: backbone.tpm" in text
     assert "kept initial values" in text and "backbone.SIM" in text and "mask_decoder" in text
-    load = json.loads((tmp_path / "out" / "manifest.json").read_text())["weights"]["load"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    load = manifest["weights"]["load"]
     assert load["loaded"] == len(sd) and load["target"] == "backbone"
     assert set(load["initial_by_module"]) == {"backbone.SIM", "mask_decoder", "instance_decoder"}
+    note = " ".join(err.split())
+    assert "--calib-num asked for 50 images" in note and "used all 3 readable ones" in note
+    calibrated = [h for h in manifest["history"] if h["step"] == "calibrate"]
+    assert calibrated and calibrated[0]["num_images"] == 3

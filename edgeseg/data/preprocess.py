@@ -73,7 +73,7 @@ def check_input_side(height: int, width: int) -> None:
     for v in (height, width):
         if v <= 0:
             raise EdgesegError(f"input size {height}x{width} has a side of {v}; sides must be positive",
-                               "give one number (640) or HEIGHTxWIDTH (512x640)")
+                               "give a positive size, e.g. 640 (or 512x640 for height x width)")
     if max(height, width) > MAX_INPUT_SIDE:
         nbytes = 3 * height * width * 4
         size = f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"

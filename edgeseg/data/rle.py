@@ -131,7 +131,7 @@ def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
     if "counts" not in segm or "size" not in segm:
         return "RLE needs 'size' and 'counts'"
     size = segm["size"]
-    if not isinstance(size, list) or len(size) != 2 or [int(v) if _number(v) else None for v in size] != [height, width]:
+    if not isinstance(size, list) or [int(v) if _number(v) else None for v in size] != [height, width]:
         return f"RLE size {size!r} is not the image's [{height}, {width}]"
     counts = segm["counts"]
     if isinstance(counts, list):

@@ -247,8 +247,9 @@ def render_markdown(report: SweepReport) -> str:
     if report.calibration:
         cal = report.calibration
         asked = cal.get("num_requested")
-        fewer = f" (--calib-num {asked}: the folder holds no more)" if asked and asked > (cal.get("num_images") or 0) else ""
-        facts.append(f"INT8 ranges: one {cal.get('method', '?')} calibration on {cal.get('num_images', '?')} images{fewer}")
+        used = cal.get("num_images")
+        fewer = f" (--calib-num {asked}: the folder holds no more)" if asked and asked > (used or 0) else ""
+        facts.append(f"INT8 ranges: one {cal.get('method', '?')} calibration on {used or '?'} images{fewer}")
     lines.append("; ".join(f for f in facts if f) + ".")
     lines.append("")
     header = [*comps, *TABLE_METRICS, "p50 ms", "speed-up vs FP32", "Pareto"]
