@@ -434,3 +434,16 @@ def test_zoo_name_uses_the_shipped_checkpoint(tiny_sweep_inputs, tmp_path, monke
     kind, path, manifest = describe_source("mobileinst_test")
     assert kind == "checkpoint" and path == tmp_path / "mobileinst_test.safetensors"
     assert manifest.model == "mobileinst_test" and manifest.model_cfg["num_classes"] == 4
+
+
+def test_sweep_says_when_calib_num_exceeds_the_folder(tiny_sweep, tmp_path):
+    art = tiny_sweep["out"] / "work" / "mobileinst_test"
+    n = len(list(tiny_sweep["train"].glob("*.png")))
+    code, _, err = run_cli(["sweep", art, "--calib", tiny_sweep["train"], "--calib-num", 50, "--plans", "int8",
+                            "--dataset", tiny_sweep["val_json"], "--runs", "2", "--repeats", "1", "--warmup", "0",
+                            "-o", tmp_path / "rep"])
+    assert code == 0, err
+    assert "--calib-num asked for 50 images" in err and f"used all {n} readable ones" in err
+    rep = load_sweep(tmp_path / "rep" / "sweep.json")
+    assert rep.calibration["num_images"] == n and rep.calibration["num_requested"] == 50
+    assert "(--calib-num 50: the folder holds no more)" in (tmp_path / "rep" / "sweep.md").read_text()

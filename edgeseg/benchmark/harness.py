@@ -59,7 +59,7 @@ def artifact_facts(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | N
     manifest's record of that file (``precision``), else ``None`` (never assumed fp32
     for a bare file, which may be a quantized model).
     """
-    from edgeseg.export.manifest import Manifest, find_manifest
+    from edgeseg.export.manifest import Manifest, find_manifest, verify_artifact
     from edgeseg.runtimes.base import resolve_artifact
     from edgeseg.utils.hashing import sha256_file
 
@@ -67,19 +67,18 @@ def artifact_facts(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | N
     facts: dict[str, Any] = {"path": str(p), "name": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size}
     plan = None
     if find_manifest(p) is not None:
+        # A file the manifest does not list, or one changed since edgeseg wrote it, would be
+        # reported as the recorded model and plan: refuse it instead.
+        info = verify_artifact(p, sha256=facts["sha256"]) or {}
         m = Manifest.load(p)
         facts["model"] = m.model
         if m.input.get("shape"):
             facts["input_shape"] = list(m.input["shape"])
-        info = m.artifacts.get(p.name, {})
         recorded = info.get("precision") or info.get("plan")
         if isinstance(recorded, dict):
             plan = recorded
         elif isinstance(recorded, str):
             plan = {"name": None, "spec": recorded}
-        if info.get("sha256") and info["sha256"] != facts["sha256"]:
-            # The file changed after the manifest was written: say so rather than trust it.
-            facts["manifest_sha256_mismatch"] = info["sha256"]
     return facts, plan
 
 

@@ -181,10 +181,11 @@ def parse_plan(model_path: Path, spec: str, onnx_model=None,
     which are then recorded in a manifest beside it (:mod:`edgeseg.export.foreign`).
     """
     from edgeseg.export import foreign
-    from edgeseg.export.manifest import Manifest, find_manifest
+    from edgeseg.export.manifest import Manifest, find_manifest, verify_artifact
     from edgeseg.export.tags import nodes_by_component
 
     if find_manifest(model_path) is not None:
+        verify_artifact(model_path)  # the manifest's components and presets are only true of its own files
         manifest = Manifest.load(model_path)
         if components and not foreign.patterns_of(manifest):
             raise EdgesegError(f"{model_path.name} was exported by edgeseg with its components "

@@ -352,11 +352,14 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
                                       seed=settings.calib_seed,
                                       out=folder / f"{src.onnx.stem}.{settings.calib_method}.calib.json")
             table, table_path = outcome.table, outcome.table_path
+            if outcome.images.shortfall():
+                say(f"note: --calib-num {outcome.images.shortfall()}")
         else:
             table_path = calib_path
             table = CalibrationTable.load(calib_path)
             table.check_model(onnx_sha, what=f"model than {src.onnx.name} (exported from {source})")
         calibration = {"method": table.method, "num_images": table.num_images,
+                       "num_requested": settings.calib_num if calib_path.is_dir() else None,
                        "table": str(table_path), "table_sha256": sha256_file(table_path),
                        # The table file also records where its images were (a path that
                        # differs per machine); the ranges alone say whether it calibrates the same.

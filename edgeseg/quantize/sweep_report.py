@@ -256,8 +256,11 @@ def render_markdown(report: SweepReport) -> str:
              f"{report.dataset.get('images', '?')} val images ({Path(str(report.dataset.get('annotations', '?'))).name})",
              where]
     if report.calibration:
-        facts.append(f"INT8 ranges: one {report.calibration.get('method', '?')} calibration on "
-                     f"{report.calibration.get('num_images', '?')} images")
+        cal = report.calibration
+        asked = cal.get("num_requested")
+        used = cal.get("num_images")
+        fewer = f" (--calib-num {asked}: the folder holds no more)" if asked and asked > (used or 0) else ""
+        facts.append(f"INT8 ranges: one {cal.get('method', '?')} calibration on {used or '?'} images{fewer}")
     lines.append("; ".join(f for f in facts if f) + ".")
     lines.append("")
     # Where each figure came from, as footnote letters (one per distinct source).
