@@ -8,7 +8,7 @@ import click
 def print_fidelity(report, console) -> None:
     from rich.table import Table
 
-    table = Table(title=f"fidelity vs FP32 on {report.num_images} held-out images")
+    table = Table(title=f"fidelity vs FP32 on {report.num_images} held-out images ({report.numerics} int8 numerics)")
     for col, just in (("where", "left"), ("tensor", "left"), ("max abs err", "right"),
                       ("cosine", "right"), ("SQNR dB", "right")):
         table.add_column(col, justify=just)
@@ -41,8 +41,12 @@ def print_fidelity(report, console) -> None:
               help="Storage of int8 activations. Same symmetric grid either way (uint8 uses zero point 128); "
                    "uint8 gets ONNX Runtime's integer kernels on x86, int8 is what TensorRT's QDQ path wants.")
 @click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime threads for fidelity (0 = all).")
+@click.option("--numerics", type=click.Choice(["simulated", "fused"]), default="simulated", show_default=True,
+              help="How the fidelity report runs int8: simulated Q/DQ (what a phone or TensorRT computes, the "
+                   "same on every host) or fused (ONNX Runtime's int8 kernels of this CPU; they saturate on "
+                   "x86 without VNNI).")
 def quantize(model, plan_spec, calib, out, fidelity_images, no_fidelity, fidelity_num, seed, activation_type,
-             threads) -> None:
+             threads, numerics) -> None:
     """Apply a per-component precision plan to MODEL.onnx: INT8 components get QDQ
     (per-channel weights, calibrated activations), FP16 components run in float16 with
     casts only at their boundaries, FP32 components are left exactly as they are.
@@ -60,7 +64,7 @@ def quantize(model, plan_spec, calib, out, fidelity_images, no_fidelity, fidelit
     path = resolve_artifact(model)
     res = run_quantize(path, plan_spec, calib, out=out, fidelity_images=fidelity_images,
                        fidelity_num=fidelity_num, seed=seed, activation_type=activation_type, threads=threads,
-                       with_fidelity=not no_fidelity)
+                       with_fidelity=not no_fidelity, numerics=numerics)
     print_quantize_outcome(res)
 
 

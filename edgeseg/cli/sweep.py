@@ -33,8 +33,10 @@ def print_table(report) -> None:
     if not console.is_terminal:
         console.width = max(console.width, 120)  # logs and pipes: keep component names whole
     comps = report.components
+    numerics = report.numerics or {}
     t = Table(title=f"{report.model.get('name')}: {report.dataset.get('images')} images, backend "
-                    f"{report.backend}, p50 of {report.plans[0].runs} runs on one pinned core")
+                    f"{report.backend}, p50 of {report.plans[0].runs} runs on one pinned core; int8 numerics: "
+                    f"AP {numerics.get('accuracy', '?')}, latency {numerics.get('latency', '?')}")
     for c in comps:
         t.add_column(c, justify="center")
     for col in ("AP", "AP50", "p50 ms", "speed-up", "Pareto"):
@@ -70,6 +72,10 @@ def print_table(report) -> None:
               help="Threads for the AP evaluation (does not change AP, only how long it takes).")
 @click.option("--calib-num", type=int, default=100, show_default=True, help="Calibration images (from --calib DIR).")
 @click.option("--calib-method", type=click.Choice(["kl", "minmax", "percentile"]), default="kl", show_default=True)
+@click.option("--numerics", type=click.Choice(["simulated", "fused"]), default="simulated", show_default=True,
+              help="How AP runs int8 on ONNX Runtime: simulated Q/DQ (what a phone or TensorRT computes, the "
+                   "same on every host) or fused (this CPU's ONNX Runtime int8 kernels, for x86 deployment; "
+                   "they saturate on x86 without VNNI). Latency always times the fused kernels.")
 @click.option("--max-ap-drop", type=float, default=None,
               help="Print the fastest plan whose AP is within this many points of FP32.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -77,7 +83,7 @@ def print_table(report) -> None:
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("reports"), show_default=True, help="Report folder.")
 def sweep(source, calib, dataset_json, images_dir, plans, backend, runs, warmup, repeats, core, limit,
-          eval_threads, calib_num, calib_method, max_ap_drop, work_dir, out_dir) -> None:
+          eval_threads, calib_num, calib_method, numerics, max_ap_drop, work_dir, out_dir) -> None:
     """Build every precision plan of ARTIFACT_OR_MODEL from one calibration, measure its mask
     AP and its single-core latency, and write YolactEdge-style Table I + a Pareto plot.
 
@@ -98,6 +104,7 @@ def sweep(source, calib, dataset_json, images_dir, plans, backend, runs, warmup,
     check_output_dir(out_dir)  # before minutes of work, not after
     settings = SweepSettings(plans=plans, backend=backend, limit=limit, eval_threads=eval_threads,
                              calib_method=calib_method, calib_num=calib_num, max_ap_drop=max_ap_drop,
+                             numerics=numerics,
                              latency=LatencySettings(runs=runs, warmup=warmup, core=core,
                                                      repeats=repeats if repeats is not None else max(1, min(10, runs))))
     report = run_sweep(source, dataset_json, images_dir, calib, work_dir or out_dir / "work", settings,

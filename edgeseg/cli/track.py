@@ -35,8 +35,11 @@ from edgeseg.errors import EdgesegError
 @click.option("--backend", help="Runtime (default: by file suffix, onnxruntime for .onnx).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Compute threads per runtime.")
 @click.option("--core", type=int, help="Core to pin the sweep to (default: the fastest allowed).")
+@click.option("--numerics", type=click.Choice(["fused", "simulated"]), default="fused", show_default=True,
+              help="How ONNX Runtime runs int8: fused (this CPU's int8 kernels, as deployed and timed) or "
+                   "simulated Q/DQ (what a phone or TensorRT computes; host-independent VIS AP).")
 def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, video_id, score_threshold,
-          match_threshold, max_gap, max_instances, backend, threads, core) -> None:
+          match_threshold, max_gap, max_instances, backend, threads, core, numerics) -> None:
     """Segment and track instances in a video (file or folder of frames) with MobileInst's
     kernel reuse: every T-th frame runs the full graph, the frames in between run only the
     features graph and reuse the keyframe's kernels; kernels of consecutive keyframes are
@@ -64,7 +67,8 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
         if overlay:
             raise EdgesegError("--overlay draws one video; it does not combine with --dataset",
                                "track a single video (INPUT) to draw an overlay")
-        _sweep(dataset, videos, artifact, reuses, TrackerConfig(reuse=1, **base), output, backend, threads, core)
+        _sweep(dataset, videos, artifact, reuses, TrackerConfig(reuse=1, **base), output, backend, threads, core,
+               numerics)
         return
     if not input_path:
         raise EdgesegError("nothing to track", "pass a video file or frame folder (INPUT), or --dataset ANN.json")
@@ -74,10 +78,10 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
     if videos:
         raise EdgesegError("--videos is the frame folder of --dataset", "pass the video or frame folder as INPUT")
     _single(input_path, artifact, TrackerConfig(reuse=reuses[0], **base), output, overlay, video_id,
-            backend, threads)
+            backend, threads, numerics)
 
 
-def _single(input_path, artifact, config, output, overlay, video_id, backend, threads) -> None:
+def _single(input_path, artifact, config, output, overlay, video_id, backend, threads, numerics="fused") -> None:
     from edgeseg.export.manifest import input_spec_of
     from edgeseg.track.kernel_reuse import KernelReuseTracker, open_video_runtimes
     from edgeseg.track.pipeline import blas_threads, track_video
@@ -87,7 +91,7 @@ def _single(input_path, artifact, config, output, overlay, video_id, backend, th
 
     source = open_frames(input_path)  # unreadable input: fails before anything is written
     runtimes = open_video_runtimes(artifact, backend=backend, threads=threads, reuse=config.reuse,
-                                   make_features=True)
+                                   make_features=True, numerics=numerics)
     _note_made(runtimes)
     try:
         tracker = KernelReuseTracker(runtimes.frame, runtimes.features, input_spec_of(runtimes.manifest), config)
@@ -147,7 +151,7 @@ def _print_single(result, items, runtimes, class_names, output, overlay) -> None
             console.print(f"[green]wrote[/green] {what} {path}")
 
 
-def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, threads, core) -> None:
+def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, threads, core, numerics="fused") -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -160,7 +164,8 @@ def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, thread
         raise EdgesegError(f"no --videos given and {frames_dir} does not exist",
                            "pass --videos DIR (the folder the annotation's file_names are relative to)")
     dataset = YtvisDataset(ann, frames_dir)
-    report = reuse_sweep(dataset, artifact, reuses, base, backend=backend, threads=threads, core=core)
+    report = reuse_sweep(dataset, artifact, reuses, base, backend=backend, threads=threads, core=core,
+                         numerics=numerics)
     s = report.settings
     table = Table(title=f"Kernel reuse on {len(dataset.videos)} videos ({s['frames_per_sweep']} frames), "
                         f"{s['model']}, core {s['core']}, {threads} thread(s); VIS AP, ms per frame "

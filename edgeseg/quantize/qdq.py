@@ -601,7 +601,8 @@ def _check_runs(path: Path, label: str) -> None:
     from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
 
     try:
-        rt = OnnxRuntimeRuntime(path, threads=1)
+        # The fused kernels: the path a deployment with ONNX Runtime loads.
+        rt = OnnxRuntimeRuntime(path, threads=1, numerics="fused")
         rt.run(rt.random_feeds())
     except EdgesegError as e:
         raise EdgesegError(f"the quantized model {label} does not run in ONNX Runtime: {e.problem}",
