@@ -161,9 +161,10 @@ def _numerics_notes(result: SweepReport, baseline: SweepReport) -> list[str]:
         raise EdgesegError(f"the baseline's AP was measured with {ba} int8 numerics, the result's with {ra}",
                            f"re-run the sweep with --numerics {ba}, or accept the new run with --update-baseline")
     notes = []
-    if ra and not ba:
-        notes.append(f"the baseline does not record its int8 numerics (older edgeseg: ONNX Runtime's fused kernels "
-                     f"of its host); the result's AP uses {ra}")
+    for side, have, other in (("baseline", ba, ra), ("result", ra, ba)):
+        if other and not have:
+            notes.append(f"the {side} does not record its int8 numerics (older edgeseg: ONNX Runtime's fused "
+                         f"kernels of its host); the other side's AP uses {other}")
     ri, bi = rn.get("host_int8_dot"), bn.get("host_int8_dot")
     if ri and bi and ri != bi:
         notes.append(f"the hosts' int8 paths differ ({bi} -> {ri}): int8 latency ratios to FP32 depend on it")
