@@ -25,6 +25,8 @@ Per component, as the plan says:
 * **fp32**: untouched, node for node.
 
 Graph input and output names and dtypes never change: float32 in, float32 out.
+The float original of a converted weight is not kept: every initializer and Constant that
+no node reads any more is dropped, so int8 files are ~0.28x and fp16 ~0.50x of fp32.
 Every node created here carries the component tag of the component it belongs to.
 """
 
