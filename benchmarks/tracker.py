@@ -126,7 +126,7 @@ def main() -> None:
     from edgeseg.benchmark.targets.local import ProcessPinning, default_core
     from edgeseg.data.preprocess import preprocess
     from edgeseg.export.manifest import input_spec_of
-    from edgeseg.models.postprocess import sigmoid
+    from edgeseg.models.decoding import sigmoid
     from edgeseg.track.kernel_reuse import KernelReuseTracker, TrackerConfig, open_video_runtimes
     from edgeseg.track.pipeline import blas_threads
 

@@ -25,7 +25,7 @@ def step_cost(model_name: str, size: int, batch: int, threads: int, channels_las
     import torch
 
     from edgeseg.models import create_model
-    from edgeseg.train.losses import mobileinst_loss
+    from edgeseg.models.mobileinst.loss import mobileinst_loss
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -46,11 +46,18 @@ def test_unknown_option_names_the_close_match():
     assert "num_class" in e.value.problem and "num_classes" in e.value.fix
 
 
-@pytest.mark.parametrize("size", [(100, 128), (128, 96), (0, 64)])
+@pytest.mark.parametrize("size", [(100, 128), (128, 96)])
 def test_input_size_must_be_a_multiple_of_64(size):
     with pytest.raises(EdgesegError) as e:
         create_model("mobileinst_test", input_size=size)
     assert "multiple of 64" in e.value.problem
+
+
+@pytest.mark.parametrize("size", [(0, 64), (64, -64), (100032, 100032)])
+def test_input_size_outside_what_any_device_runs_is_refused_before_building(size):
+    with pytest.raises(EdgesegError) as e:
+        create_model("mobileinst_test", input_size=size)
+    assert "outside 1..4096" in e.value.problem and "640" in e.value.fix
 
 
 def test_defaults_follow_the_interface():

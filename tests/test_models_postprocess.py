@@ -1,4 +1,4 @@
-"""MobileInst post-processing in NumPy, on hand-made outputs with known answers."""
+"""MobileInst's decoder (NumPy), on hand-made outputs with known answers; decoders by family."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 
 from edgeseg.errors import EdgesegError
-from edgeseg.models.postprocess import (Detection, mobileinst_postprocess, postprocess_for, resize_masks,
-                                        sigmoid)
+from edgeseg.models.contract import Detection, decoder_for_manifest, resolve_decoder
+from edgeseg.models.decoding import resize_masks, sigmoid
+from edgeseg.models.mobileinst.decode import mobileinst_postprocess
+from edgeseg.models.registry import family_of_model
+
+
+def postprocess_for(model_name):
+    """The decoder an artifact of ``model_name`` goes through (as eval looks it up)."""
+    from edgeseg.export.manifest import Manifest
+
+    return decoder_for_manifest(Manifest(model=model_name))
 
 
 def logit(p):
@@ -115,13 +124,21 @@ def test_batch_and_shape_errors():
         mobileinst_postprocess(bad, (8, 8))
 
 
-def test_postprocess_for_picks_by_family():
+def test_decoder_is_found_through_the_family():
     assert postprocess_for("mobileinst_topformer") is mobileinst_postprocess
     assert postprocess_for("mobileinst_test") is mobileinst_postprocess
-    with pytest.raises(EdgesegError, match="no post-processing"):
+    assert family_of_model("mobileinst_test").name == "mobileinst"
+    with pytest.raises(EdgesegError, match="no decoder is known"):
         postprocess_for("maskrcnn_r50")
     with pytest.raises(EdgesegError):
         postprocess_for("mobileinstx")
+    # a user model names a decoder: a family, or module:function
+    assert resolve_decoder("mobileinst") is mobileinst_postprocess
+    assert resolve_decoder("edgeseg.models.mobileinst.decode:decode") is mobileinst_postprocess
+    with pytest.raises(EdgesegError, match="unknown model family"):
+        resolve_decoder("mobileinstt")
+    with pytest.raises(EdgesegError, match="has no attribute"):
+        resolve_decoder("edgeseg.models.mobileinst.decode:decod")
 
 
 def test_empty_mask_box_is_zero():
@@ -129,7 +146,8 @@ def test_empty_mask_box_is_zero():
 
 
 def test_postprocess_does_not_import_torch():
-    code = "import sys, edgeseg.models.postprocess; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = ("import sys, edgeseg.models.mobileinst.decode, edgeseg.models.registry as r; r.list_models(); "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

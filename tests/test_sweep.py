@@ -273,8 +273,32 @@ def test_work_dir_of_someone_else_is_refused(tiny_sweep_inputs, tmp_path):
     (work / "mobileinst_test" / "precious.txt").write_text("keep me")
     code, _, err = run_cli(["sweep", inp["ckpt"], "--plans", "fp16", "--dataset", inp["val_json"],
                             "--work-dir", work, "-o", tmp_path / "rep"])
-    assert code == 1 and "was not made by `edgeseg sweep`" in err
+    assert code == 1 and "not an edgeseg sweep work folder" in err and "--overwrite" in err
     assert (work / "mobileinst_test" / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_rerun_replaces_only_the_sweeps_own_files(tiny_sweep_inputs, tmp_path):
+    """Reports folder and work folder: a second sweep replaces what the first wrote, keeps
+    the user's files, and a foreign non-empty work folder is used only with --overwrite."""
+    inp = tiny_sweep_inputs
+    rep, work = tmp_path / "rep", tmp_path / "work"
+    (work / "mobileinst_test").mkdir(parents=True)
+    (work / "mobileinst_test" / "precious.txt").write_text("keep me")
+    args = ["sweep", inp["ckpt"], "--plans", "fp16", "--dataset", inp["val_json"], "--runs", "2",
+            "--repeats", "1", "--work-dir", work, "-o", rep]
+    code, _, err = run_cli(args + ["--overwrite"])
+    assert code == 0, err
+    assert (work / "mobileinst_test" / "precious.txt").read_text() == "keep me"
+    (rep / "my_notes.md").write_text("mine")
+    stale = work / "mobileinst_test" / "mobileinst_test.fp16.onnx"
+    assert stale.is_file()
+    code, _, err = run_cli(args[:3] + ["fp32"] + args[4:])  # an earlier sweep's folders: no --overwrite needed
+    assert code == 0, err
+    assert not stale.exists()  # the first sweep's artifact, recorded in the work manifest, is gone
+    assert (work / "mobileinst_test" / "precious.txt").read_text() == "keep me"
+    assert (rep / "my_notes.md").read_text() == "mine"
+    assert json.loads((rep / "sweep.json").read_text())["plans"][0]["precisions"]["backbone"] == "fp32"
 
 
 def test_sweep_with_an_existing_calibration_table(tiny_sweep, tmp_path):

@@ -435,7 +435,7 @@ def test_int8_on_arm_needs_nc4hw4_kernels_everywhere(golden, golden_table, tmp_p
     with pytest.raises(EdgesegError) as err:
         export_tnn(golden, tmp_path / "arm", plan=plan, table=golden_table)
     assert "MatMul of two activations" in str(err.value) and "/head/MatMul" in str(err.value)
-    assert "--device x86" in str(err.value)
+    assert "--tnn-device x86" in str(err.value)
     assert not (tmp_path / "arm").exists()
 
 

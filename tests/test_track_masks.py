@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeseg.data.rle import decode, encode_uncompressed
-from edgeseg.models.postprocess import resize_masks, sigmoid
+from edgeseg.models.decoding import resize_masks, sigmoid
 from edgeseg.track.masks import BoxMask, MaskAssembler
 
 

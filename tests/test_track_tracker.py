@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeseg.errors import EdgesegError
-from edgeseg.models.postprocess import mobileinst_postprocess
+from edgeseg.models.mobileinst.decode import mobileinst_postprocess
 from edgeseg.track.associate import associate
 from edgeseg.track.kernel_reuse import KernelReuseTracker, TrackerConfig
 from tests.track_scenes import NET, Obj, Scene, SceneRuntime, frame, id_by_object, run_scene, spec

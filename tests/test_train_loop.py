@@ -105,7 +105,7 @@ def test_val_ap_is_measured_and_recorded_in_the_checkpoint(shapes, tmp_path):
     weights, _ = read_state_dict(tmp_path / "v.safetensors")
     state, _ = read_state_dict(tmp_path / "v.state.safetensors")
     assert set(weights) == set(create_model("mobileinst_test", num_classes=4).state_dict())
-    assert any(k.startswith("semantic.") for k in state)
+    assert any(k.startswith("objective.semantic.") for k in state)
 
 
 # ------------------------------------------------------------------------------- errors

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgeseg.train.losses import (LossWeights, dice_loss, mask_iou, mobileinst_loss, resize_targets,
-                                  sigmoid_focal_loss)
+from edgeseg.models.mobileinst.loss import LossWeights, mask_iou, mobileinst_loss
+from edgeseg.train.losses import dice_loss, resize_targets, sigmoid_focal_loss
 
 BIG = 20.0
 

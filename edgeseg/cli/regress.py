@@ -7,12 +7,13 @@ from pathlib import Path
 import click
 
 _EPILOG = """\b
+Exit status: 0 passed (warnings included), 1 a plan regressed or went missing.
+
+\b
 Examples:
   edgeseg regress reports/sweep.json --baseline benchmarks/baselines/sweep_ci.json
   edgeseg regress reports/sweep.json --baseline base.json --ap-tol 0.5 --latency-tol 0.25
   edgeseg regress reports/sweep.json --baseline base.json --update-baseline
-\b
-Exit status: 0 passed (warnings included), 1 a plan regressed or went missing.
 """
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "missing": "bold red", "new": "cyan"}
@@ -60,8 +61,9 @@ def print_diff(report, result_path: Path, baseline_path: Path) -> None:
               help="Write RESULT over --baseline (atomically) after showing the diff; exits 0.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the verdict as JSON.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --json file that edgeseg did not write.")
 @click.pass_context
-def regress(ctx, result, baseline, ap_tol, latency_tol, latency_stat, update_baseline, json_out) -> None:
+def regress(ctx, result, baseline, ap_tol, latency_tol, latency_stat, update_baseline, json_out, overwrite) -> None:
     """Compare RESULT (from `edgeseg sweep`) with --baseline, plan by plan.
 
     FAILS (exit 1) when a plan's mask AP drops by more than --ap-tol or its latency ratio
@@ -75,6 +77,12 @@ def regress(ctx, result, baseline, ap_tol, latency_tol, latency_stat, update_bas
     from edgeseg.utils import atomic
 
     check_tolerances(ap_tol, latency_tol)
+    from edgeseg.utils.outputs import check_output_file, check_writable
+
+    if json_out:
+        check_output_file(json_out, flag="--json", overwrite=overwrite)
+    if update_baseline:  # --update-baseline is the permission to replace it; it must be writable
+        check_writable(baseline, want_dir=False, flag="--baseline")
     res = load_sweep(result, "result")
     if update_baseline and not baseline.exists():
         atomic.write_json(baseline, res.to_dict())

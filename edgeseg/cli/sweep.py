@@ -13,13 +13,11 @@ Examples:
   edgeseg data synth -o data/shapes --train 100 --val 50 --videos 0 --val-videos 0
   edgeseg sweep mobileinst_topformer_synth --calib data/shapes/coco/train \\
       --dataset data/shapes/coco/annotations/val.json --max-ap-drop 1.0 -o reports/
+
 \b
   # a few plans (';'-separated specs or presets), an existing export and table
   edgeseg sweep out/mobileinst --calib out/mobileinst/table.json \\
       --dataset val.json --images val/ --plans 'mixed;int8;backbone=int8,*=fp16'
-\b
-Writes OUT/sweep.json (everything `edgeseg regress` needs), OUT/sweep.md (the table)
-and OUT/sweep_pareto.png; intermediate artifacts go to --work-dir (default OUT/work).
 """
 
 
@@ -78,17 +76,25 @@ def print_table(report) -> None:
                    "they saturate on x86 without VNNI). Latency always times the fused kernels.")
 @click.option("--max-ap-drop", type=float, default=None,
               help="Print the fastest plan whose AP is within this many points of FP32.")
-@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--work-dir", type=click.Path(path_type=Path), default=None,
               help="Intermediate artifacts (default: OUT/work).")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path),
               default=Path("reports"), show_default=True, help="Report folder.")
+@click.option("--overwrite", is_flag=True,
+              help="Write into non-empty -o / --work-dir folders that no sweep made (files there are kept).")
 def sweep(source, calib, dataset_json, images_dir, plans, backend, runs, warmup, repeats, core, limit,
-          eval_threads, calib_num, calib_method, numerics, max_ap_drop, work_dir, out_dir) -> None:
+          eval_threads, calib_num, calib_method, numerics, max_ap_drop, work_dir, out_dir,
+          overwrite) -> None:
     """Build every precision plan of ARTIFACT_OR_MODEL from one calibration, measure its mask
     AP and its single-core latency, and write YolactEdge-style Table I + a Pareto plot.
 
     ARTIFACT_OR_MODEL: an edgeseg checkpoint (.safetensors), an export folder (or its
     .onnx), or a zoo model name that has committed weights.
+
+    Writes OUT/sweep.json (everything `edgeseg regress` needs), OUT/sweep.md (the table)
+    and OUT/sweep_pareto.png; intermediate artifacts go to --work-dir (default OUT/work).
+    An earlier sweep's reports and work files are replaced; other files there are kept, and
+    a non-empty folder that no sweep made needs --overwrite.
     """
     from edgeseg.cli.eval import guess_images_dir
     from edgeseg.errors import EdgesegError
@@ -101,14 +107,15 @@ def sweep(source, calib, dataset_json, images_dir, plans, backend, runs, warmup,
         if images_dir is None:
             raise EdgesegError(f"no image folder given and none found beside {dataset_json}",
                                "pass --images DIR (the folder holding the files named in the JSON)")
-    check_output_dir(out_dir)  # before minutes of work, not after
+    inputs = [p for p in (Path(source), dataset_json, images_dir, calib) if p is not None and Path(p).exists()]
+    check_output_dir(out_dir, overwrite=overwrite, inputs=inputs)  # before minutes of work, not after
     settings = SweepSettings(plans=plans, backend=backend, limit=limit, eval_threads=eval_threads,
                              calib_method=calib_method, calib_num=calib_num, max_ap_drop=max_ap_drop,
                              numerics=numerics,
                              latency=LatencySettings(runs=runs, warmup=warmup, core=core,
                                                      repeats=repeats if repeats is not None else max(1, min(10, runs))))
     report = run_sweep(source, dataset_json, images_dir, calib, work_dir or out_dir / "work", settings,
-                       progress=lambda msg: click.echo(msg, err=True))
+                       progress=lambda msg: click.echo(msg, err=True), overwrite=overwrite)
     paths = write_reports(report, out_dir)
     print_table(report)
     if max_ap_drop is not None:

@@ -1,4 +1,4 @@
-"""``edgeseg track``: video instance segmentation with kernel reuse, or the reuse sweep."""
+"""``edgeseg track``: video instance segmentation with the family's video strategy, or the key-interval sweep."""
 
 from __future__ import annotations
 
@@ -10,13 +10,22 @@ import click
 from edgeseg.errors import EdgesegError
 
 
-@click.command("track")
+_EPILOG = """\b
+Examples:
+  edgeseg track clip.mp4 --artifact out/mobileinst --key-interval 3 -o results.json --overlay tracked.mp4
+  edgeseg track frames/ --artifact out/mobileinst --overlay overlay_pngs/
+  edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/mobileinst --key-interval 1,3,6 \\
+      -o sweep.md
+"""
+
+
+@click.command("track", epilog=_EPILOG, context_settings={"max_content_width": 110})
 @click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path())
 @click.option("--artifact", required=True, type=click.Path(),
               help="Artifact folder from `edgeseg export` (frame + features graphs), or its frame graph file.")
-@click.option("--reuse", "reuse_text", default="3", show_default=True,
-              help="T: frame i is a keyframe when i % T == 0; the T-1 frames after it reuse its kernels. "
-                   "With --dataset, several: 1,3,6.")
+@click.option("--key-interval", "--reuse", "reuse_text", default="3", show_default=True,
+              help="T: frame i is a keyframe when i % T == 0; what the frames between do is the family's video "
+                   "strategy (MobileInst: reuse the keyframe's kernels). With --dataset, several: 1,3,6.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Results JSON (YouTube-VIS format); with --dataset the sweep table (.json + .md).")
 @click.option("--overlay", type=click.Path(), help="Overlay video (out.mp4, .mkv, .avi, .webm) or a folder for PNGs.")
@@ -38,18 +47,17 @@ from edgeseg.errors import EdgesegError
 @click.option("--numerics", type=click.Choice(["fused", "simulated"]), default="fused", show_default=True,
               help="How ONNX Runtime runs int8: fused (this CPU's int8 kernels, as deployed and timed) or "
                    "simulated Q/DQ (what a phone or TensorRT computes; host-independent VIS AP).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace -o / --overlay files that edgeseg did not write; write overlay frames into a "
+                   "non-empty folder (your files there are kept).")
 def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, video_id, score_threshold,
-          match_threshold, max_gap, max_instances, backend, threads, core, numerics) -> None:
-    """Segment and track instances in a video (file or folder of frames) with MobileInst's
-    kernel reuse: every T-th frame runs the full graph, the frames in between run only the
-    features graph and reuse the keyframe's kernels; kernels of consecutive keyframes are
-    associated by cosine similarity. Writes YouTube-VIS results and an optional overlay.
-
-    \b
-    Examples:
-      edgeseg track clip.mp4 --artifact out/mobileinst --reuse 3 -o results.json --overlay tracked.mp4
-      edgeseg track frames/ --artifact out/mobileinst --overlay overlay_pngs/
-      edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/mobileinst --reuse 1,3,6 -o sweep.md
+          match_threshold, max_gap, max_instances, backend, threads, core, overwrite,
+          numerics) -> None:
+    """Segment and track instances in a video (file or folder of frames) with the video
+    strategy of the artifact's family. MobileInst's kernel reuse: every T-th frame runs the
+    full graph, the frames in between run only the features graph and reuse the keyframe's
+    kernels; kernels of consecutive keyframes are associated by cosine similarity. Writes
+    YouTube-VIS results and an optional overlay; with --dataset, VIS AP and latency per T.
     """
     from edgeseg.track.kernel_reuse import TrackerConfig
     from edgeseg.track.sweep import parse_reuse
@@ -67,55 +75,75 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
         if overlay:
             raise EdgesegError("--overlay draws one video; it does not combine with --dataset",
                                "track a single video (INPUT) to draw an overlay")
+        if output:
+            from edgeseg.track.sweep import report_paths
+            from edgeseg.utils.outputs import check_output_file
+
+            for path in report_paths(output):
+                check_output_file(path, flag="-o", overwrite=overwrite)
         _sweep(dataset, videos, artifact, reuses, TrackerConfig(reuse=1, **base), output, backend, threads, core,
                numerics)
         return
     if not input_path:
         raise EdgesegError("nothing to track", "pass a video file or frame folder (INPUT), or --dataset ANN.json")
     if len(reuses) != 1:
-        raise EdgesegError(f"--reuse {reuse_text}: one video is tracked at one T",
+        raise EdgesegError(f"--key-interval {reuse_text}: one video is tracked at one T",
                            "give a single T, or use --dataset to sweep several")
     if videos:
         raise EdgesegError("--videos is the frame folder of --dataset", "pass the video or frame folder as INPUT")
+    owned = _check_single_outputs(input_path, artifact, output, overlay, overwrite)
     _single(input_path, artifact, TrackerConfig(reuse=reuses[0], **base), output, overlay, video_id,
-            backend, threads, numerics)
+            backend, threads, owned, numerics)
 
 
-def _single(input_path, artifact, config, output, overlay, video_id, backend, threads, numerics="fused") -> None:
-    from edgeseg.export.manifest import input_spec_of
-    from edgeseg.track.kernel_reuse import KernelReuseTracker, open_video_runtimes
+def _check_single_outputs(input_path, artifact, output, overlay, overwrite):
+    """-o and --overlay, before any frame is read; returns the overlay frames edgeseg may replace."""
+    from edgeseg.track.video_io import VIDEO_SUFFIXES
+    from edgeseg.utils import outputs
+
+    if output:
+        outputs.check_output_file(output, flag="-o", overwrite=overwrite, inputs=[input_path, artifact])
+    if not overlay:
+        return ()
+    if Path(overlay).suffix.lower() in VIDEO_SUFFIXES:
+        outputs.check_output_file(overlay, flag="--overlay", overwrite=overwrite, inputs=[input_path, artifact])
+        return ()
+    folder = outputs.check_output_folder(overlay, outputs.OVERLAY_FRAMES, flag="--overlay", overwrite=overwrite,
+                                         inputs=[input_path, artifact])
+    return folder.owned_now
+
+
+def _single(input_path, artifact, config, output, overlay, video_id, backend, threads, owned=(),
+            numerics="fused") -> None:
     from edgeseg.track.pipeline import blas_threads, track_video
+    from edgeseg.track.strategy import strategy_for
     from edgeseg.track.results import check_results, video_results
     from edgeseg.track.video_io import OverlayWriter, open_frames
     from edgeseg.utils import atomic
 
+    strategy = strategy_for(artifact)
     source = open_frames(input_path)  # unreadable input: fails before anything is written
-    runtimes = open_video_runtimes(artifact, backend=backend, threads=threads, reuse=config.reuse,
-                                   make_features=True, numerics=numerics)
-    _note_made(runtimes)
+    session = strategy.open(artifact, backend=backend, threads=threads, max_interval=config.reuse,
+                            make_missing=True, numerics=numerics)
+    for note in session.notes:
+        click.echo(note, err=True)
     try:
-        tracker = KernelReuseTracker(runtimes.frame, runtimes.features, input_spec_of(runtimes.manifest), config)
-        class_names = _class_names(runtimes.manifest)
+        tracker = session.tracker(config.reuse, config)
+        class_names = _class_names(session.manifest)
         with blas_threads(threads):
             if overlay:
-                with OverlayWriter(overlay, fps=source.fps) as writer:
+                with OverlayWriter(overlay, fps=source.fps, owned=owned) as writer:
                     result = track_video(tracker, source, total=source.count, overlay=writer,
                                          class_names=class_names)
             else:
                 result = track_video(tracker, source, total=source.count)
     finally:
-        runtimes.close()
+        session.close()
     items = video_results(result, video_id)
     check_results(items, {video_id: result.num_frames})
     if output:
         atomic.write_json(output, items, indent=None)
-    _print_single(result, items, runtimes, class_names, output, overlay)
-
-
-def _note_made(runtimes) -> None:
-    if runtimes.made_features:
-        click.echo(f"made {runtimes.made_features}: the features graph at {runtimes.frame_file}'s plan and "
-                   "calibration (recorded in manifest.json)", err=True)
+    _print_single(result, items, session, class_names, output, overlay)
 
 
 def _class_names(manifest) -> list[str] | None:
@@ -123,7 +151,7 @@ def _class_names(manifest) -> list[str] | None:
     return list(names) if isinstance(names, (list, tuple)) else None
 
 
-def _print_single(result, items, runtimes, class_names, output, overlay) -> None:
+def _print_single(result, items, session, class_names, output, overlay) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -131,8 +159,8 @@ def _print_single(result, items, runtimes, class_names, output, overlay) -> None
     ms = result.mean_ms()
     keyframes = sum(t.keyframe for t in result.timings)
     console.print(f"{result.num_frames} frames ({result.frame_hw[1]}x{result.frame_hw[0]}), T={result.reuse}: "
-                  f"{keyframes} keyframes ({runtimes.frame_file}), {result.num_frames - keyframes} reuse frames "
-                  f"({runtimes.features_file or '-'})")
+                  f"{keyframes} keyframes ({session.graphs.get('frame')}), {result.num_frames - keyframes} non-keyframes "
+                  f"({', '.join(f for r, f in session.graphs.items() if r != 'frame' and f) or '-'})")
     console.print(f"per frame: model {ms['model']:.1f} ms + host {ms['host']:.2f} ms "
                   f"(preprocess {ms['preprocess']:.1f} ms)")
     table = Table(title=f"{len(items)} tracks")
@@ -167,7 +195,7 @@ def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, thread
     report = reuse_sweep(dataset, artifact, reuses, base, backend=backend, threads=threads, core=core,
                          numerics=numerics)
     s = report.settings
-    table = Table(title=f"Kernel reuse on {len(dataset.videos)} videos ({s['frames_per_sweep']} frames), "
+    table = Table(title=f"{str(s.get('strategy', 'kernel reuse')).capitalize()} on {len(dataset.videos)} videos ({s['frames_per_sweep']} frames), "
                         f"{s['model']}, core {s['core']}, {threads} thread(s); VIS AP, ms per frame "
                         "(wall; CPU = this thread's CPU time)")
     for col in ("T", "AP", "AP50", "AP75", "ms/frame", "model", "host", "keyframe", "reuse fr.", "CPU"):

@@ -5,11 +5,35 @@ from __future__ import annotations
 import click
 
 
+def _loss_options(pairs, aux_semantic) -> dict:
+    from edgeseg.train.objective import parse_loss_options
+
+    options = parse_loss_options(pairs)
+    if aux_semantic is not None:
+        options["aux_semantic"] = str(aux_semantic)
+    return options
+
+
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.1f}"
 
 
-@click.command("train")
+_EPILOG = """\b
+Examples:
+  edgeseg data synth -o data/shapes --train 200 --val 50
+  edgeseg train mobileinst_topformer_synth --dataset data/shapes/coco/annotations/train.json \\
+      --images data/shapes/coco/train --val-dataset data/shapes/coco/annotations/val.json \\
+      --val-images data/shapes/coco/val --epochs 12 -o runs/shapes.safetensors
+  edgeseg eval runs/shapes.safetensors --dataset data/shapes/coco/annotations/val.json
+
+\b
+  # fine-tune the shipped checkpoint on your own classes
+  edgeseg train mobileinst_topformer_synth --weights zoo --dataset my/train.json --images my/imgs \\
+      --iters 500 -o runs/mine.safetensors
+"""
+
+
+@click.command("train", epilog=_EPILOG, context_settings={"max_content_width": 110})
 @click.argument("model_name", metavar="MODEL")
 @click.option("--dataset", "train_json", required=True, type=click.Path(dir_okay=False),
               help="COCO instances JSON to train on (its categories set the number of classes).")
@@ -37,9 +61,12 @@ def _fmt(x) -> str:
 @click.option("--zoom", type=float, default=0.0, show_default=True,
               help="With --crop: share of crops centred on an object zoomed to 30-70% of the crop "
                    "(normalised scales: classes learned from scratch much sooner).")
-@click.option("--aux-semantic", type=float, default=1.0, show_default=True,
-              help="Weight of a training-only per-pixel class loss on the mask features (0: off); "
-                   "speeds up learning classes from scratch, never exported.")
+@click.option("--loss-option", "loss_option", multiple=True, metavar="KEY=VALUE",
+              help="An option of the family's training objective (repeatable), e.g. aux_semantic=0.5 "
+                   "or cls=2; a wrong key lists the valid ones.")
+@click.option("--aux-semantic", type=float, default=None,
+              help="Shortcut for --loss-option aux_semantic=X: weight of a training-only per-pixel class "
+                   "loss (MobileInst: on the mask features; 0: off). Never exported.")
 @click.option("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice; on a machine busy with other "
                    "work, 1 is often much faster than oversubscribed cores).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same run.")
@@ -52,30 +79,20 @@ def _fmt(x) -> str:
 @click.option("--log-every", type=int, default=20, show_default=True, help="Iterations between log lines.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (.safetensors, with the model's manifest embedded).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing -o file that edgeseg did not write.")
 def train(model_name, train_json, train_images, val_json, val_images, epochs, iters, batch_size, lr,
-          weight_decay, warmup_iters, clip_grad, input_size, scale_jitter, crop, zoom, aux_semantic, weights,
-          threads, seed, val_every, val_limit, save_every, save_fp16, resume, log_every, output) -> None:
-    """Train MODEL (a mobileinst_* zoo model) on a COCO-format dataset.
+          weight_decay, warmup_iters, clip_grad, input_size, scale_jitter, crop, zoom, loss_option, aux_semantic, weights,
+          threads, seed, val_every, val_limit, save_every, save_fp16, resume, log_every, output, overwrite) -> None:
+    """Train MODEL (a zoo model whose family has a training objective) on a COCO-format dataset.
 
-    Queries are matched one-to-one to ground truth (SparseInst's dice x class-probability
-    score, scipy's linear_sum_assignment); losses: focal classification, dice + BCE
-    masks, IoU-aware objectness (weights 2, 2, 1); AdamW with warm-up and cosine decay.
-    A training-only per-pixel class head (--aux-semantic, never exported) helps a
+    The loop is generic (seeded batches, AdamW with warm-up and cosine decay, gradient
+    clipping, periodic val AP, resumable state); the losses are the family's own, e.g.
+    MobileInst: queries matched one-to-one to ground truth (SparseInst's dice x class
+    score), focal classification, dice + BCE masks, IoU-aware objectness (2, 2, 1), and a
+    training-only per-pixel class head (aux_semantic, never exported) that helps a
     backbone trained from scratch learn the classes.
     The checkpoint embeds its manifest, so `edgeseg eval OUT` and
     `edgeseg export MODEL --weights OUT` need no other flags.
-
-    \b
-    Example:
-      edgeseg data synth -o data/shapes --train 200 --val 50
-      edgeseg train mobileinst_topformer_synth --dataset data/shapes/coco/annotations/train.json \\
-          --images data/shapes/coco/train --val-dataset data/shapes/coco/annotations/val.json \\
-          --val-images data/shapes/coco/val --epochs 12 -o runs/shapes.safetensors
-      edgeseg eval runs/shapes.safetensors --dataset data/shapes/coco/annotations/val.json
-    \b
-    Fine-tune the shipped checkpoint on your own classes:
-      edgeseg train mobileinst_topformer_synth --weights zoo --dataset my/train.json --images my/imgs \\
-          --iters 500 -o runs/mine.safetensors
     """
     from rich.console import Console
     from rich.table import Table
@@ -87,6 +104,13 @@ def train(model_name, train_json, train_images, val_json, val_images, epochs, it
     from edgeseg.train.trainer import TrainConfig
     from edgeseg.train.trainer import train as run_training
 
+    from edgeseg.train.state import state_path
+    from edgeseg.utils.outputs import check_output_file
+
+    # The checkpoint and its resumable state beside it: checked now, not after the first save.
+    inputs = [train_json, val_json, weights if weights != "zoo" else None]
+    check_output_file(output, flag="-o", overwrite=overwrite, inputs=inputs)
+    check_output_file(state_path(output), flag="", overwrite=overwrite, inputs=inputs)
     try:
         lo, hi = (float(v) for v in scale_jitter.split(","))
     except ValueError:
@@ -100,7 +124,7 @@ def train(model_name, train_json, train_images, val_json, val_images, epochs, it
         save_dtype="float16" if save_fp16 else "float32", resume=resume,
         augment=AugmentConfig(scale_min=lo, scale_max=hi, crop=parse_input_size(crop, stride=1) if crop else None,
                               zoom=zoom),
-        aux_semantic=aux_semantic)
+        loss_options=_loss_options(loss_option, aux_semantic))
     log = TrainLog(log_every=log_every)
     started = False
 

@@ -153,7 +153,7 @@ def evaluate_detections(dataset: CocoDataset, detections_by_image: Mapping[int, 
 
     ``detections_by_image``: image id -> list of objects with ``label`` (0-based class
     index), ``score`` and ``mask`` (HxW bool at the image's size), e.g.
-    ``edgeseg.models.postprocess.Detection``. Images evaluated: ``image_ids`` (default all
+    ``edgeseg.models.contract.Detection``. Images evaluated: ``image_ids`` (default all
     of the dataset; an image with no entry counts as "nothing detected").
     Returns ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs",
     "ARm", "ARl", "per_class", "images", "detections"}`` (+ ``"box"`` with ``box=True``).
@@ -196,7 +196,7 @@ class EvalResult:
     def save(self, path: str | os.PathLike) -> Path:
         from edgeseg.utils.atomic import write_json
 
-        return write_json(path, self.to_dict())
+        return write_json(path, {"format": "edgeseg-eval", **self.to_dict()})
 
 
 def predict_dataset(run: Callable[[np.ndarray], dict[str, np.ndarray]], dataset: CocoDataset, spec,
@@ -258,9 +258,9 @@ def evaluate_artifact(artifact_path: str | os.PathLike, dataset_json: str | os.P
     _check_classes(manifest, dataset)
     spec = input_spec_of(manifest)
     if postprocess is None:
-        from edgeseg.models.postprocess import postprocess_for
+        from edgeseg.models.contract import decoder_for_manifest
 
-        postprocess = postprocess_for(manifest.model)
+        postprocess = decoder_for_manifest(manifest)
     info = manifest.artifacts.get(file.name, {}) if manifest.artifacts else {}
     start = time.perf_counter()
     with load_runtime(file, backend=backend, threads=threads, numerics=numerics) as runtime:

@@ -90,7 +90,7 @@ class RegressionReport:
         return bool(self.failed) and all(set(r.failed_on) == {"latency"} for r in self.failed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "latency_only_failure": self.latency_only,
+        return {"format": "edgeseg-regress", "passed": self.passed, "latency_only_failure": self.latency_only,
                 "ap_tol": self.ap_tol, "latency_tol": self.latency_tol, "latency_stat": self.latency_stat,
                 "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes)}
 

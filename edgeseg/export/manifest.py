@@ -51,8 +51,16 @@ class Manifest:
     components: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {module}
     presets: dict[str, str] = field(default_factory=dict)  # model's named precision plans
     weights: dict[str, Any] | None = None  # {path, sha256, format} or None (random init)
+    # The model-family contract: which family's decoder / video strategy apply. A user's own
+    # model has no family; ``decoder`` then names one (a family, or module:function) if given.
+    family: str | None = None
+    decoder: str | None = None
+    source: dict[str, Any] | None = None  # user models: {"kind": "user", "entry": "file.py:fn"} / foreign ONNX
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> info
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Every file edgeseg wrote into the folder (relative paths): the only files a later
+    # export, conversion or ``--overwrite`` may replace or remove (utils/outputs.py).
+    files: list[str] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
 
     # ----------------------------------------------------------------- artifacts
@@ -60,6 +68,28 @@ class Manifest:
         entry = self.artifacts.setdefault(filename, {})
         entry.update(info)
         return entry
+
+    def add_files(self, *names: str) -> None:
+        """Record files edgeseg wrote into the folder (side files such as logs and reports)."""
+        self.files = sorted(set(self.files) | {str(n) for n in names if n})
+
+    def written_files(self) -> set[str]:
+        """Every file of the folder that edgeseg wrote: the manifest, the artifacts and the
+        side files recorded with them (also for manifests written before ``files`` existed)."""
+        out = {MANIFEST_NAME, *self.artifacts, *self.files}
+        for name, info in self.artifacts.items():
+            if not isinstance(info, dict):
+                continue
+            for key in ("log", "report"):  # TFLite's conversion log and I/O report
+                if isinstance(info.get(key), str):
+                    out.add(info[key])
+            tnn = info.get("tnn")
+            if isinstance(tnn, dict) and isinstance(tnn.get("model_file"), str):
+                out.add(tnn["model_file"])
+            if info.get("fidelity"):
+                stem = name[:-len(".onnx")] if name.endswith(".onnx") else name
+                out.update({f"{stem}.fidelity.json", f"{stem}.fidelity.md"})
+        return out
 
     def artifact(self, filename: str) -> dict[str, Any]:
         if filename not in self.artifacts:
@@ -91,6 +121,10 @@ class Manifest:
             components={c: {"module": path} for c, path in model.component_map.components.items()},
             presets=dict(getattr(model, "precision_presets", {})),
             weights=weights,
+            # Namespaced for user modules: their own children may be called "decoder" or "source".
+            family=_str_or_none(getattr(model, "family", None)),
+            decoder=_str_or_none(getattr(model, "edgeseg_decoder", None)),
+            source=getattr(model, "edgeseg_source", None),
         )
 
     # ----------------------------------------------------------------- io
@@ -104,8 +138,12 @@ class Manifest:
             "components": self.components,
             "presets": self.presets,
             "weights": self.weights,
+            "family": self.family,
+            "decoder": self.decoder,
+            "source": self.source,
             "artifacts": self.artifacts,
             "history": self.history,
+            "files": self.files,
         }
 
     @classmethod
@@ -117,7 +155,9 @@ class Manifest:
             outputs=d.get("outputs", []), components=d.get("components", {}),
             presets=d.get("presets", {}),
             weights=d.get("weights"), artifacts=d.get("artifacts", {}),
-            history=d.get("history", []), schema=d.get("schema", SCHEMA_VERSION),
+            family=d.get("family"), decoder=d.get("decoder"), source=d.get("source"),
+            history=d.get("history", []), files=list(d.get("files", [])),
+            schema=d.get("schema", SCHEMA_VERSION),
         )
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -136,6 +176,10 @@ class Manifest:
             raise EdgesegError(f"{p} is not valid JSON: {e}", "re-export the model with `edgeseg export`") from e
 
 
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def find_manifest(path: str | os.PathLike) -> Path | None:
     p = Path(path)
     candidates = [p / MANIFEST_NAME] if p.is_dir() else [p.parent / MANIFEST_NAME]
@@ -145,6 +189,21 @@ def find_manifest(path: str | os.PathLike) -> Path | None:
         if c.is_file():
             return c
     return None
+
+
+def read_written_files(folder: str | os.PathLike) -> set[str] | None:
+    """The files an edgeseg ``manifest.json`` in ``folder`` says edgeseg wrote; None when the
+    folder has no manifest, or one edgeseg cannot read (then it is the user's file)."""
+    p = Path(folder) / MANIFEST_NAME
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or "model" not in data or not isinstance(data.get("artifacts", {}), dict):
+            return None
+        return Manifest.from_dict(data).written_files()
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def input_spec_of(manifest: Manifest):

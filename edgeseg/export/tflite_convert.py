@@ -361,6 +361,15 @@ def quantize(job: dict[str, Any], record: dict[str, Any], io, samples: np.ndarra
         raise StageError("quantize", f"TFLite quantization failed: {str(e).strip().splitlines()[0]}") from e
 
 
+def stage(job: dict[str, Any], name: str) -> None:
+    """Tell the parent process which step runs now (it shows progress from this file)."""
+    if job.get("progress"):
+        try:
+            Path(job["progress"]).write_text(name)
+        except OSError:
+            pass  # progress is a nicety; never fail a conversion over it
+
+
 def convert(job: dict[str, Any]) -> dict[str, Any]:
     import tensorflow as tf
 
@@ -382,9 +391,11 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
 
     # onnx2tf's own test inference wants channel-last images.
     nhwc = samples.transpose(0, 2, 3, 1) if job.get("input_layout", "NCHW") == "NCHW" else samples
+    stage(job, "onnx2tf")
     model, tf_layers, created = run_onnx2tf(job, np.ascontiguousarray(nhwc))
     lap("onnx2tf")
     record = build_record(job, tf_layers, created)
+    stage(job, "SavedModel")
     io = save_saved_model(job, model, tf_layers)
     lap("saved_model")
     report["io"] = io
@@ -392,6 +403,7 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
 
     precisions = job["precisions"]
     values = set(precisions.values())
+    stage(job, "calibrating and converting" if "int8" in values else "converting")
     if "int8" in values:
         buf = quantize(job, record, io, samples, report)
     elif values == {"fp16"}:
@@ -403,6 +415,7 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
         buf = _convert(_converter(job))
 
     lap("tflite")
+    stage(job, "mapping ops to components")
     # Mixed plans: store the weights of fp16 components as float16 (TFLite's converter can
     # only do that for a whole model). A uniform fp16 plan was handled by the converter.
     mapping = map_model(fb.describe(buf), ConversionRecord.from_dict(record))

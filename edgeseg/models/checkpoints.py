@@ -204,6 +204,7 @@ def load_weights(model, path: str | Path, strict: bool = True) -> LoadReport:
     state, meta = read_state_dict(p)
     model_state = model.state_dict()
     state, stripped = _strip_wrappers(state, set(model_state))
+    state = _family_weights_map(model, state)
     keys = set(state)
     decoder_keys = {k for k in model_state if not k.startswith("backbone.")}
     has_backbone = hasattr(model, "backbone")
@@ -227,6 +228,23 @@ def load_weights(model, path: str | Path, strict: bool = True) -> LoadReport:
                         meta=meta, stripped=stripped, allowed_missing=_NOT_PRETRAINED, full_model=model)
     report.ignored = ignored + heads + report.ignored
     return report
+
+
+def _family_weights_map(model, state: dict[str, Any]) -> dict[str, Any]:
+    """The model family's ``weights_map`` (official checkpoint layouts -> ours), if it has one.
+
+    Each family knows its official checkpoints' key names (timm's ``checkpoint_filter_fn``);
+    a file already in our layout passes through unchanged.
+    """
+    name = getattr(model, "family", None)
+    if not name:
+        return state
+    from edgeseg.models.registry import family
+
+    fam = family(name)
+    if fam.weights_map is None:
+        return state
+    return dict(fam.load("weights_map")(state, model))
 
 
 def _load_into(module, module_state: dict[str, Any], state: dict[str, Any], path: Path, strict: bool, *,

@@ -148,17 +148,24 @@ def describe_source(source: str | os.PathLike):
                        "pass an export folder, an .onnx beside its manifest.json, or a .safetensors checkpoint")
 
 
-def prepare_work(work: Path, model_name: str) -> Path:
-    """``WORK/<model>/``, emptied if an earlier sweep made it; refused if someone else's."""
+def prepare_work(work: Path, model_name: str, *, overwrite: bool = False, inputs=()) -> Path:
+    """``WORK/<model>/``, cleared of the files an earlier sweep wrote there (only those:
+    anything else stays); a non-empty folder the sweep did not make needs ``overwrite``."""
+    from edgeseg.utils import outputs
+
     folder = work / model_name
-    if folder.exists():
-        if not folder.is_dir():
-            raise EdgesegError(f"work path {folder} is a file", "pass another --work-dir")
-        if (folder / WORK_MARKER).exists():
-            shutil.rmtree(folder)
-        elif any(folder.iterdir()):
-            raise EdgesegError(f"work folder {folder} exists and was not made by `edgeseg sweep`",
-                               "pass an empty or new --work-dir (the sweep clears its own work folder)")
+    checked = outputs.check_output_folder(folder, outputs.SWEEP_WORK, flag="--work-dir", overwrite=overwrite,
+                                          inputs=inputs)
+    for name in sorted(checked.owned, key=lambda n: -n.count("/")):
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)  # a recorded folder (a kept SavedModel) is the sweep's own
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        parent = target.parent
+        while parent != folder and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
     return folder
 
 
@@ -177,8 +184,9 @@ def materialize_source(kind: str, path: Path, manifest, folder: Path, origin: st
         load_weights(model, path)
         model.eval()
         weights = {"path": str(path), "sha256": sha256_file(path), "format": path.suffix.lstrip(".")}
-        # Only the frame graph: the sweep measures images, not video kernel reuse.
-        result = export_onnx(model, folder, graphs=("frame",), weights=weights)
+        # Only the frame graph: the sweep measures images, not video kernel reuse. The
+        # folder was checked and cleared by prepare_work (files of yours there stay).
+        result = export_onnx(model, folder, graphs=("frame",), weights=weights, overwrite=True)
         (folder / WORK_MARKER).write_text("made by edgeseg sweep; cleared on the next sweep\n")
         return SweepSource(result.onnx_path, result.manifest, {"path": str(path), "sha256": weights["sha256"]},
                            origin)
@@ -192,8 +200,11 @@ def materialize_source(kind: str, path: Path, manifest, folder: Path, origin: st
         raise EdgesegError(f"{src.name} is already quantized ({(info.get('precision') or {}).get('spec')})",
                            "pass the FP32 export: the sweep builds every plan from it")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / WORK_MARKER).write_text("made by edgeseg sweep; cleared on the next sweep\n")
     dst = folder / src.name
+    if dst.exists() or (folder / "manifest.json").exists():
+        raise EdgesegError(f"{dst.name} or manifest.json in the work folder {folder} was not written by the sweep",
+                           "move it elsewhere, or pass another --work-dir")
+    (folder / WORK_MARKER).write_text("made by edgeseg sweep; cleared on the next sweep\n")
     shutil.copyfile(src, dst)
     copy = Manifest.from_dict(manifest.to_dict())
     copy.artifacts = {src.name: dict(info, primary=True)}  # the other files were not copied
@@ -215,14 +226,13 @@ def check_dataset(dataset_json, images_dir, manifest):
     return dataset
 
 
-def check_output_dir(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgesegError(f"cannot create the report folder {out_dir}: {e.strerror or e}",
-                           "pass a writable -o folder") from e
-    if not os.access(out_dir, os.W_OK):
-        raise EdgesegError(f"the report folder {out_dir} is not writable", "pass a writable -o folder")
+def check_output_dir(out_dir: Path, *, overwrite: bool = False, inputs=()) -> None:
+    """The report folder, before any work: writable, and a new or empty folder or an earlier
+    sweep's (its reports are replaced); anything else needs ``overwrite`` (files there stay)."""
+    from edgeseg.utils import outputs
+
+    outputs.check_output_folder(out_dir, outputs.SWEEP_REPORTS, overwrite=overwrite, inputs=inputs,
+                                expected=REPORT_NAMES)
 
 
 def _tool_versions(backend: str) -> dict[str, str]:
@@ -246,7 +256,7 @@ def build_artifact(src: SweepSource, plan: PrecisionPlan, table, backend: str, i
         return src.onnx
     from edgeseg.quantize.pipeline import run_quantize
 
-    out = src.onnx.with_name(f"{src.onnx.stem}.{plan.label()}.onnx")
+    out = src.onnx.with_name(f"{src.onnx.stem}.{plan.file_label()}.onnx")
     # No fidelity report: the sweep measures AP itself, which is what fidelity predicts;
     # no features graph: the sweep times single images.
     return run_quantize(src.onnx, plan.spec(), table if plan.needs_calibration else None, out=out,
@@ -269,7 +279,7 @@ def _check_backend(backend: str) -> None:
 def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images_dir: str | os.PathLike,
               calib: str | os.PathLike | None, work_dir: str | os.PathLike,
               settings: SweepSettings | None = None,
-              progress: Callable[[str], None] | None = None) -> SweepReport:
+              progress: Callable[[str], None] | None = None, overwrite: bool = False) -> SweepReport:
     from edgeseg.benchmark.stats import percentile
     from edgeseg.eval.coco import evaluate_artifact
     from edgeseg.quantize.cache import CalibrationTable
@@ -309,7 +319,8 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
     if Path(path).resolve() == target or target in Path(path).resolve().parents:
         raise EdgesegError(f"{path} lies in the sweep's own work folder {target}, which every sweep clears",
                            "copy the artifact elsewhere, or pass another --work-dir")
-    folder = prepare_work(Path(work_dir), manifest.model)
+    folder = prepare_work(Path(work_dir), manifest.model, overwrite=overwrite,
+                          inputs=[path, dataset_json, images_dir, calib_path])
     say(f"preparing FP32 ONNX of {manifest.model} in {folder}")
     t0 = time.perf_counter()
     src = materialize_source(kind, path, manifest, folder, str(source))
@@ -427,14 +438,16 @@ def write_reports(report: SweepReport, out_dir: str | os.PathLike) -> dict[str, 
     from edgeseg.quantize.sweep_plot import plot_pareto
     from edgeseg.utils.atomic import atomic_path
 
+    from edgeseg.utils.outputs import mark_text
+
     out = Path(out_dir)
-    check_output_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / REPORT_NAMES[0], "markdown": out / REPORT_NAMES[1], "plot": out / REPORT_NAMES[2]}
     # Every file goes to a temporary sibling first; the renames happen only once all
     # three are written, so a failed plot never leaves a JSON that disagrees with it.
     with contextlib.ExitStack() as stack:
         tmp = {k: stack.enter_context(atomic_path(p)) for k, p in paths.items()}
         report.save(tmp["json"])
-        tmp["markdown"].write_text(report.to_markdown(), encoding="utf-8")
+        tmp["markdown"].write_text(mark_text(report.to_markdown(), ".md"), encoding="utf-8")
         plot_pareto(report, tmp["plot"])
     return paths

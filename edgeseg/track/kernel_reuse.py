@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-from edgeseg.models.postprocess import sigmoid
+from edgeseg.models.decoding import sigmoid
 from edgeseg.track.associate import associate, preload
 from edgeseg.track.masks import BoxMask, MaskAssembler
 
@@ -173,7 +173,7 @@ def keyframe_detections(outputs: dict[str, np.ndarray], assembler: MaskAssembler
                         max_instances: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(indices, labels, scores, low-res probabilities) of the queries kept on a keyframe.
 
-    Same decoding as :func:`edgeseg.models.postprocess.mobileinst_postprocess`: best class
+    Same decoding as :func:`edgeseg.models.mobileinst.decode.decode`: best class
     of sqrt(sigmoid(class) x sigmoid(objectness)), kept above the threshold, rescored by
     maskness (mean probability inside the low-resolution mask).
     """
@@ -476,3 +476,61 @@ def open_video_runtimes(artifact: str | os.PathLike, backend: str | None = None,
             frame_rt.close()
             raise
     return VideoRuntimes(frame_rt, features_rt, manifest, frame_file, features_file, made)
+
+
+# ------------------------------------------------------------------------ the strategy
+class KernelReuseSession:
+    """An artifact's frame + features runtimes, making one tracker per T (``VideoSession``)."""
+
+    def __init__(self, runtimes: VideoRuntimes):
+        self.runtimes = runtimes
+        self.manifest = runtimes.manifest
+        self.graphs = {"frame": runtimes.frame_file, "features": runtimes.features_file}
+        self.notes = ([f"made {runtimes.made_features}: the features graph at {runtimes.frame_file}'s plan and "
+                       "calibration (recorded in manifest.json)"] if runtimes.made_features else [])
+        self.backend = runtimes.frame.backend
+        self.numerics = runtimes.frame.numerics  # how int8 runs (edgeseg.runtimes.numerics)
+
+    def tracker(self, interval: int, config: TrackerConfig | None = None) -> KernelReuseTracker:
+        from dataclasses import replace
+
+        from edgeseg.export.manifest import input_spec_of
+
+        cfg = replace(config or TrackerConfig(), reuse=interval)
+        return KernelReuseTracker(self.runtimes.frame, self.runtimes.features, input_spec_of(self.manifest), cfg)
+
+    def warm_up(self, runs: int = 3) -> None:
+        for rt in (self.runtimes.frame, self.runtimes.features):
+            if rt is None:
+                continue
+            feeds = rt.random_feeds(0)
+            for _ in range(runs):
+                rt.run(feeds)
+
+    def check_classes(self, num_categories: int, source: str) -> None:
+        """The model's classes must be the dataset's categories (label k -> k-th category id)."""
+        shape = next((o.shape for o in self.runtimes.frame.outputs() if o.name == "logits"), None)
+        classes = shape[-1] if shape else None
+        if isinstance(classes, int) and classes != num_categories:
+            raise EdgesegError(f"the model predicts {classes} classes, {source} has {num_categories} categories",
+                               f"export the model with --num-classes {num_categories} (and weights trained "
+                               "on this dataset)")
+
+    def close(self) -> None:
+        self.runtimes.close()
+
+
+class KernelReuse:
+    """MobileInst's video strategy (``Family.video``): keyframe kernels reused on the
+    features graph for T-1 frames, kernels of keyframes associated by cosine similarity."""
+
+    name = "kernel reuse"
+    interval_help = ("T: frame i is a keyframe when i % T == 0; the T-1 frames after it run only the "
+                     "features graph and reuse its kernels")
+
+    @staticmethod
+    def open(artifact: str | os.PathLike, *, backend: str | None = None, threads: int = 1,
+             max_interval: int = 3, make_missing: bool = True, numerics: str = "fused") -> KernelReuseSession:
+        return KernelReuseSession(open_video_runtimes(artifact, backend=backend, threads=threads,
+                                                      reuse=max_interval, make_features=make_missing,
+                                                      numerics=numerics))

@@ -17,7 +17,7 @@ run-length encodes without ever allocating a full frame.
 computed only the outline; on 720x1280 frames it was 2.5-6x slower than this for 10
 masks from 32x32 and 80x80 grids: the gathers cost more than the BLAS products they saved.)
 
-The 1-D weights are the image decoder's (:func:`edgeseg.models.postprocess.resize_matrix`,
+The 1-D weights are the image decoder's (:func:`edgeseg.models.decoding.resize_matrix`,
 torch's ``bilinear``, ``align_corners=False``), so a keyframe's masks are exactly the
 ones image post-processing gives for the same outputs.
 """
@@ -29,7 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from edgeseg.models.postprocess import resize_matrix, sigmoid
+from edgeseg.models.decoding import resize_matrix, sigmoid
 
 
 # ----------------------------------------------------------------------------- resize maps

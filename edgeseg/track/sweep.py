@@ -1,7 +1,9 @@
-"""The reuse sweep: VIS AP and per-frame latency for several keyframe intervals T.
+"""The key-interval sweep: VIS AP and per-frame latency for several keyframe intervals T.
 
 MobileInst's Table 4 trades accuracy for speed with T: a larger T runs the instance
-decoder less often. Here every video of a YouTube-VIS dataset is tracked at each T with
+decoder less often (YolactEdge's partial feature transform likewise, with its keyframe
+interval). The sweep runs whatever video strategy the artifact's family names
+(:mod:`edgeseg.track.strategy`). Here every video of a YouTube-VIS dataset is tracked at each T with
 the same runtimes, the results are scored with :func:`edgeseg.eval.vis.evaluate_vis`,
 and the mean per-frame latency is measured on one pinned core with one-thread runtimes
 (model inference + host post-processing; JPEG decoding and preprocessing are reported
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeseg.errors import EdgesegError
-from edgeseg.track.kernel_reuse import KernelReuseTracker, TrackerConfig, open_video_runtimes
+from edgeseg.track.kernel_reuse import TrackerConfig
 from edgeseg.track.pipeline import blas_threads
 from edgeseg.track.results import label_to_category, video_results
 
@@ -55,7 +57,8 @@ class SweepReport:
 
     def markdown(self) -> str:
         s = self.settings
-        lines = [f"# Kernel reuse sweep: {s.get('model', '?')} on {s.get('dataset', '?')}", "",
+        lines = [f"# {str(s.get('strategy', 'kernel reuse')).capitalize()} sweep: {s.get('model', '?')} on "
+                 f"{s.get('dataset', '?')}", "",
                  f"{s.get('videos')} videos, {s.get('frames_per_sweep')} frames per T; latency on core "
                  f"{s.get('core')} with {s.get('threads')} thread(s), {s.get('backend')} "
                  f"({s.get('numerics', '?')} int8 numerics, host {s.get('host_isa', '?')}); "
@@ -84,14 +87,14 @@ def parse_reuse(text: str | int) -> list[int]:
         try:
             value = int(part)
         except ValueError:
-            raise EdgesegError(f"--reuse {text!r}: {part!r} is not a whole number",
+            raise EdgesegError(f"--key-interval {text!r}: {part!r} is not a whole number",
                                "give T as 3, or several as 1,3,6") from None
         if value < 1:
-            raise EdgesegError(f"--reuse {value}: T must be at least 1 (frame i is a keyframe when i % T == 0)",
+            raise EdgesegError(f"--key-interval {value}: T must be at least 1 (frame i is a keyframe when i % T == 0)",
                                "use 1 (a keyframe every frame), 3 (MobileInst's choice) or more")
         values.append(value)
     if len(set(values)) != len(values):
-        raise EdgesegError(f"--reuse {text!r} repeats a value", "list each T once")
+        raise EdgesegError(f"--key-interval {text!r} repeats a value", "list each T once")
     return values
 
 
@@ -101,27 +104,7 @@ def _pinned(core: int | None):
     return ProcessPinning(default_core() if core is None else core)
 
 
-def _warm_up(runtimes) -> None:
-    for rt in (runtimes.frame, runtimes.features):
-        if rt is None:
-            continue
-        feeds = rt.random_feeds(0)
-        for _ in range(WARMUP_RUNS):
-            rt.run(feeds)
-
-
-def _check_classes(frame_runtime, dataset) -> None:
-    """The model's classes must be the dataset's categories (label k -> k-th category id)."""
-    shape = next((o.shape for o in frame_runtime.outputs() if o.name == "logits"), None)
-    classes = shape[-1] if shape else None
-    if isinstance(classes, int) and classes != len(dataset.categories):
-        raise EdgesegError(f"the model predicts {classes} classes, {dataset.source} has "
-                           f"{len(dataset.categories)} categories",
-                           f"export the model with --num-classes {len(dataset.categories)} (and weights trained "
-                           "on this dataset)")
-
-
-def _timed_video(tracker: KernelReuseTracker, frames: list[np.ndarray]) -> list:
+def _timed_video(tracker, frames: list[np.ndarray]) -> list:
     tracker.reset()
     gc.collect()
     gc_was_enabled = gc.isenabled()
@@ -147,27 +130,28 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
     from edgeseg.runtimes.numerics import check_numerics, warn_if_saturating
     from edgeseg.eval.vis import evaluate_vis
     from edgeseg.export.manifest import input_spec_of
+    from edgeseg.track.strategy import strategy_for
     from edgeseg.utils.progress import track as progress
 
     base = base or TrackerConfig()
     category_of = label_to_category(dataset.categories)
     results: dict[int, list[dict[str, Any]]] = {t: [] for t in reuses}
     timings: dict[int, list] = {t: [] for t in reuses}
+    strategy = strategy_for(artifact)
     pin = _pinned(core)
     with pin, blas_threads(threads):
         # Opened after pinning so any thread a runtime starts inherits the one core.
-        runtimes = open_video_runtimes(artifact, backend=backend, threads=threads, reuse=max(reuses),
-                                       make_features=True, numerics=check_numerics(numerics))
+        session = strategy.open(artifact, backend=backend, threads=threads, max_interval=max(reuses),
+                                make_missing=True, numerics=check_numerics(numerics))
         try:
-            precisions = (runtimes.manifest.artifacts.get(runtimes.frame_file, {}).get("precision") or {}) \
+            precisions = (session.manifest.artifacts.get(session.graphs.get("frame"), {}).get("precision") or {}) \
                 .get("precisions") or {}
             if "int8" in precisions.values():
-                warn_if_saturating(runtimes.frame.numerics, "VIS AP of the reuse sweep")
-            spec = input_spec_of(runtimes.manifest)
-            _check_classes(runtimes.frame, dataset)
-            trackers = {t: KernelReuseTracker(runtimes.frame, runtimes.features, spec,
-                                              TrackerConfig(**{**asdict(base), "reuse": t})) for t in reuses}
-            _warm_up(runtimes)
+                warn_if_saturating(session.numerics, "VIS AP of the reuse sweep")
+            spec = input_spec_of(session.manifest)
+            session.check_classes(len(dataset.categories), str(dataset.source))
+            trackers = {t: session.tracker(t, base) for t in reuses}
+            session.warm_up(WARMUP_RUNS)
             for video in progress(dataset.videos, f"tracking {len(dataset.videos)} videos x T={reuses}"):
                 # Frames decoded once per video and shared by every T (decoding is not timed).
                 frames = [dataset.load_frame(video, i) for i in range(video.length)]
@@ -175,7 +159,7 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
                     timings[t] += _timed_video(tracker, frames)
                     results[t] += video_results(tracker.finish(), video.id, category_of)
         finally:
-            runtimes.close()
+            session.close()
 
     rows = []
     for t in reuses:
@@ -190,24 +174,31 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
                              float(np.mean([x.preprocess_ms for x in tm])),
                              float(np.mean([x.model_cpu_ms for x in tm])), float(np.mean([x.host_cpu_ms for x in tm])),
                              len(tm), len(key), len(results[t])))
-    m = runtimes.manifest
-    settings = {"model": m.model, "artifact": str(artifact), "frame_graph": runtimes.frame_file,
-                "features_graph": runtimes.features_file, "dataset": str(dataset.source),
+    m = session.manifest
+    settings = {"model": m.model, "artifact": str(artifact), "strategy": strategy.name,
+                "frame_graph": session.graphs.get("frame"), "graphs": dict(session.graphs),
+                "features_graph": session.graphs.get("features"), "dataset": str(dataset.source),
                 "videos": len(dataset.videos), "frames_per_sweep": sum(v.length for v in dataset.videos),
-                "backend": runtimes.frame.backend, "threads": threads, "core": pin.core,
+                "backend": session.backend, "threads": threads, "core": pin.core,
                 "weights": (m.weights or {}).get("path"), "tracker": {k: v for k, v in asdict(base).items()
                                                                       if k not in ("reuse", "record")},
                 "input": [spec.height, spec.width], "warmup_runs_per_graph": WARMUP_RUNS,
-                "numerics": runtimes.frame.numerics, "host_isa": host_isa().summary()}
+                "numerics": session.numerics, "host_isa": host_isa().summary()}
     return SweepReport(rows, settings)
+
+
+def report_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The two files :func:`save_report` writes for ``-o PATH``."""
+    p = Path(path)
+    return p.with_suffix(".json"), p.with_suffix(".md")
 
 
 def save_report(report: SweepReport, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write the table as ``<stem>.json`` and ``<stem>.md`` beside each other (atomically)."""
     from edgeseg.utils import atomic
+    from edgeseg.utils.outputs import mark_text
 
-    p = Path(path)
-    json_path, md_path = p.with_suffix(".json"), p.with_suffix(".md")
-    atomic.write_json(json_path, report.to_dict())
-    atomic.write_text(md_path, report.markdown())
+    json_path, md_path = report_paths(path)
+    atomic.write_json(json_path, {"format": "edgeseg-reuse-sweep", **report.to_dict()})
+    atomic.write_text(md_path, mark_text(report.markdown(), ".md"))
     return json_path, md_path

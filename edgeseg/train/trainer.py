@@ -1,7 +1,8 @@
-"""Train or fine-tune a MobileInst zoo model on a COCO-format dataset.
+"""Train or fine-tune any zoo model whose family has a training objective.
 
-``train(TrainConfig(...))`` runs the loop: seeded batches from ``TrainData``, the
-SparseInst-style matching and losses, AdamW with warm-up + cosine, gradient clipping,
+``train(TrainConfig(...))`` runs the generic loop: seeded batches from the family's kind of
+training data (``Family.train_data``), the family's objective (``Family.objective``, see
+:mod:`edgeseg.train.objective`), AdamW with warm-up + cosine, gradient clipping,
 periodic mask AP on a val split (measured by ``edgeseg.eval.coco`` exactly as
 ``edgeseg eval`` measures it), atomic checkpoints with the embedded manifest, and
 ``resume`` from the training state written beside the checkpoint.
@@ -17,7 +18,6 @@ from typing import Any
 
 from edgeseg.errors import EdgesegError
 from edgeseg.train.data import AugmentConfig
-from edgeseg.train.losses import LossWeights
 
 # Exponential moving average of the loss for display (noisy per batch).
 _EMA = 0.9
@@ -50,9 +50,9 @@ class TrainConfig:
     save_dtype: str = "float32"                # "float16" halves the checkpoint (zoo files)
     resume: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    loss_weights: LossWeights = field(default_factory=LossWeights)
-    # Training-only semantic head on the mask features (auxiliary.py); 0 = the paper's losses only.
-    aux_semantic: float = 1.0
+    # The family objective's options (``--loss-option key=value``), e.g. MobileInst's
+    # ``aux_semantic`` (weight of a training-only semantic head; 0 = the paper's losses only).
+    loss_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -78,8 +78,6 @@ class TrainConfig:
             raise EdgesegError(f"--threads must be at least 1, got {self.threads}", "e.g. --threads 2")
         if self.save_dtype not in ("float32", "float16"):
             raise EdgesegError(f"cannot store weights as {self.save_dtype!r}", "use float32 or float16")
-        if not (self.aux_semantic >= 0 and math.isfinite(self.aux_semantic)):
-            raise EdgesegError(f"--aux-semantic must be 0 or more, got {self.aux_semantic}", "e.g. 1.0 (0: off)")
         if (self.val_json is None) != (self.val_images is None):
             raise EdgesegError("--val-dataset and --val-images go together", "pass both, or neither")
         if Path(self.output).suffix != ".safetensors":
@@ -118,7 +116,7 @@ def _param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _load_init(model, weights: str, model_name: str, num_classes: int, log) -> str:
+def _load_init(model, weights: str, model_name: str, log) -> str:
     """Load initial weights leniently (fine-tuning), say what was kept and what was not."""
     from edgeseg.models.checkpoints import load_weights, read_state_dict
     from edgeseg.models.pretrained import resolve_weights
@@ -127,10 +125,18 @@ def _load_init(model, weights: str, model_name: str, num_classes: int, log) -> s
     report = load_weights(model, path, strict=False)
     text = report.summary()
     state, meta = read_state_dict(path)
-    cls_key = "instance_decoder.cls_head.weight"
-    if cls_key in state and cls_key in report.ignored:
-        n = int(state[cls_key].shape[0])
-        log(f"class head re-initialised: {path.name} predicts {n} classes, the dataset has {num_classes}")
+    own = model.state_dict()
+    reshaped = [k for k in report.ignored if k in own and k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if reshaped:
+        # Another class count (or query count) in the file: those layers start fresh.
+        saved_classes = _saved_num_classes(meta)
+        if saved_classes is not None and saved_classes != model.model_cfg.get("num_classes"):
+            log(f"class head re-initialised: {path.name} predicts {saved_classes} classes, the dataset has "
+                f"{model.model_cfg.get('num_classes')} ({len(reshaped)} tensors, e.g. {reshaped[0]})")
+        else:
+            log(f"re-initialised {len(reshaped)} tensor(s) whose shape differs in {path.name} "
+                f"(e.g. {reshaped[0]}: {tuple(state[reshaped[0]].shape)} in the file, "
+                f"{tuple(own[reshaped[0]].shape)} here)")
     saved_as = meta.get("edgeseg.model")
     if saved_as and saved_as != model_name:
         log(f"note: {path.name} was saved from {saved_as}; only the layers that match {model_name} were loaded")
@@ -138,39 +144,69 @@ def _load_init(model, weights: str, model_name: str, num_classes: int, log) -> s
     return text
 
 
+def _saved_num_classes(meta: dict[str, str]) -> int | None:
+    """The class count recorded in an edgeseg checkpoint's embedded manifest."""
+    import json
+
+    from edgeseg.export.manifest import CHECKPOINT_METADATA_KEY
+
+    try:
+        n = json.loads(meta.get(CHECKPOINT_METADATA_KEY, "{}")).get("model_cfg", {}).get("num_classes")
+    except (ValueError, AttributeError):
+        return None
+    return int(n) if isinstance(n, int) else None
+
+
 def evaluate_model(model, dataset, limit: int | None = None) -> dict[str, Any]:
-    """Mask AP of the PyTorch model on a COCO dataset, via the same code as ``edgeseg eval``."""
+    """Mask AP of the PyTorch model on a COCO dataset, via the same code as ``edgeseg eval``
+    (the model's family decoder)."""
     import numpy as np
     import torch
 
     from edgeseg.eval.coco import evaluate_detections, predict_dataset
-    from edgeseg.models.postprocess import postprocess_for
+    from edgeseg.models.registry import family
 
+    decode = family(model.family).load("decoder")
     was_training = model.training
     model.eval()
 
     def run(x: np.ndarray) -> dict[str, np.ndarray]:
         with torch.inference_mode():
             out = model(torch.from_numpy(x))
+        if isinstance(out, torch.Tensor):
+            out = (out,)
         return {n: t.numpy() for n, t in zip(model.output_names, out)}
 
     images = dataset.images[:limit] if limit else dataset.images
     try:
-        dets = predict_dataset(run, dataset, model.input_spec, postprocess_for(model.model_name), images,
-                               description="val AP")
+        dets = predict_dataset(run, dataset, model.input_spec, decode, images, description="val AP")
         figures = evaluate_detections(dataset, dets, image_ids=[im.id for im in images])
     finally:
         model.train(was_training)
     return figures
 
 
-def _input_size(cfg: TrainConfig) -> tuple[int, int] | None:
+def _family_for(model_name: str):
+    """The family of MODEL, refused up front when it cannot be trained."""
+    from edgeseg.models.registry import family, model_entry
+
+    fam = family(model_entry(model_name).family)
+    if fam.objective is None:
+        raise EdgesegError(f"the {fam.name} family has no training objective, so {model_name} cannot be trained here",
+                           "train a model of a family with one (`edgeseg models` shows them)")
+    if fam.train_data != "coco":
+        raise EdgesegError(f"{model_name} trains on {fam.train_data} clips, which `edgeseg train` does not read yet",
+                           "train an image model (COCO format)")
+    return fam
+
+
+def _input_size(cfg: TrainConfig, stride: int) -> tuple[int, int] | None:
     """The requested input size, checked up front (before datasets are read)."""
     if cfg.input_size is None:
         return None
-    from edgeseg.models.mobileinst import _input_size  # the zoo's own check: multiples of 64
+    from edgeseg.models.contract import input_size_of
 
-    return _input_size(cfg.input_size)
+    return input_size_of(cfg.input_size, stride)
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -180,20 +216,18 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
     import torch
 
     from edgeseg.data.coco import CocoDataset
-    from edgeseg.models import create_model, model_entry
+    from edgeseg.models import create_model
     from edgeseg.train.data import TrainData
     from edgeseg.train.log import StepInfo
-    from edgeseg.train.losses import mobileinst_loss
     from edgeseg.train.schedule import lr_at
     from edgeseg.train.state import load_state, save_checkpoint, save_state, state_path
 
     log = log or (lambda text: None)
     cfg.validate()
-    entry = model_entry(cfg.model)
-    if entry.family != "mobileinst":
-        raise EdgesegError(f"edgeseg train knows MobileInst's losses; {cfg.model} is a {entry.family} model",
-                           "train a mobileinst_* model (`edgeseg models`)")
-    size = _input_size(cfg)
+    fam = _family_for(cfg.model)
+    objective_cls = fam.load("objective")
+    objective_cls.parse_options(cfg.loss_options)  # a wrong --loss-option fails before any work
+    size = _input_size(cfg, fam.input_stride)
     # Datasets first: a wrong path fails in milliseconds, before a model is built.
     train_set = CocoDataset(cfg.train_json, cfg.train_images)
     val_set = CocoDataset(cfg.val_json, cfg.val_images) if cfg.val_json else None
@@ -217,13 +251,12 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
         max(1, math.ceil((cfg.epochs if cfg.epochs is not None else 12) * len(train_set) / cfg.batch_size))
     warmup = cfg.warmup_iters if cfg.warmup_iters is not None else min(200, total // 20)
 
-    init_text = _load_init(model, cfg.weights, cfg.model, train_set.num_classes, log) if cfg.weights else None
-    modules: dict[str, torch.nn.Module] = {"model": model}
-    if cfg.aux_semantic > 0:
-        from edgeseg.train.auxiliary import SemanticHead
-
-        modules["semantic"] = SemanticHead(model.mask_dim, train_set.num_classes).to(
-            memory_format=torch.channels_last)
+    init_text = _load_init(model, cfg.weights, cfg.model, log) if cfg.weights else None
+    # Training-only modules (auxiliary heads) live in the objective: optimised, kept in
+    # the resumable state, never in the checkpoint.
+    objective = objective_cls(model, train_set.num_classes, **cfg.loss_options).to(
+        memory_format=torch.channels_last)
+    modules: dict[str, torch.nn.Module] = {"model": model, "objective": objective}
     for m in modules.values():
         m.train()
     optimizer = torch.optim.AdamW([g for m in modules.values() for g in _param_groups(m, cfg.weight_decay)],
@@ -272,22 +305,14 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
         torch.manual_seed(cfg.seed * 1_000_003 + it)  # any randomness in the model (drop path)
         images, targets = data.batch(it, cfg.batch_size)
         images = images.contiguous(memory_format=torch.channels_last)
-        logits, objectness, _kernels, features, masks = model(images)
-        out = mobileinst_loss(logits, objectness, masks, targets, cfg.loss_weights)
-        objective = out.total
-        if "semantic" in modules:
-            from edgeseg.train.auxiliary import semantic_loss
-
-            aux = cfg.aux_semantic * semantic_loss(modules["semantic"](features), targets)
-            out.parts["sem"] = float(aux.detach())
-            objective = objective + aux
-        loss = float(objective.detach())
+        out = objective(model, images, targets)
+        loss = float(out.total.detach())
         if not math.isfinite(loss):
             raise EdgesegError(f"the loss became {loss} at iteration {it + 1} (parts: {out.parts})",
                                f"lower --lr (now {cfg.lr:g}) or keep --clip-grad on; the last good "
                                f"checkpoint is {cfg.output} if one was written")
         optimizer.zero_grad(set_to_none=True)
-        objective.backward()
+        out.total.backward()
         if cfg.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_([p for m in modules.values() for p in m.parameters()], cfg.clip_grad)
         optimizer.step()

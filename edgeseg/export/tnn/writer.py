@@ -212,6 +212,38 @@ def _components(onnx_model) -> list[str]:
     return [c for c in seen if c]
 
 
+def _check_plan_covers(onnx_model, plan) -> None:
+    if plan is not None:
+        unknown = [c for c in _components(onnx_model) if c not in plan.precisions]
+        if unknown:
+            raise EdgesegError(f"the precision plan does not cover components {', '.join(unknown)} of this graph",
+                               f"plan every component: {', '.join(_components(onnx_model))}")
+
+
+def preflight(onnx_path_or_model, plan=None, device: str = "arm"):
+    """Convert in memory and refuse, with every reason, a graph that TNN cannot convert or
+    that would fail on ``device`` with ``plan``; returns (conversion, compat report).
+
+    Needs only the FP32 graph, never a calibration: ``edgeseg export --to tnn`` runs it
+    right after each ONNX graph is written, so an impossible plan (int8 on ARM with
+    attention MatMuls) is refused in seconds, before calibration.
+    """
+    from edgeseg.export.compat import tnn as tnn_compat
+    from edgeseg.quantize.plan import PrecisionPlan
+
+    if device not in DEVICES:
+        raise EdgesegError(f"unknown TNN device {device!r}", f"use --tnn-device with one of: {', '.join(DEVICES)}")
+    onnx_model, _ = _load(onnx_path_or_model)
+    _check_plan_covers(onnx_model, plan)
+    conv = convert(onnx_model, nc4hw4_only=device == "arm" and plan is not None and plan.needs_calibration)
+    # Without a plan everything is fp32 (-pr HIGH), so missing fp16 kernels do not matter.
+    report = tnn_compat.report_from_conversion(
+        conv, device, plan or PrecisionPlan.uniform("fp32", _components(onnx_model) or [""]))
+    if report.errors:
+        raise report.as_error()
+    return conv, report
+
+
 def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=None, device: str = "arm",
                name: str | None = None, check_table: bool = True) -> TnnExportResult:
     """Write ``<name>.tnnproto`` + ``<name>.tnnmodel`` into ``out_dir``.
@@ -223,18 +255,13 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
     together with the calibrated one (a features graph shares its tensor names); every
     tensor still needs a range.
     """
-    from edgeseg.export.compat import tnn as tnn_compat
     from edgeseg.export.tnn.quant import quantize_model
     from edgeseg.utils import atomic
 
     if device not in DEVICES:
-        raise EdgesegError(f"unknown TNN device {device!r}", f"use one of: {', '.join(DEVICES)}")
+        raise EdgesegError(f"unknown TNN device {device!r}", f"use --tnn-device with one of: {', '.join(DEVICES)}")
     onnx_model, onnx_path = _load(onnx_path_or_model)
-    if plan is not None:
-        unknown = [c for c in _components(onnx_model) if c not in plan.precisions]
-        if unknown:
-            raise EdgesegError(f"the precision plan does not cover components {', '.join(unknown)} of this graph",
-                               f"plan every component: {', '.join(_components(onnx_model))}")
+    _check_plan_covers(onnx_model, plan)
     if plan is not None and plan.needs_calibration:
         if table is None:
             raise EdgesegError("the precision plan has int8 components but no calibration table was given",
@@ -244,14 +271,7 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
 
             table.check_model(sha256_file(onnx_path), "ONNX file")
 
-    conv = convert(onnx_model, nc4hw4_only=device == "arm" and plan is not None and plan.needs_calibration)
-    # Without a plan everything is fp32 (-pr HIGH), so missing fp16 kernels do not matter.
-    from edgeseg.quantize.plan import PrecisionPlan
-
-    report = tnn_compat.report_from_conversion(
-        conv, device, plan or PrecisionPlan.uniform("fp32", _components(onnx_model) or [""]))
-    if report.errors:
-        raise report.as_error()
+    conv, report = preflight(onnx_model, plan, device)
 
     def precision_of(component: str) -> str:
         return plan.precision_of(component) if plan is not None else "fp32"
@@ -313,6 +333,7 @@ def _record_in_manifest(result: TnnExportResult, out: Path, onnx_path: Path | No
         info["source"] = onnx_path.name
     manifest.add_artifact(result.proto_path.name, target="tnn", precision=precision, tnn=info,
                           calibration=(table.method if table is not None else None))
+    manifest.add_files(result.model_path.name)
     manifest.record("convert", target="tnn", artifact=result.proto_path.name,
                     versions=tool_versions("onnx", "numpy"))
     return manifest.save(out)

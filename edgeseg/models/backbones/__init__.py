@@ -7,13 +7,17 @@ Every backbone returns ``(X3, X4, X5, X6)`` (strides 8, 16, 32, 64) and exposes
 from __future__ import annotations
 
 from edgeseg.models.backbones.mobilenetv2 import MobileNetV2
+from edgeseg.models.backbones.resnet import RESNET_CONFIGS, ResNet, build_resnet
 from edgeseg.models.backbones.topformer import TOPFORMER_CONFIGS, TopFormer, TopFormerConfig
 
-__all__ = ["MobileNetV2", "TopFormer", "TopFormerConfig", "TOPFORMER_CONFIGS", "build_backbone"]
+__all__ = ["MobileNetV2", "ResNet", "RESNET_CONFIGS", "TopFormer", "TopFormerConfig", "TOPFORMER_CONFIGS",
+           "build_backbone"]
 
 
 def build_backbone(name: str, **kwargs):
-    """``topformer_base`` / ``topformer_small`` / ``topformer_tiny`` / ``topformer_test`` / ``mobilenetv2``."""
+    """``topformer_base`` / ``topformer_small`` / ``topformer_tiny`` / ``topformer_test`` / ``mobilenetv2``
+    (these four return strides 8..64) / ``resnet50`` / ``resnet101`` / ``resnet_test`` (strides 4..32,
+    detectron2 key names)."""
     if name.startswith("topformer_"):
         size = name.split("_", 1)[1]
         if size not in TOPFORMER_CONFIGS:
@@ -21,4 +25,6 @@ def build_backbone(name: str, **kwargs):
         return TopFormer(TOPFORMER_CONFIGS[size], **kwargs)
     if name == "mobilenetv2":
         return MobileNetV2(**kwargs)
+    if name in RESNET_CONFIGS:
+        return build_resnet(name, **kwargs)
     raise ValueError(f"unknown backbone {name!r}")

@@ -22,10 +22,7 @@ mask features only, sharing the backbone and mask decoder.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,37 +33,12 @@ from edgeseg.data.preprocess import InputSpec
 from edgeseg.errors import EdgesegError
 from edgeseg.models.backbones import build_backbone
 from edgeseg.models.base import ComponentMap
+from edgeseg.models.contract import config_from, input_size_of
 from edgeseg.models.layers import (ConvNormAct, PortableLayerNorm, TransformerDecoderLayer,
                                    sine_position_embedding, static_hw)
-from edgeseg.models.registry import register_model
 
-COMPONENTS = ("backbone", "mask_decoder", "instance_decoder")
-OUTPUT_NAMES = ["logits", "objectness", "kernels", "mask_features", "masks"]
-MASK_STRIDE = 8
-# X6 sits at stride 64 and every level is an exact power-of-two of the next, so input
-# sizes must be multiples of 64 for the static pooling / upsampling to line up.
-INPUT_STRIDE = 64
-
-# YolactEdge's lesson, confirmed for query-based heads: INT8 feature extractors, FP16
-# heads (the class/kernel heads and attention softmax are the precision-sensitive part).
-PRECISION_PRESETS = {
-    "mixed": "backbone=int8,mask_decoder=int8,instance_decoder=fp16",
-    "int8_backbone": "backbone=int8,mask_decoder=fp16,instance_decoder=fp16",
-}
-
-
-@dataclass
-class MobileInstConfig:
-    backbone: str = "topformer_base"
-    num_classes: int = 80
-    input_size: tuple[int, int] = (640, 640)
-    decoder_dim: int = 256   # width of the semantic-enhanced mask decoder
-    mask_dim: int = 128      # D: channels of the mask features = length of a kernel
-    hidden_dim: int = 256    # width of the instance decoder
-    num_queries: int = 100   # N
-    num_heads: int = 8
-    ffn_dim: int = 512
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+from edgeseg.models.mobileinst.family import (COMPONENTS, INPUT_STRIDE, MASK_STRIDE, OUTPUT_NAMES,
+                                               PRECISION_PRESETS, MobileInstConfig)
 
 
 # --------------------------------------------------------------------------- mask decoder
@@ -228,6 +200,10 @@ class MobileInst(nn.Module):
     def features_model(self) -> "MobileInstFeatures":
         return MobileInstFeatures(self)
 
+    def graph_modules(self) -> dict[str, nn.Module]:
+        """Graphs beyond the frame graph: the features graph for video kernel reuse."""
+        return {"features": self.features_model()}
+
 
 def _presets_without(presets: dict[str, str], dropped: set[str]) -> dict[str, str]:
     """Presets restricted to the components a sub-graph still has."""
@@ -251,6 +227,7 @@ class MobileInstFeatures(nn.Module):
         self.mask_decoder = full.mask_decoder
         self.model_name = full.model_name
         self.model_cfg = getattr(full, "model_cfg", None)
+        self.family = getattr(full, "family", None)
         self.graph = "features"
         self.component_map = ComponentMap({c: c for c in COMPONENTS if c != "instance_decoder"})
         self.input_spec = full.input_spec
@@ -262,86 +239,13 @@ class MobileInstFeatures(nn.Module):
         return self.mask_decoder(x3, x4, x5, x6)
 
 
-# ----------------------------------------------------------------------------- registry
-def _input_size(value: Any) -> tuple[int, int]:
-    if isinstance(value, int):
-        value = (value, value)
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise EdgesegError(f"cannot read input_size {value!r}", "give (height, width), e.g. (640, 640)") from None
-    for v in (h, w):
-        if v <= 0 or v % INPUT_STRIDE:
-            near = max(INPUT_STRIDE, round(v / INPUT_STRIDE) * INPUT_STRIDE)
-            raise EdgesegError(
-                f"input size {h}x{w} is not a multiple of {INPUT_STRIDE} "
-                "(MobileInst's global features sit at stride 64)",
-                f"use multiples of {INPUT_STRIDE}, e.g. {near}")
-    return h, w
-
-
-def _build(name: str, cfg: dict[str, Any]) -> MobileInst:
-    known = {f.name for f in dataclasses.fields(MobileInstConfig)}
-    for key in cfg:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise EdgesegError(f"unknown option {key!r} for model {name}",
-                               f"{hint}options: {', '.join(sorted(known))}")
-    config = MobileInstConfig(**cfg)
-    config.input_size = _input_size(config.input_size)
-    if int(config.num_classes) < 1:
-        raise EdgesegError(f"num_classes must be at least 1, got {config.num_classes}",
-                           "pass num_classes=80 for COCO")
+# ------------------------------------------------------------------------------ builder
+def build(name: str, cfg: dict[str, Any]) -> MobileInst:
+    """The family's builder (``Family.build``): a variant's config -> the module."""
+    config = config_from(MobileInstConfig, name, cfg)
+    config.input_size = input_size_of(config.input_size, INPUT_STRIDE,
+                                      "MobileInst's global features sit at stride 64")
     if config.hidden_dim % config.num_heads:
         raise EdgesegError(f"hidden_dim {config.hidden_dim} is not divisible by num_heads {config.num_heads}",
                            "pick num_heads dividing hidden_dim")
     return MobileInst(config, name=name)
-
-
-def _variant(**overrides: Any) -> dict[str, Any]:
-    """A variant's complete default configuration (so ``model.model_cfg`` records all of it)."""
-    cfg = dataclasses.asdict(MobileInstConfig())
-    cfg.update(overrides)
-    return cfg
-
-
-@register_model(family="mobileinst", description="MobileInst, TopFormer-Base backbone (the paper's COCO model)",
-                **_variant(backbone="topformer_base"))
-def mobileinst_topformer(**cfg) -> MobileInst:
-    return _build("mobileinst_topformer", cfg)
-
-
-@register_model(family="mobileinst", description="MobileInst, MobileNetV2 (1.0x) backbone",
-                **_variant(backbone="mobilenetv2"))
-def mobileinst_mobilenetv2(**cfg) -> MobileInst:
-    return _build("mobileinst_mobilenetv2", cfg)
-
-
-@register_model(family="mobileinst",
-                description="MobileInst, TopFormer-Tiny backbone and a half-width decoder (CPU-trainable)",
-                **_variant(backbone="topformer_tiny", decoder_dim=128, mask_dim=64, hidden_dim=128,
-                           num_heads=4, ffn_dim=256))
-def mobileinst_topformer_tiny(**cfg) -> MobileInst:
-    return _build("mobileinst_topformer_tiny", cfg)
-
-
-@register_model(family="mobileinst",
-                description="MobileInst with tiny widths and 8 queries: same architecture, for fast tests",
-                **_variant(backbone="topformer_test", decoder_dim=16, mask_dim=8, hidden_dim=16,
-                           num_queries=8, num_heads=2, ffn_dim=32))
-def mobileinst_test(**cfg) -> MobileInst:
-    return _build("mobileinst_test", cfg)
-
-
-# The committed zoo checkpoint (edgeseg/zoo/mobileinst_topformer_synth.safetensors) is this
-# variant trained on `edgeseg data synth` shapes: TopFormer-Tiny with a quarter-width decoder
-# (the backbone is most of the 1.8 M parameters) and 50 queries (at most 5 objects per
-# image), so it trains on a 2-core CPU in under an hour and ships in a few MB as float16.
-@register_model(family="mobileinst",
-                description="MobileInst, TopFormer-Tiny, quarter-width decoder, 4 shape classes at 256 "
-                            "(the shipped synthetic-data checkpoint: --weights zoo)",
-                **_variant(backbone="topformer_tiny", num_classes=4, input_size=(256, 256), decoder_dim=64,
-                           mask_dim=32, hidden_dim=64, num_queries=50, num_heads=4, ffn_dim=128))
-def mobileinst_topformer_synth(**cfg) -> MobileInst:
-    return _build("mobileinst_topformer_synth", cfg)

@@ -1,0 +1,60 @@
+"""The video side of the model-family contract: a *strategy* turns an artifact folder into
+trackers, and ``edgeseg track`` / the interval sweep (:mod:`edgeseg.track.sweep`) use it
+without naming a family.
+
+A family names its strategy in ``Family.video`` (``"module:Class"``). The class provides::
+
+    name: str                       # "kernel reuse"
+    interval_help: str              # what --key-interval T means for it
+    open(artifact, *, backend, threads, max_interval, make_missing, numerics) -> VideoSession
+
+and a :class:`VideoSession` holds the opened runtimes of one artifact and makes one
+tracker per key interval. A tracker has ``reset()``, ``step(frame) ->
+[TrackedInstance]``, ``finish() -> VideoResult`` and ``timings`` (one
+:class:`~edgeseg.track.kernel_reuse.FrameTiming` per frame), so the same pipeline,
+overlay, results JSON and sweep serve kernel reuse (MobileInst), feature warping
+(YolactEdge) and clip matching (IFC).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgeseg.errors import EdgesegError
+
+
+class VideoSession(Protocol):
+    manifest: Any
+    graphs: dict[str, str | None]   # role -> artifact file (for reports), e.g. {"frame": ..., "features": ...}
+    notes: list[str]                 # what opening did (e.g. a graph made on the fly)
+    backend: str
+    numerics: str                    # how ONNX Runtime runs int8: "fused" (timed as deployed) or "simulated"
+
+    def tracker(self, interval: int, config: Any) -> Any: ...
+
+    def warm_up(self) -> None: ...
+
+    def check_classes(self, num_categories: int, source: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def strategy_for(artifact: str | os.PathLike):
+    """The video strategy of the family an artifact belongs to (from its manifest)."""
+    from edgeseg.export.manifest import Manifest
+    from edgeseg.models.registry import family, family_of_model
+
+    p = Path(artifact)
+    if not p.exists():
+        raise EdgesegError(f"artifact {p} does not exist", "export one with `edgeseg export MODEL -o DIR`")
+    manifest = Manifest.load(p)
+    fam = family(manifest.family) if manifest.family else family_of_model(manifest.model)
+    if fam is None:
+        raise EdgesegError(f"{manifest.model} is not a zoo model, so no video strategy is known for it",
+                           "track with an artifact of a zoo family that has one (`edgeseg models`)")
+    if fam.video is None:
+        raise EdgesegError(f"the {fam.name} family has no video strategy",
+                           "`edgeseg track` runs families with one (MobileInst: kernel reuse)")
+    return fam.load("video")
