@@ -203,22 +203,16 @@ def test_eval_runs_simulated_numerics_by_default_and_records_them(shapes, tmp_pa
     assert fused.numerics == "fused"
 
 
-def test_cli_eval_has_a_numerics_flag_and_prints_it(shapes, tmp_path):
+def test_cli_eval_has_a_numerics_flag_and_prints_it(shapes, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from edgeseg.cli import cli
 
     art = _artifact(tmp_path / "art", precision="fp32")
-    # fake_model has no registered post-processing: patch the lookup for this CLI run.
-    import edgeseg.models.postprocess as pp
-
-    original = pp.postprocess_for
-    pp.postprocess_for = lambda name: (lambda outputs, hw: [])
-    try:
-        res = CliRunner().invoke(cli, ["eval", str(art), "--dataset", str(shapes / "coco/annotations/val.json"),
-                                       "--numerics", "fused", "-o", str(tmp_path / "e.json")])
-    finally:
-        pp.postprocess_for = original
+    # fake_model has no family decoder: patch the lookup for this CLI run.
+    monkeypatch.setattr("edgeseg.models.contract.decoder_for_manifest", lambda manifest: (lambda outputs, hw: []))
+    res = CliRunner().invoke(cli, ["eval", str(art), "--dataset", str(shapes / "coco/annotations/val.json"),
+                                   "--numerics", "fused", "-o", str(tmp_path / "e.json")])
     assert res.exit_code == 0, res.output
     assert "numerics=fused" in res.output
     assert json.loads((tmp_path / "e.json").read_text())["numerics"] == "fused"
