@@ -186,6 +186,13 @@ def test_sweep_end_to_end_outputs_agree(tiny_sweep):
     assert "Fastest plan within 1 AP of FP32" in tiny_sweep["stdout"]
     assert best.spec in tiny_sweep["stdout"]
     assert "[3/3] int8" not in tiny_sweep["stderr"] and "[3/3] mixed" in tiny_sweep["stderr"]  # progress
+    # AP with simulated Q/DQ (the same on every host), latency with the fused kernels; both
+    # read back from the runtimes, recorded with the host's ISA in JSON and Markdown.
+    assert data["numerics"]["accuracy"] == "simulated" and data["numerics"]["latency"] == "fused"
+    assert data["numerics"]["host_isa"] and data["numerics"]["host_int8_dot"]
+    assert data["latency"]["runtime"]["numerics"] == "fused"
+    assert isinstance(data["latency"]["device_before"]["isa"], dict)
+    assert "int8 numerics: AP simulated, latency fused" in (out / "sweep.md").read_text()
 
 
 def test_sweep_ap_is_what_eval_measures(tiny_sweep):
@@ -197,6 +204,7 @@ def test_sweep_ap_is_what_eval_measures(tiny_sweep):
     file = tiny_sweep["out"] / "work" / "mobileinst_test" / mixed.file
     res = evaluate_artifact(file, tiny_sweep["val_json"], tiny_sweep["val"])
     assert res.metrics["AP"] == mixed.metrics["AP"] and res.detections == mixed.detections
+    assert res.numerics == rep.numerics["accuracy"] == "simulated"
 
 
 def test_regress_on_a_real_sweep(tiny_sweep, tmp_path):
@@ -434,3 +442,16 @@ def test_zoo_name_uses_the_shipped_checkpoint(tiny_sweep_inputs, tmp_path, monke
     kind, path, manifest = describe_source("mobileinst_test")
     assert kind == "checkpoint" and path == tmp_path / "mobileinst_test.safetensors"
     assert manifest.model == "mobileinst_test" and manifest.model_cfg["num_classes"] == 4
+
+
+def test_sweep_says_when_calib_num_exceeds_the_folder(tiny_sweep, tmp_path):
+    art = tiny_sweep["out"] / "work" / "mobileinst_test"
+    n = len(list(tiny_sweep["train"].glob("*.png")))
+    code, _, err = run_cli(["sweep", art, "--calib", tiny_sweep["train"], "--calib-num", 50, "--plans", "int8",
+                            "--dataset", tiny_sweep["val_json"], "--runs", "2", "--repeats", "1", "--warmup", "0",
+                            "-o", tmp_path / "rep"])
+    assert code == 0, err
+    assert "--calib-num asked for 50 images" in err and f"used all {n} readable ones" in err
+    rep = load_sweep(tmp_path / "rep" / "sweep.json")
+    assert rep.calibration["num_images"] == n and rep.calibration["num_requested"] == 50
+    assert "(--calib-num 50: the folder holds no more)" in (tmp_path / "rep" / "sweep.md").read_text()

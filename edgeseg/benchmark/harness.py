@@ -59,7 +59,7 @@ def artifact_facts(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | N
     manifest's record of that file (``precision``), else ``None`` (never assumed fp32
     for a bare file, which may be a quantized model).
     """
-    from edgeseg.export.manifest import Manifest, find_manifest
+    from edgeseg.export.manifest import Manifest, find_manifest, verify_artifact
     from edgeseg.runtimes.base import resolve_artifact
     from edgeseg.utils.hashing import sha256_file
 
@@ -67,19 +67,18 @@ def artifact_facts(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | N
     facts: dict[str, Any] = {"path": str(p), "name": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size}
     plan = None
     if find_manifest(p) is not None:
+        # A file the manifest does not list, or one changed since edgeseg wrote it, would be
+        # reported as the recorded model and plan: refuse it instead.
+        info = verify_artifact(p, sha256=facts["sha256"]) or {}
         m = Manifest.load(p)
         facts["model"] = m.model
         if m.input.get("shape"):
             facts["input_shape"] = list(m.input["shape"])
-        info = m.artifacts.get(p.name, {})
         recorded = info.get("precision") or info.get("plan")
         if isinstance(recorded, dict):
             plan = recorded
         elif isinstance(recorded, str):
             plan = {"name": None, "spec": recorded}
-        if info.get("sha256") and info["sha256"] != facts["sha256"]:
-            # The file changed after the manifest was written: say so rather than trust it.
-            facts["manifest_sha256_mismatch"] = info["sha256"]
     return facts, plan
 
 
@@ -153,6 +152,15 @@ def choose_artifact(folder: Path, target_kind: str, backend: str | None = None) 
                        "pass the file itself, e.g. edgeseg bench " + str(folder / files[0]))
 
 
+def _with_numerics(runtime: dict[str, Any]) -> dict[str, Any]:
+    """Every report says how int8 was computed: the local ONNX Runtime target records
+    ``fused`` or ``simulated``; device runners (benchmark_model, TNNTest, trtexec) run their
+    own kernels."""
+    runtime = dict(runtime)
+    runtime.setdefault("numerics", "native")
+    return runtime
+
+
 def run_benchmark(target: Target, settings: BenchSettings, artifact: dict[str, Any] | None = None,
                   plan: dict[str, Any] | None = None,
                   on_block: Callable[[int, Measurement], None] | None = None,
@@ -165,7 +173,7 @@ def run_benchmark(target: Target, settings: BenchSettings, artifact: dict[str, A
         report.commands = list(target.setup_commands)
         if getattr(target, "plan", None):
             report.plan = target.plan  # the plan the target actually built with (e.g. --plan)
-        report.runtime = target.runtime_info()
+        report.runtime = _with_numerics(target.runtime_info())
         report.settings["core"] = report.runtime.get("core", getattr(target, "core", None))
         report.device_before = target.device_state()
         try:
@@ -195,7 +203,7 @@ def run_benchmark(target: Target, settings: BenchSettings, artifact: dict[str, A
                 report.device_after = target.device_state()
             except (DeviceError, OSError):
                 report.device_after = None
-        report.runtime = target.runtime_info()  # read back after the runs (affinity held?)
+        report.runtime = _with_numerics(target.runtime_info())  # read back after the runs (affinity held?)
     if measurements:
         report.latency = LatencyStats.combine([m.stats for m in measurements])
         report.repeats = [{k: v for k, v in m.stats.to_dict().items() if k != "samples_ms"} for m in measurements]

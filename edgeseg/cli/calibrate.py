@@ -59,6 +59,8 @@ def calibrate(model, images_dir, method, percentile, num, seed, out, trt_cache, 
                           out=out, trt_cache=trt_cache, trt_version=trt_version if trt_cache else None,
                           threads=threads, max_pass_mb=max_pass_mb, histogram=histogram)
     console = Console()
+    if res.images.shortfall():
+        console.print(f"[yellow]note:[/yellow] --num {res.images.shortfall()}")
     if res.spec_source == "graph":
         console.print("[yellow]note:[/yellow] no manifest.json beside the model: preprocessing uses the "
                       "graph's input size and ImageNet mean/std")

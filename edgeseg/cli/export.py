@@ -37,10 +37,35 @@ def build_model(name: str, input_size: str | None, num_classes: int | None, weig
         from edgeseg.models.checkpoints import load_weights
         from edgeseg.utils.hashing import sha256_file
 
-        load_weights(model, weights)
-        info = {"path": str(weights), "sha256": sha256_file(weights), "format": Path(weights).suffix.lstrip(".")}
+        report = load_weights(model, weights)
+        info = {"path": str(weights), "sha256": sha256_file(weights), "format": Path(weights).suffix.lstrip("."),
+                "load": report.to_dict()}  # what came from the file, what kept its initial values
     model.eval()
     return model, info
+
+
+def print_weights_summary(info: dict | None) -> None:
+    """What --weights filled and what kept its initial (random) values, per module."""
+    if not info or "load" not in info:
+        return
+    from rich.console import Console
+
+    load = info["load"]
+
+    def groups(counts: dict) -> str:
+        return ", ".join(f"{name} {n}" for name, n in counts.items())
+
+    console = Console()
+    console.print(f"weights: {Path(info['path']).name} ({load['source']}) into the {load['target']}")
+    console.print(f"  loaded {load['loaded']} tensors: {groups(load['loaded_by_module'])}")
+    if load["initial"]:
+        console.print(f"  [yellow]kept initial values[/yellow] ({load['initial']} tensors, not in the file): "
+                      f"{groups(load['initial_by_module'])}")
+    if load["ignored"]:
+        shown = ", ".join(load["ignored_examples"])
+        more = f", ... ({load['ignored'] - len(load['ignored_examples'])} more)" \
+            if load["ignored"] > len(load["ignored_examples"]) else ""
+        console.print(f"  not used from the file: {load['ignored']} tensors ({shown}{more})")
 
 
 def print_export_summary(result) -> None:
@@ -197,6 +222,7 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
     if model is None:
         model, winfo = build_any(model_name, input_size, num_classes, weights, components, output_names, mean,
                                  std, decoder)
+    print_weights_summary(winfo)
     plan = None
     if plan_spec:  # fail on a bad plan or calibration before the export work
         from edgeseg.quantize.pipeline import check_plan_for_model
@@ -240,6 +266,8 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
             from edgeseg.quantize.pipeline import quantize_exported
 
             outcome = quantize_exported(result.onnx_path, plan_spec, calib, num=calib_num)
+            if outcome.calibration is not None and outcome.calibration.images.shortfall():
+                click.secho(f"note: --calib-num {outcome.calibration.images.shortfall()}", fg="yellow", err=True)
         table = _table_path(outcome, calib)
         if "tnn" in targets:
             from edgeseg.export.tnn.artifacts import export_tnn_graphs
@@ -302,6 +330,8 @@ def _export_foreign(path, out_dir, overwrite, weights, num_classes, input_size, 
         from edgeseg.quantize.pipeline import quantize_exported
 
         outcome = quantize_exported(result.onnx_path, plan_spec, calib, num=calib_num)
+        if outcome.calibration is not None and outcome.calibration.images.shortfall():
+            click.secho(f"note: --calib-num {outcome.calibration.images.shortfall()}", fg="yellow", err=True)
         print_quantize_outcome(outcome.quantize)
     if "tnn" in targets:
         from edgeseg.export.tnn.artifacts import export_tnn_graphs, print_tnn_results

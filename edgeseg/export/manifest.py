@@ -206,6 +206,53 @@ def read_written_files(folder: str | os.PathLike) -> set[str] | None:
         return None
 
 
+def _bare_model_fix(name: str) -> str:
+    return f"move {name} to a folder of its own (without manifest.json) to use it as a bare model"
+
+
+def verify_artifact(path: str | os.PathLike, sha256: str | None = None) -> dict[str, Any] | None:
+    """The manifest entry of ``path`` after checking that it is the file edgeseg recorded.
+
+    A manifest speaks for the files it lists: the model name, input spec and precision
+    plan it records are only true of those files. A file beside it that it does not list
+    (a foreign model dropped into an export folder), or a listed file whose sha256 no
+    longer matches (replaced or edited after edgeseg wrote it), would otherwise be
+    calibrated, evaluated or benchmarked as the recorded model. Returns ``None`` when
+    there is no manifest beside ``path``, ``{}`` for a hand-written manifest that lists
+    no artifacts (nothing to compare); ``sha256`` saves hashing a file twice.
+    """
+    p = Path(path)
+    found = find_manifest(p)
+    if found is None or p.name == MANIFEST_NAME:
+        return None
+    manifest = Manifest.load(found)
+    if not manifest.artifacts:
+        return {}
+    entry = manifest.artifacts.get(p.name)
+    if entry is None:
+        listed = ", ".join(list(manifest.artifacts)[:6]) + (", ..." if len(manifest.artifacts) > 6 else "")
+        raise EdgesegError(f"{p.name} is not one of the files recorded in {found} ({listed}), so that manifest "
+                           f"cannot say which model it is or how to feed it",
+                           _bare_model_fix(p.name) + ", or pass a file the manifest lists")
+    checks = [(p, entry.get("sha256"))]
+    companion = (entry.get("tnn") or {}).get("model_file")
+    if companion and (entry.get("tnn") or {}).get("model_sha256"):
+        checks.append((p.parent / companion, entry["tnn"]["model_sha256"]))
+    for file, recorded in checks:
+        if not recorded or not file.is_file():
+            continue
+        from edgeseg.utils.hashing import sha256_file
+
+        actual = sha256 if (sha256 and file == p) else sha256_file(file)
+        if actual != recorded:
+            raise EdgesegError(
+                f"{file.name} is not the file recorded in {found}: its sha256 is {actual[:12]}..., the manifest "
+                f"records {recorded[:12]}... (it was replaced or changed after edgeseg wrote it)",
+                f"re-run the step that wrote {file.name} (e.g. `edgeseg export`) into a fresh folder, or "
+                + _bare_model_fix(file.name))
+    return entry
+
+
 def input_spec_of(manifest: Manifest):
     from edgeseg.data.preprocess import InputSpec
 

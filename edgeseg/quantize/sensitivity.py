@@ -272,8 +272,12 @@ def _count_images(dataset_json) -> int:
 
 
 def _settings_dict(st: SensitivitySettings) -> dict[str, Any]:
+    from edgeseg.benchmark.cpu_isa import host_isa
+
     d = asdict(st)
     d["components"] = list(st.components) if st.components else None
+    # AP drops use simulated Q/DQ (the same on every host), latency ratios the fused kernels.
+    d["numerics"] = {"accuracy": "simulated", "latency": "fused", "host_isa": host_isa().summary()}
     return d
 
 

@@ -144,13 +144,25 @@ def _check_wiring(model: fmt.TnnModel) -> None:
 # --------------------------------------------------------------------------- precision
 
 # Resource fields that hold float weights, per layer type (fp16 plans store them half).
+# Every backend converts these when it loads them: ARM, and on x86 and the naive CPU
+# backend the Convolution / InnerProduct / MatMul / BatchNorm / binary-op layers turn a
+# half resource into float32 (ConvertHalfResource) before running.
+#
+# Constant blobs (the constant map: LayerNorm's scale and bias) are NOT in this list and
+# stay float32 in every plan: TNN's x86 and naive backends copy a constant blob into a
+# blob of the stored data type unconverted (RawBuffer2Blob) and their LayerNorm kernels
+# read it as float32, so half constants gave NaN outputs on x86 (found with a TNN x86
+# build; only ARM converts them). float32 constants are right everywhere: ARM converts
+# them to its network precision itself, and they are a few hundred bytes.
 HALF_FIELDS = {"Convolution": ("filter", "bias"), "InnerProduct": ("weight", "bias"), "MatMul": ("weight",),
                "BatchNormCxx": ("scale", "bias"), "Add": ("element",), "Sub": ("element",),
                "Mul": ("element",), "Div": ("element",), "Maximum": ("element",), "Minimum": ("element",)}
 
 
 def apply_half_weights(model: fmt.TnnModel, components: set[str]) -> int:
-    """Store the float weights of layers in ``components`` as float16; return how many arrays."""
+    """Store the float layer resources of ``components`` as float16; return how many arrays.
+
+    Constant blobs are left float32 (see :data:`HALF_FIELDS`)."""
     count = 0
     for layer in model.layers:
         if layer.component not in components:
@@ -160,12 +172,6 @@ def apply_half_weights(model: fmt.TnnModel, components: set[str]) -> int:
             if arr is not None and np.asarray(arr).dtype == np.float32 and np.asarray(arr).size:
                 layer.resource[key] = np.asarray(arr).astype(np.float16)
                 count += 1
-        if layer.type == "LayerNorm":
-            for blob in layer.inputs[1:]:
-                arr = model.constants.get(blob)
-                if arr is not None and arr.dtype == np.float32:
-                    model.constants[blob] = arr.astype(np.float16)
-                    count += 1
     return count
 
 
@@ -320,18 +326,22 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
 
 def _record_in_manifest(result: TnnExportResult, out: Path, onnx_path: Path | None, plan, table) -> Path | None:
     from edgeseg.export.manifest import Manifest, find_manifest, tool_versions
+    from edgeseg.utils.hashing import sha256_file
 
     found = find_manifest(out) or (find_manifest(onnx_path) if onnx_path else None)
     if found is None:
         return None
     manifest = Manifest.load(found)
     precision = plan.to_dict() if plan is not None else "fp32"
+    # Both files' hashes: bench and eval refuse a pair that changed after it was written.
     info = {"test_flags": result.test_flags, "name_map": result.name_map, "device": result.device,
-            "model_file": result.model_path.name, "layers": result.layers,
+            "model_file": result.model_path.name, "model_sha256": sha256_file(result.model_path),
+            "layers": result.layers,
             "quantized_layers": len(result.quantized_layers), "warnings": result.warnings}
     if onnx_path is not None:
         info["source"] = onnx_path.name
     manifest.add_artifact(result.proto_path.name, target="tnn", precision=precision, tnn=info,
+                          sha256=sha256_file(result.proto_path),
                           calibration=(table.method if table is not None else None))
     manifest.add_files(result.model_path.name)
     manifest.record("convert", target="tnn", artifact=result.proto_path.name,
