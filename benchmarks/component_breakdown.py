@@ -27,7 +27,7 @@ DEFAULT_MODELS = ("yolact_edge_mobilenetv2", "yolact_edge_resnet50", "yolact_edg
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    ap.add_argument("--models", nargs="*", default=list(DEFAULT_MODELS), help="zoo models to export (none: only --artifact)")
     ap.add_argument("--artifact", type=Path, nargs="*", default=[], help="tagged ONNX files to profile as they are")
     ap.add_argument("--weights", default=None, help="weights for --models (e.g. zoo); default random")
     ap.add_argument("--runs", type=int, default=20)

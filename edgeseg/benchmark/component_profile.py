@@ -68,12 +68,16 @@ def _node_components(model, manifest) -> tuple[dict[str, str], Any]:
     for n in model.graph.node:
         for out in n.output:
             by_name.setdefault(out, tags.get_component(n) or "untagged")
+    for n in model.graph.node:  # weights (no producer) belong to the node that reads them
+        for inp in n.input:
+            by_name.setdefault(inp, tags.get_component(n) or "untagged")
     cmap = ComponentMap({c: (info or {}).get("module") or c for c, info in (manifest.components or {}).items()}) \
         if manifest is not None else ComponentMap({})
     return by_name, cmap
 
 
 LAYOUT = "(layout reorders)"  # ORT's NCHW <-> blocked-layout copies between kernels
+CAST_PREFIX = "InsertedPrecisionFreeCast_"
 
 
 def _component_of(name: str, by_name: dict[str, str], cmap) -> str | None:
@@ -83,6 +87,13 @@ def _component_of(name: str, by_name: dict[str, str], cmap) -> str | None:
         return LAYOUT
     if name.endswith("_nchwc") and name[: -len("_nchwc")] in by_name:
         return by_name[name[: -len("_nchwc")]]
+    if name.startswith(CAST_PREFIX):
+        # ORT's CPU kernels are float32: fp16 nodes get casts named after the tensor they
+        # convert (``..._fp16``); they are that component's cost of running in fp16 here.
+        tensor = name[len(CAST_PREFIX):]
+        for candidate in (tensor, tensor.rsplit("_", 1)[0]):
+            if candidate in by_name:
+                return by_name[candidate]
     # ORT renames fused / quantized nodes by appending to the original name.
     for cut in ("_token_", "_quant", "_Fused", "/Fused"):
         if cut in name and name.split(cut)[0] in by_name:
