@@ -6,8 +6,9 @@ thread, ONNX Runtime's profiler on, and sums each node's kernel time into its co
 the per-component cost table of YolactEdge's Table II (backbone, FPN, ProtoNet, head),
 for any family. ONNX Runtime optimises the graph first (fusions, and Q/DQ pairs folded
 into QLinear kernels), so a profiled node is mapped to a component by its name, which
-keeps the original node's name or module scope; ORT's own layout copies between blocked
-(NCHWc) kernels are counted apart as ``(layout reorders)``; a name that matches nothing
+keeps the original node's name or module scope; ORT's own layout copies (blocked NCHWc
+reorders, NHWC transposes around int8 convolutions) are counted apart as ``(layout
+reorders)``, and its fp16 fallback casts in the component whose tensor they convert; a name that matches nothing
 is counted as ``untagged`` (and reported, not hidden).
 
 Profiling adds a little overhead per node; shares are more reliable than absolute ms.
@@ -83,8 +84,8 @@ CAST_PREFIX = "InsertedPrecisionFreeCast_"
 def _component_of(name: str, by_name: dict[str, str], cmap) -> str | None:
     if name in by_name:
         return by_name[name]
-    if name.startswith(("ReorderInput", "ReorderOutput")):
-        return LAYOUT
+    if name.startswith(("ReorderInput", "ReorderOutput")) or name == "Transpose" or name.startswith("Transpose_token_"):
+        return LAYOUT  # ORT's own layout copies (NCHWc blocks; NHWC around QLinearConv), not graph nodes
     if name.endswith("_nchwc") and name[: -len("_nchwc")] in by_name:
         return by_name[name[: -len("_nchwc")]]
     if name.startswith(CAST_PREFIX):
