@@ -272,3 +272,28 @@ def virtual_component(node) -> str | None:
 def has_units(model) -> bool:
     """Whether a graph carries unit records (it was written from a plan with exceptions)."""
     return any(unit_of(n) is not None for n in model.graph.node)
+
+
+def node_tags(model, plan: PrecisionPlan, module_paths: dict[str, str] | None = None, *,
+              other_graph: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """``(node name -> tag, tag -> precision)``: the (virtual) component each node runs as,
+    for converters that set a precision per node or layer (TensorRT's layer precisions,
+    trtexec ``--layerPrecisions``). A graph already written from the plan (a QDQ ONNX with
+    unit records) is read as it is, so the nodes the QDQ pass added keep their unit; any
+    other graph is expanded here. With units, only tags some node carries are listed (a
+    unit may cover all of its component)."""
+    if not plan.exceptions:
+        return {n.name: get_component(n) or "" for n in model.graph.node}, dict(plan.precisions)
+    if has_units(model):
+        tags = {n.name: virtual_component(n) or "" for n in model.graph.node}
+        precisions = dict(plan.precisions)
+        for n in model.graph.node:
+            unit = unit_of(n)
+            if unit in plan.exceptions:
+                precisions[tags[n.name]] = plan.exceptions[unit]
+    else:
+        view = unit_view(model, plan, module_paths, other_graph=other_graph)
+        tags = {n.name: get_component(n) or "" for n in view.model.graph.node}
+        precisions = dict(view.plan.precisions)
+    present = set(tags.values())
+    return tags, {t: p for t, p in precisions.items() if t in present}
