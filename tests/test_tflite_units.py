@@ -25,8 +25,10 @@ from tests.tflite_helpers import cosine, first_image, synth_images
 
 pytestmark = pytest.mark.tflite
 
+# lateral.0.0 is a conv whose ReLU (lateral.0.2) stays in the fp32 mask decoder: TFLite fuses
+# the two, and the fused op must stay float (what `edgeseg check` predicts, checked below).
 PLAN = ("backbone=int8,mask_decoder=fp32,instance_decoder=int8,"
-        "instance_decoder/cls_head=fp16,mask_decoder/mask_proj=int8")
+        "instance_decoder/cls_head=fp16,mask_decoder/mask_proj=int8,mask_decoder/lateral.0/lateral.0.0=int8")
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +90,37 @@ def test_int8_unit_in_an_fp32_component_is_quantized_alone(converted):
     assert units["instance_decoder/cls_head"]["int8_ops"] == 0 and units["instance_decoder/cls_head"]["float_ops"] == 1
     assert result.entry["components"]["backbone"]["float_ops"] == 0
     assert result.entry["precision"]["exceptions"] == {"instance_decoder/cls_head": "fp16",
-                                                       "mask_decoder/mask_proj": "int8"}
+                                                       "mask_decoder/mask_proj": "int8",
+                                                       "mask_decoder/lateral.0/lateral.0.0": "int8"}
     side = json.loads(result.report.read_text())
     assert {u for oc in side["op_components"] for u in oc.get("units", [])} == {
-        "instance_decoder/cls_head", "mask_decoder/mask_proj"}
+        "instance_decoder/cls_head", "mask_decoder/mask_proj", "mask_decoder/lateral.0/lateral.0.0"}
+
+
+def test_check_predicts_what_the_file_runs_per_component_and_unit(converted):
+    """`edgeseg check --plan` (no TensorFlow) against the converted file, row by row."""
+    from edgeseg.export.compat.precision import target_runs
+    from edgeseg.quantize.plan import PrecisionPlan
+
+    onnx_path, _, result = converted
+    model = onnx.load(str(onnx_path))
+    plan = PrecisionPlan.parse(PLAN, ["backbone", "mask_decoder", "instance_decoder"])
+    (predicted,), _ = target_runs(model, plan, ("tflite",))
+    view = fb.describe(result.path.read_bytes())
+    side = json.loads(result.report.read_text())
+    actual: dict[str, set[str]] = {}
+    for oc in side["op_components"]:
+        op = view.ops[oc["index"]]
+        if op.op_type in ("QUANTIZE", "DEQUANTIZE"):
+            continue  # conversions, not computation
+        name = (oc.get("units") or oc["components"])[0]
+        dtype = view.tensors[op.outputs[0]].dtype
+        actual.setdefault(name, set()).add("int8" if dtype == "int8" else "float")
+    for row in predicted.rows:
+        want = {"int8" if p == "int8" else "float" for p in row.runs}
+        assert actual.get(row.name) == want, (row.name, dict(row.runs), actual.get(row.name))
+    lateral = next(r for r in predicted.rows if r.name == "mask_decoder/lateral.0/lateral.0.0")
+    assert lateral.planned == "int8" and set(lateral.runs) == {"fp32"}  # the fusion kept it float
 
 
 def test_the_mixed_file_runs_and_the_float_head_stays_close(converted):

@@ -211,16 +211,19 @@ class UnitView:
     model: Any                # a copy of the graph, units re-tagged as virtual components
     plan: PrecisionPlan       # plain plan over real + virtual components (no exceptions)
     expansion: Expansion
+    unit_order: list[str] = field(default_factory=list)  # the plan's units, as written
 
     @property
     def components(self) -> list[str]:
-        """Real components in plan order, each followed by its virtual ones (unit order)."""
+        """Real components in plan order, each followed by its virtual ones (in the plan's order)."""
+        rank = {u: i for i, u in enumerate(self.unit_order)}
         out = []
         for comp in self.expansion.plan.precisions:
             if comp in self.expansion.parents:
                 continue
             out.append(comp)
-            out += [v for v, parent in self.expansion.parents.items() if parent == comp]
+            out += sorted((v for v, parent in self.expansion.parents.items() if parent == comp),
+                          key=lambda v: rank.get(self.expansion.units[v], len(rank)))
         return out
 
     def parent(self, tag: str) -> str:
@@ -244,7 +247,7 @@ def unit_view(model, plan: PrecisionPlan, module_paths: dict[str, str] | None = 
     work = onnx.ModelProto()
     work.CopyFrom(model)
     exp = expand(work, plan_for_graph(plan, work, module_paths) if other_graph else plan, module_paths)
-    return UnitView(work, exp.plan, exp)
+    return UnitView(work, exp.plan, exp, list(plan.exceptions))
 
 
 def plan_for_graph(plan: PrecisionPlan, model, module_paths: dict[str, str] | None = None) -> PrecisionPlan:

@@ -380,7 +380,9 @@ def tflite_runs(view, qdq: dict[str, str]) -> TargetRuns:
         elif planned == "int8":
             note = None
             if n.op_type in ("Softmax", "Sigmoid"):
-                note = "int8 with TFLite's fixed output scale 1/256 (fp32 in the QDQ ONNX)"
+                note = "int8 with TFLite's fixed output scale 1/256 " + (
+                    "(the QDQ ONNX uses the calibrated range)" if qdq.get(n.name) == "int8" else
+                    "(fp32 in the QDQ ONNX)")
             elif qdq.get(n.name) == "fp32":
                 note = "int8 in TFLite (it quantizes every op with an int8 kernel); fp32 in the QDQ ONNX"
             rows.add(tag, n.op_type, "int8", note=note)
