@@ -1,4 +1,5 @@
-"""``edgeseg check``: preflight an ONNX graph for a mobile target before converting it."""
+"""``edgeseg check``: preflight an ONNX graph for a target before converting it; with
+``--plan``, what each target will actually run per component and per unit of the plan."""
 
 from __future__ import annotations
 
@@ -86,7 +87,10 @@ def check(ctx: click.Context, model: str, target: str | None, device: str | None
         raise EdgesegError(f"--target {target} shows what runs for a precision plan", "add --plan SPEC, e.g. --plan mixed")
     if plan is None:
         report = compat.check(onnx_model, target, device=device)
-        click.echo(json.dumps(report.to_dict(), indent=2)) if as_json else compat.print_report(report)
+        if as_json:
+            click.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            compat.print_report(report)
         if not report.ok:
             ctx.exit(1)
         return
@@ -97,7 +101,7 @@ def check(ctx: click.Context, model: str, target: str | None, device: str | None
     runs, extra = target_runs(onnx_model, plan, targets, tnn_device=device or "arm")
     reports = {t: extra.get(t) or compat.check(onnx_model, t, device=device, plan=plan)
                for t in targets if t in CHECKERS}
-    failed = any(not r.ok for r in reports.values())
+    failed = any(not r.ok for r in reports.values()) or any(r.error for r in runs)
     if as_json:
         per_target = [{**(reports[r.target].to_dict() if r.target in reports else {"target": r.target}),
                        "runs": r.to_dict()} for r in runs]
