@@ -662,7 +662,7 @@ def print_tflite_results(results: list[TFLiteExport]) -> None:
     for col in ("file", "plan", "int8 / float ops", "ranges", "min cosine vs ONNX", "size"):
         table.add_column(col, overflow="fold")
     for r in results:
-        comps = r.entry["components"]
+        comps = {**r.entry["components"], **r.entry.get("units", {})}  # units of the plan after the components
         ops = ", ".join(f"{c} {v['int8_ops']}/{v['float_ops']}" for c, v in comps.items())
         calib = r.entry.get("calibration")
         ranges = "-" if not calib else f"{calib['source']}: {calib['ranges_from_table']} ours, " \
