@@ -42,8 +42,9 @@ def export_tnn_graphs(onnx_paths: list[str | os.PathLike], plan_spec: str | None
     paths = [Path(p) for p in onnx_paths]
     plan = plan_for(paths[0], plan_spec)
     table = CalibrationTable.load(table_path) if table_path and plan is not None and plan.needs_calibration else None
-    return [export_tnn(s.path, s.path.parent, plan=s.plan, table=s.table, device=device, check_table=s.check_table)
-            for s in settings_for_graphs(paths, plan, table)]
+    return [export_tnn(s.path, s.path.parent, plan=s.plan, table=s.table, device=device, check_table=s.check_table,
+                       other_graph=(i > 0))
+            for i, s in enumerate(settings_for_graphs(paths, plan, table))]
 
 
 def print_tnn_results(results: list[TnnExportResult]) -> None:
