@@ -108,6 +108,26 @@ def test_val_ap_is_measured_and_recorded_in_the_checkpoint(shapes, tmp_path):
     assert any(k.startswith("objective.semantic.") for k in state)
 
 
+def test_a_periodic_checkpoint_records_only_its_own_val_run(shapes, tmp_path, monkeypatch):
+    """A checkpoint written between val runs must not carry the earlier run's AP as its own."""
+    import edgeseg.train.state as state
+    from edgeseg.export.manifest import manifest_for_artifact
+
+    seen: list[tuple[int, object]] = []
+    real = state.save_checkpoint
+
+    def spy(model, path, record, **kw):
+        seen.append((record["iterations"], record["val"] and record["val"]["AP"]))
+        return real(model, path, record, **kw)
+
+    monkeypatch.setattr(state, "save_checkpoint", spy)
+    train(_cfg(shapes, tmp_path / "p.safetensors", iters=4, save_every=1, val_every=2,
+               val_json=str(shapes / "annotations/val.json"), val_images=str(shapes / "val")))
+    assert [i for i, _ in seen] == [1, 2, 3, 4]
+    assert seen[0][1] is None and seen[1][1] is not None and seen[2][1] is None and seen[3][1] is not None
+    assert manifest_for_artifact(tmp_path / "p.safetensors").history[-1]["val"] is not None
+
+
 # ------------------------------------------------------------------------------- errors
 def test_a_dataset_without_annotations_is_refused(shapes, tmp_path):
     data = json.loads((shapes / "annotations/train.json").read_text())

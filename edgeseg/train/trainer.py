@@ -323,6 +323,7 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
         if step_callback is not None:
             step_callback(StepInfo(it + 1, total, loss, smoothed, out.parts, lr))
         done = it + 1
+        val = None  # a periodic checkpoint records only a val run of its own weights, never an earlier one
         if val_set is not None and cfg.val_every and done % cfg.val_every == 0 and done < total:
             val = validate(done)
         if cfg.save_every and done % cfg.save_every == 0 and done < total:
