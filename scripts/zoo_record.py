@@ -11,6 +11,13 @@ sha256, and its mask AP measured here twice: through PyTorch (``edgeseg eval CKP
 through the exported FP32 ONNX graph on ONNX Runtime (``edgeseg export`` + ``edgeseg eval
 DIR``). tests/test_train_zoo.py (MobileInst) and tests/test_yolact_edge_zoo.py re-measure the
 PyTorch figure on every CI run.
+
+A recipe is the whole plan; the record keeps the part that made this checkpoint: the
+training command whose run wrote it is found from the checkpoint's own training record
+(its stage, seed and whether it started from weights), and a checkpoint written before
+that run's last iteration (``--save-every``) is recorded as such (``stopped_at``): the
+learning-rate schedule spans the command's ``--iters``, so reproducing it means running
+that command and taking the checkpoint written at that iteration.
 """
 
 from __future__ import annotations
@@ -76,6 +83,51 @@ RECIPES = {MODEL: MOBILEINST_RECIPE, YE: YOLACT_EDGE_RECIPE}
 RECIPE = MOBILEINST_RECIPE  # the name earlier scripts used
 
 
+def _is_data(cmd: list[str]) -> bool:
+    return cmd[:3] == ["edgeseg", "data", "synth"]
+
+
+def _is_training(cmd: list[str]) -> bool:
+    return cmd[:2] == ["edgeseg", "train"] or (len(cmd) > 2 and cmd[1] == "-m" and cmd[2].endswith("flow_train"))
+
+
+def _flag(cmd: list[str], flag: str) -> str | None:
+    return cmd[cmd.index(flag) + 1] if flag in cmd else None
+
+
+def recipe_for(recipe: list[str], train_rec: dict) -> tuple[list[str], dict | None]:
+    """The commands of ``recipe`` that made a checkpoint whose last training record is
+    ``train_rec``: the data commands, the training commands up to the one that wrote it,
+    and the eval of its output; plus ``stopped_at`` when that run had not finished."""
+    cmds = [shlex.split(c) for c in recipe]
+    training = [i for i, c in enumerate(cmds) if _is_training(c)]
+    if train_rec.get("stage") == "flow_net":
+        match = [i for i in training if cmds[i][:2] != ["edgeseg", "train"]]
+    else:
+        match = [i for i in training if cmds[i][:2] == ["edgeseg", "train"]
+                 and int(_flag(cmds[i], "--seed") or 0) == int(train_rec.get("seed") or 0)
+                 and ("--weights" in cmds[i]) == (train_rec.get("init") is not None)]
+    if len(match) != 1:
+        raise SystemExit(f"the checkpoint's training record (seed {train_rec.get('seed')}, init "
+                         f"{train_rec.get('init')}, stage {train_rec.get('stage')}) matches {len(match)} commands "
+                         "of the recipe; fix RECIPES")
+    last = match[0]
+    made_it = cmds[last]
+    evals = [c for c in cmds if c[:2] == ["edgeseg", "eval"]]
+    keep = [recipe[i] for i, c in enumerate(cmds) if _is_data(c) or (i in training and i <= last)]
+    if evals:  # the recipe's eval, of this command's output
+        ev = list(evals[-1])
+        ev[2] = _flag(made_it, "-o")
+        keep.append(shlex.join(ev))
+    planned, done = int(_flag(made_it, "--iters")), int(train_rec.get("iterations") or 0)
+    stopped = None
+    if done < planned:
+        stopped = {"command": len(keep) - 1 - bool(evals), "iterations": done, "of": planned,
+                   "note": (f"the checkpoint that command wrote at iteration {done} of {planned} (--save-every); "
+                            f"its learning-rate schedule spans all {planned}, so this is not a finished run")}
+    return keep, stopped
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", type=Path)
@@ -97,11 +149,13 @@ def main() -> int:
     name = manifest.model
     if name not in RECIPES:
         sys.exit(f"{args.checkpoint} holds {name}; the zoo records {', '.join(RECIPES)}")
-    recipe = RECIPES[name]
-    for cmd in recipe:
+    for cmd in RECIPES[name]:
         shlex.split(cmd)  # a typo in the recipe fails here, not in a user's shell
     train_rec = [h for h in manifest.history if h.get("step") == "train"][-1]
     image_rec = train_rec.get("image_training") or train_rec  # a later stage keeps the image training's record
+    recipe, stopped_at = recipe_for(RECIPES[name], train_rec)
+    if stopped_at:
+        print(f"note: {stopped_at['note']}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.val_dir
@@ -136,6 +190,7 @@ def main() -> int:
         "weights_dtype": "float16",
         "data": {**DATA, "note": "edgeseg data synth: val images depend only on (seed, index)"},
         "reproduce": recipe,
+        **({"stopped_at": stopped_at} if stopped_at else {}),
         "training": {"iterations": image_rec.get("iterations"), "seed": image_rec.get("seed"),
                      "val_during_training": image_rec.get("val"),
                      **({"later_stage": {k: train_rec.get(k) for k in ("stage", "iterations", "seed", "loss_last")}}
