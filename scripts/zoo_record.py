@@ -59,6 +59,8 @@ MOBILEINST_RECIPE = [
 # YolactEdge (MobileNetV2 0.5x, 64-channel FPN / ProtoNet / head): the same two image phases
 # (object-zoomed 128 crops, then whole 256 images), then FeatFlowNet alone on frame pairs of
 # synthetic YouTube-VIS videos with everything else frozen (the paper's second stage).
+# Phase 1 of the shipped run was interrupted at iteration 750 and continued with the same
+# command plus --resume (model, optimiser, schedule and data order restored).
 YE = "yolact_edge_mobilenetv2_synth"
 YOLACT_EDGE_RECIPE = [
     "edgeseg data synth -o data/shapes8k --train 8000 --val 200 --videos 0 --val-videos 0 --seed 0",
