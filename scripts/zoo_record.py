@@ -116,7 +116,13 @@ def recipe_for(recipe: list[str], train_rec: dict) -> tuple[list[str], dict | No
     last = match[0]
     made_it = cmds[last]
     evals = [c for c in cmds if c[:2] == ["edgeseg", "eval"]]
-    keep = [recipe[i] for i, c in enumerate(cmds) if _is_data(c) or (i in training and i <= last)]
+    kept_training = [cmds[i] for i in training if i <= last]
+
+    def used(data_cmd: list[str]) -> bool:  # a data command stays if a kept training reads its output
+        out = _flag(data_cmd, "-o") or ""
+        return any(tok.startswith(out) for c in kept_training for tok in c)
+
+    keep = [recipe[i] for i, c in enumerate(cmds) if (_is_data(c) and used(c)) or (i in training and i <= last)]
     if evals:  # the recipe's eval, of this command's output
         ev = list(evals[-1])
         ev[2] = _flag(made_it, "-o")
