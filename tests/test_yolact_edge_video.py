@@ -83,9 +83,12 @@ def test_feature_warp_tracks_with_every_key_interval(export, tmp_path):
     from edgeseg.track.results import video_results
 
     _, folder = export
-    session = FeatureWarp.open(folder, max_interval=3)
+    # Every keyword of the track/ strategy protocol (edgeseg track passes them all).
+    session = FeatureWarp.open(folder, backend=None, threads=1, max_interval=3, make_missing=True,
+                               numerics="simulated")
     try:
         assert set(session.graphs) == {"frame", "flow", "warped"}
+        assert session.numerics == "simulated"
         session.check_classes(3, "test")
         g = np.random.default_rng(0)
         frames = [g.integers(0, 255, (40, 50, 3), dtype=np.uint8) for _ in range(7)]

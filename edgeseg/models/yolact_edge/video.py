@@ -274,6 +274,7 @@ class FeatureWarpSession:
         self.graphs = graphs
         self.notes = notes
         self.backend = runtimes["key"].backend
+        self.numerics = runtimes["key"].numerics  # how int8 runs (edgeseg.runtimes.numerics)
 
     def tracker(self, interval: int, config: TrackerConfig | None = None) -> FeatureWarpTracker:
         from edgeseg.export.manifest import input_spec_of
@@ -309,7 +310,7 @@ class FeatureWarp:
 
     @staticmethod
     def open(artifact: str | os.PathLike, *, backend: str | None = None, threads: int = 1,
-             max_interval: int = 5, make_missing: bool = True) -> FeatureWarpSession:
+             max_interval: int = 5, make_missing: bool = True, numerics: str = "fused") -> FeatureWarpSession:
         from edgeseg.export.manifest import Manifest
         from edgeseg.runtimes.base import load_runtime
 
@@ -338,7 +339,8 @@ class FeatureWarp:
         runtimes: dict[str, Any] = {}
         try:
             for role in needed:
-                runtimes[role] = load_runtime(folder / graphs[role], backend=backend, threads=threads)
+                runtimes[role] = load_runtime(folder / graphs[role], backend=backend, threads=threads,
+                                              numerics=numerics)
         except BaseException:
             for rt in runtimes.values():
                 rt.close()
