@@ -73,7 +73,14 @@ YOLACT_EDGE_RECIPE = [
     " --images data/shapes8k/coco/train --val-dataset data/shapes8k/coco/annotations/val.json"
     " --val-images data/shapes8k/coco/val --iters 1500 --batch-size 8 --lr 3e-4 --threads 1 --seed 1"
     f" --val-every 500 --save-every 250 --log-every 50 --save-fp16 -o runs/{YE}.safetensors",
-    f"python -m edgeseg.models.yolact_edge.flow_train {YE} --weights runs/{YE}.safetensors"
+    # Phase 2b: phase 2 ended at 38.6 AP, under the issue's 40; 1000 more whole-image
+    # iterations at a lower peak lr. (The shipped run read a byte-identical copy of phase 2's
+    # output, runs/ye_phase2.safetensors, which its embedded record names as init.)
+    f"edgeseg train {YE} --weights runs/{YE}.safetensors --dataset data/shapes8k/coco/annotations/train.json"
+    " --images data/shapes8k/coco/train --val-dataset data/shapes8k/coco/annotations/val.json"
+    " --val-images data/shapes8k/coco/val --iters 1000 --batch-size 8 --lr 2e-4 --threads 1 --seed 2"
+    " --val-every 500 --save-every 250 --log-every 50 --save-fp16 -o runs/ye_phase2b.safetensors",
+    f"python -m edgeseg.models.yolact_edge.flow_train {YE} --weights runs/ye_phase2b.safetensors"
     " --dataset data/vis/ytvis/annotations/train.json --videos data/vis/ytvis/JPEGImages --iters 800"
     " --batch-size 8 --lr 1e-3 --max-offset 4 --seed 0 --threads 1 --save-every 100 --log-every 20 --save-fp16"
     f" -o runs/{YE}_flow.safetensors",
