@@ -37,7 +37,8 @@ Examples:
 @click.option("--score-threshold", type=float, default=0.3, show_default=True,
               help="Track instances scoring above this on a keyframe.")
 @click.option("--match-threshold", type=float, default=0.5, show_default=True,
-              help="Minimum kernel cosine similarity to continue a track.")
+              help="Minimum similarity to continue a track: kernel cosine (kernel reuse), mask IoU between "
+                   "consecutive frames (YolactEdge; fast objects need less, e.g. 0.1).")
 @click.option("--max-gap", type=int, default=2, show_default=True,
               help="Keyframes a track may miss and keep its id.")
 @click.option("--max-instances", type=int, default=10, show_default=True, help="Instances per keyframe.")
