@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise", type=int, default=100, help="noise images for the data-free N=0 row")
     ap.add_argument("--backend", choices=("onnxruntime", "tflite"), default="onnxruntime")
     ap.add_argument("--limit", type=int, default=None, help="evaluate the first N val images only")
+    ap.add_argument("--method", choices=("kl", "minmax", "percentile"), default="kl",
+                    help="calibration method (the paper: KL, as TensorRT's entropy calibrator)")
     ap.add_argument("-o", "--output", type=Path, default=None, help="also write the table as JSON")
     args = ap.parse_args(argv)
 
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             if n == 0:
                 noise = noise_images(tmp / "noise", args.noise, (spec.height, spec.width))
-                cal = run_calibration(frame, noise, num=None, out=tmp / "calib_0.json")
+                cal = run_calibration(frame, noise, num=None, method=args.method, out=tmp / "calib_0.json")
                 rows["0 (INT8, ranges from noise images)"] = {
                     p: evaluate(build(p, cal.table_path, "n0", noise)) for p in plan_names}
                 fallback = {}
@@ -109,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                     fallback[p] = evaluate(build(spec_fp16, None, f"n0fp16_{p}", None))
                 rows["0 (int8 components in FP16)"] = fallback
                 continue
-            cal = run_calibration(frame, args.calib, num=n, seed=0, out=tmp / f"calib_{n}.json")
+            cal = run_calibration(frame, args.calib, num=n, seed=0, method=args.method, out=tmp / f"calib_{n}.json")
             rows[str(n)] = {p: evaluate(build(p, cal.table_path, f"n{n}", args.calib)) for p in plan_names}
             print(f"N={n}: " + ", ".join(f"{p} {ap:.1f}" for p, ap in rows[str(n)].items()), flush=True)
 
-    print(f"\n{args.model}: mask AP by number of KL calibration images ({args.backend}, "
+    print(f"\n{args.model}: mask AP by number of {args.method} calibration images ({args.backend}, "
           f"{args.limit or 'all'} val images)")
     print("| calibration images | " + " | ".join(plan_names) + " |")
     print("|---|" + "---:|" * len(plan_names))
