@@ -12,7 +12,7 @@ components only, which nodes continue the int8 chain, so the QDQ writer
 kind       ops                                                       ONNX Runtime runs
 ========== ========================================================= ====================
 mac        Conv, MatMul, Gemm                                         QLinearConv, QLinearMatMul, QGemm
-binary     Add, Mul                                                   QLinearAdd, QLinearMul
+binary     Add, Mul, Div by a constant (as Mul by 1/c)                QLinearAdd, QLinearMul
 variadic   Concat                                                     QLinearConcat
 unary      Sigmoid, AveragePool, GlobalAveragePool, Softmax, LeakyRelu QLinear<op> (lookup tables)
 pass       Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Slice,    the op on int8 data (Q/DQ
@@ -39,13 +39,16 @@ Rules, applied in graph order:
   TensorRT (which has symmetric int8 only: ``export/tensorrt/onnx_prep.py`` rewrites such
   pairs to int8 with scale amax / 127) and any reader of the ONNX still see it.
 * Every reader of a tensor an int8 node writes reads its DequantizeLinear, float
-  readers outside the component included: the producer writes int8 (as on TFLite and
+  readers outside the component included (a graph output a mac node writes too: the
+  DequantizeLinear then writes the output's name, a float32 tensor as before): the producer writes int8 (as on TFLite and
   TNN, where a dequantize / reformat layer follows the int8 layer), and ONNX Runtime
   fuses a producer only when the QuantizeLinear is its output's sole reader. A tensor
   written by a float node is dequantized only for the int8 nodes that read it.
 
 Scales come from the one calibration table (symmetric: amax / 127, stored as uint8 with
-zero point 128 or int8 with zero point 0); ``pass`` outputs reuse their input's.
+zero point 128 or int8 with zero point 0); ``pass`` outputs reuse their input's; a
+Softmax / Sigmoid output takes the table's observed max instead of its KL threshold (a
+probability's rare peaks are what attention is about).
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ UNARY_OPS = ("Sigmoid", "AveragePool", "GlobalAveragePool", "Softmax", "LeakyRel
 PASS_OPS = ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Split", "Gather",
             "Expand", "Tile", "MaxPool", "Resize")
 ACTIVATION_OPS = ("Relu", "Clip")
-# Unary ops whose output is never negative: quantized on [0, amax] like an activation's.
+# Ops whose output is a probability in [0, 1]: quantized on [0, observed max] (not the
+# KL threshold), on 256 levels for uint8 like an activation's [0, amax].
 NONNEGATIVE_OPS = ("Softmax", "Sigmoid")
 # Producers whose QuantizeLinear ONNX Runtime can absorb a following Relu / Clip into.
 _FUSABLE_PRODUCERS = ("mac", "binary", "variadic", "unary")
@@ -87,6 +91,7 @@ class Int8Plan:
     params: dict[str, QParams] = field(default_factory=dict)  # tensor -> its Q/DQ (graph order)
     all_readers: set[str] = field(default_factory=set)  # tensors every reader reads dequantized
     fused: set[str] = field(default_factory=set)  # outputs folded into a following Relu / Clip
+    graph_outputs: set[str] = field(default_factory=set)  # graph outputs written through their DQ
     const_operands: list[tuple[Any, int]] = field(default_factory=list)  # (node, slot) of binary/variadic
     mac_weights: dict[int, list[int]] = field(default_factory=dict)  # id(mac node) -> constant slots
     missing: list[str] = field(default_factory=list)
@@ -118,7 +123,7 @@ def _clip_bounds(gr, node) -> tuple[float | None, float | None] | None:
 
 def _data_slots(node) -> list[int]:
     op = node.op_type
-    if op in BINARY_OPS or op in VARIADIC_OPS:
+    if op in BINARY_OPS or op in VARIADIC_OPS or op == "Div":
         return [k for k, x in enumerate(node.input) if x]
     return [0] if node.input and node.input[0] else []
 
@@ -163,8 +168,8 @@ def plan_int8(gr, int8_components: set[str], table, act_dtype: str, constants: s
         if not in_int8(n) or id(n) in plan.kind:
             continue
         op = n.op_type
-        if op in BINARY_OPS:
-            kind = "binary"
+        if op in BINARY_OPS or (op == "Div" and len(n.input) == 2 and n.input[1] in constants):
+            kind = "binary"  # a Div by a constant is written as a Mul by its reciprocal
         elif op in VARIADIC_OPS:
             kind = "variadic"
         elif op in UNARY_OPS:
@@ -240,23 +245,41 @@ def plan_int8(gr, int8_components: set[str], table, act_dtype: str, constants: s
 
     # 4. Outputs of int8 nodes are quantized (unless fused: a mac output without a range
     #    stays float); parameters in graph order, so a pass node's input is done first.
+    #    A graph output a mac node writes is quantized like any int8 output (the DQ writes
+    #    the output's name; it stays a float32 tensor): int8 components output int8, as on
+    #    TFLite and TNN, and MobileInst's mask features are then one tensor for the mask
+    #    MatMul and the output, the same in the frame and the features graph. Left float,
+    #    the Conv writing them had a float reader beside its QuantizeLinear, stayed a float
+    #    Conv in ONNX Runtime and pinned its neighbours to NCHW (14 ms of 160 at 640).
     final = set(mac_inputs)
     for n in gr.g.node:
         k = plan.kind.get(id(n))
         if k is None:
             continue
         for o in n.output:
-            if o and o not in outputs and o not in plan.fused and readers(o) and (k != "mac" or o in table):
-                final.add(o)
-                plan.all_readers.add(o)
+            if not o or o in plan.fused or (k == "mac" and o not in table):
+                continue
+            if not readers(o) and o not in outputs:
+                continue
+            if o in outputs:
+                plan.graph_outputs.add(o)
+            final.add(o)
+            plan.all_readers.add(o)
     for t in _graph_order(gr, final):
         p = gr.producer.get(t)
         kind = plan.kind.get(id(p)) if p is not None else None
         if kind == "pass" and p.input[0] in plan.params:
             plan.params[t] = plan.params[p.input[0]]
         elif t in table:
-            nonnegative = kind == "activation" or (p is not None and p.op_type in NONNEGATIVE_OPS)
-            plan.params[t] = _params(table.ranges[t].amax, act_dtype, nonnegative=nonnegative, source=t)
+            r = table.ranges[t]
+            amax = r.amax
+            bounded = p is not None and p.op_type in NONNEGATIVE_OPS
+            if bounded and r.max is not None and r.max > 0:
+                # A probability: KL clips the rare large values, which are the ones that
+                # matter (attention peaks): the shipped checkpoint's self-attention Softmax
+                # got amax 0.15 for a max of 1.0, and all-INT8 lost 1.1 AP instead of 0.4.
+                amax = min(float(r.max), 1.0)
+            plan.params[t] = _params(amax, act_dtype, nonnegative=kind == "activation" or bounded, source=t)
         elif t in mac_inputs:
             plan.missing.append(t)
     return plan

@@ -245,26 +245,34 @@ def _insert_int8(gr: _Graph, plan: PrecisionPlan, table: CalibrationTable,
             readers = list(gr.consumers.get(x, []))
         else:  # written by a float node: dequantized for the int8 nodes only
             readers = [(c, k) for c, k in gr.consumers.get(x, []) if chains.is_int8(c)]
-        if not readers:
+        if not readers and x not in chains.graph_outputs:
             continue
         p = gr.producer.get(x)
         comp = get_component(p) if p is not None and get_component(p) in int8 else None
-        if comp is None:
+        if comp is None:  # written outside the int8 components: tagged like its first int8 reader
             comp = next(get_component(c) for c, _ in readers if get_component(c) in int8)
         if qp.source not in shared:
             shared[qp.source] = (gr.add_init(f"{qp.source}_scale", np.array(qp.scale, np.float32)),
                                  gr.add_init(f"{qp.source}_zero_point", np.array(qp.zero_point, np_dtype)))
         s_name, z_name = shared[qp.source]
-        q_out, dq_out = gr.fresh(f"{x}_quantized"), gr.fresh(f"{x}_dequantized")
-        q = _make_node("QuantizeLinear", [x, s_name, z_name], [q_out], gr.fresh(f"{x}_QuantizeLinear"), comp)
+        src = x
+        if x in chains.graph_outputs:
+            # The graph output keeps its name: the producer writes a new one, the DQ the output.
+            src = gr.fresh(f"{x}_float")
+            p.output[list(p.output).index(x)] = src
+            gr.producer[src] = p
+        q_out = gr.fresh(f"{x}_quantized")
+        dq_out = x if x in chains.graph_outputs else gr.fresh(f"{x}_dequantized")
+        q = _make_node("QuantizeLinear", [src, s_name, z_name], [q_out], gr.fresh(f"{x}_QuantizeLinear"), comp)
         dq = _make_node("DequantizeLinear", [q_out, s_name, z_name], [dq_out],
                         gr.fresh(f"{x}_DequantizeLinear"), comp)
-        emit[x] += [q, dq]
+        emit[src] += [q, dq]
         gr.add_consumer(q)
         gr.add_consumer(dq)
         gr.producer[q_out], gr.producer[dq_out] = q, dq
-        for c, k in readers:
-            gr.rewire(c, k, dq_out)
+        if dq_out != x:
+            for c, k in readers:
+                gr.rewire(c, k, dq_out)
         dq_params[dq_out] = qp
         report.quantized_tensors += 1
 
@@ -274,16 +282,25 @@ def _insert_int8(gr: _Graph, plan: PrecisionPlan, table: CalibrationTable,
     zp_act = 128 if act_dtype == "uint8" else 0
     for n, k in chains.const_operands:
         name = n.input[k]
+        reciprocal = n.op_type == "Div"
+        if reciprocal:
+            # x / c as x * (1/c): ONNX Runtime has an integer Mul, no integer Div (same value
+            # to a float rounding, before quantization).
+            n.op_type = "Mul"
+            name = f"{name}\0reciprocal"
         if name not in const_dq:
-            c = gr.const_value(name).astype(np.float32)
+            c = gr.const_value(n.input[k]).astype(np.float32)
+            if reciprocal:
+                c = (1.0 / c.astype(np.float64)).astype(np.float32)
+            label = n.input[k] + ("_reciprocal" if reciprocal else "")
             scale = _weight_scales(c, None)
             qc = (_quantize_weight(c, scale, None).astype(np.int16) + zp_act).astype(np_dtype)
-            q_name = gr.add_init(f"{name}_quantized", qc)
-            s_name = gr.add_init(f"{name}_scale", np.array(scale, np.float32))
-            z_name = gr.add_init(f"{name}_zero_point", np.array(zp_act, np_dtype))
-            dq_out = gr.fresh(f"{name}_dequantized")
+            q_name = gr.add_init(f"{label}_quantized", qc)
+            s_name = gr.add_init(f"{label}_scale", np.array(scale, np.float32))
+            z_name = gr.add_init(f"{label}_zero_point", np.array(zp_act, np_dtype))
+            dq_out = gr.fresh(f"{label}_dequantized")
             dq = _make_node("DequantizeLinear", [q_name, s_name, z_name], [dq_out],
-                            gr.fresh(f"{name}_DequantizeLinear"), get_component(n))
+                            gr.fresh(f"{label}_DequantizeLinear"), get_component(n))
             emit[""].append(dq)
             gr.add_consumer(dq)
             const_dq[name] = dq_out
