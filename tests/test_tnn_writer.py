@@ -302,7 +302,7 @@ def test_int8_backbone_payloads_and_folded_scales(golden, golden_table, tmp_path
 def test_int8_backbone_numerics_track_fp32(golden, golden_table, tmp_path, image):
     plan = PrecisionPlan.parse("backbone=int8", COMPONENTS)
     result = export_tnn(golden, tmp_path, plan=plan, table=golden_table, device="x86")
-    got = ref.run(read_tnn(result.proto_path), {"image": image})
+    got = ref.run(read_tnn(result.proto_path), {"image": image}, device="x86")
     for name, (g, w) in _outputs(result, got, ort_run(golden, {"image": image})).items():
         assert _cos(g, w) > 0.99, name
         assert np.abs(g - w).max() < 0.1 * np.abs(w).max(), name  # magnitudes too, not just direction
