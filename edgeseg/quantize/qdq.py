@@ -2,21 +2,28 @@
 
 Per component, as the plan says:
 
-* **int8**: Conv, MatMul and Gemm (``QUANTIZED_OPS``) get QuantizeLinear/DequantizeLinear
-  pairs. Weights: per-channel symmetric int8 on the output-channel axis, narrow range
-  [-127, 127]. Activations: per-tensor symmetric, scale = amax / 127 from the table
-  (stored as uint8 with zero point 128 by default, or int8; see ``ACTIVATION_DTYPES``). Conv
-  and Gemm biases become int32 with scale = input scale x weight scale, so ONNX Runtime
-  adds them inside the integer accumulator of its fused kernel.
-  A quantized tensor is one Q/DQ pair right after its producer, read by every int8
-  consumer, so ONNX Runtime can fuse ``DQ -> Conv -> Q`` into ``QLinearConv`` and
-  ``DQ -> MatMul -> Q`` (also between two activations, as in attention) into
-  ``QLinearMatMul``. Consumers *outside* int8 components keep reading the float tensor,
-  and graph outputs are never quantized: int8 is where the plan says, nowhere else.
-  Other ops in int8 components (Add, Softmax, Resize...) are not rewritten: they read
-  the dequantized values, and where such an op sits between two quantized tensors ONNX
-  Runtime fuses it by itself (``DQ -> Add -> Q`` becomes ``QLinearAdd``, ``DQ -> Softmax
-  -> Q`` becomes ``QLinearSoftmax`` on MobileInst).
+* **int8**: the nodes :mod:`edgeseg.quantize.int8_chains` picks inside the int8
+  components: Conv, MatMul and Gemm always, and between them every Add, Mul (and Div by a
+  constant, written as a Mul by its reciprocal), Concat, pooling, Resize, Softmax, Sigmoid,
+  layout op and Relu/Clip(0, x) where the int8 chain continues, so ONNX Runtime fuses them
+  into integer kernels (QLinearConv, QLinearAdd, QLinearConcat...) instead of leaving
+  DequantizeLinear -> float op -> QuantizeLinear islands. Weights: per-channel symmetric
+  int8 on the output-channel axis, narrow range [-127, 127]. Activations: per-tensor,
+  scale = amax / 127 from the table (stored as uint8 with zero point 128 by default, or
+  int8; see ``ACTIVATION_DTYPES``); a Relu / Clip(0, x) output on [0, amax] (uint8 zero
+  point 0, which lets ONNX Runtime fold the activation into the producer's kernel), a
+  Softmax / Sigmoid output on [0, observed max]; pass-through ops keep their input's.
+  Conv and Gemm biases become int32 with scale = input scale x weight scale, so ONNX
+  Runtime adds them inside the integer accumulator of its fused kernel; constant operands
+  of int8 Add / Mul / Concat are quantized per tensor in the activations' type.
+  A quantized tensor is one Q/DQ pair right after its producer. Every reader of a tensor
+  an int8 node writes reads its DequantizeLinear (the producer writes int8, as on TFLite
+  and TNN; a graph output a Conv writes keeps its name on the DequantizeLinear and stays
+  float32); a tensor a float node writes is dequantized only for the int8 nodes reading
+  it. Nothing outside an int8 component is rewritten, graph inputs and outputs keep their
+  names and float32 types. Tensors computed from constants only (an export without a
+  simplifier keeps such subgraphs) are weights: their value is folded, and the subgraph
+  dropped.
 * **fp16**: float initializers and activations of the component become float16; Casts
   are inserted only where a float tensor crosses the component's boundary (one Cast per
   tensor and direction). Inputs that the ONNX spec keeps float32 (Resize ``scales``)
@@ -44,12 +51,14 @@ from edgeseg.errors import EdgesegError
 from edgeseg.export.tags import get_component, set_component
 from edgeseg.quantize.cache import CalibrationTable
 from edgeseg.quantize.const_fold import ConstantFolder, constant_tensors
+from edgeseg.quantize.int8_chains import MAC_OPS
 from edgeseg.quantize.plan import PrecisionPlan
 
-# Op types whose inputs (and outputs) get Q/DQ: they carry nearly all the multiply-
+# Op types that are always int8 in an int8 component: they carry nearly all the multiply-
 # accumulates of a segmentation network, and they are what every backend runs in int8
-# (TensorRT, TFLite, TNN, ONNX Runtime's QLinearConv / QLinearMatMul / QGemm).
-QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+# (TensorRT, TFLite, TNN, ONNX Runtime's QLinearConv / QLinearMatMul / QGemm). The ops
+# between them follow (int8_chains).
+QUANTIZED_OPS = MAC_OPS
 # Storage type of quantized activations. Both hold the same symmetric grid (uint8 with
 # zero point 128 is int8 shifted by 128: identical values after DequantizeLinear).
 # Measured on MobileInst-TopFormer at 640 (ORT 1.31, x86, one core): with uint8 ORT fuses
