@@ -185,3 +185,23 @@ def test_nodes_whose_output_no_int8_node_reads_stay_float():
     add = next(n for n in q.graph.node if n.op_type == "Add")
     assert "s" not in {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
     assert add.output == ["s"]
+
+
+@pytest.mark.slow
+def test_cli_export_without_simplifier_then_int8(tmp_path):
+    """Issue 20 item 5, end to end: `edgeseg export mobileinst_test --simplifier none --plan
+    int8 --calib DIR` stopped with 'calibration table has no range for 2 tensor(s)'."""
+    import contextlib
+    import io
+
+    from edgeseg.cli import main
+    from tests.quant_models import make_images
+
+    images = make_images(tmp_path / "imgs", n=3, size=(64, 64))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
+        main(["export", "mobileinst_test", "--input-size", "64", "--simplifier", "none", "--plan", "int8",
+              "--calib", str(images), "-o", str(tmp_path / "out")])
+    assert e.value.code == 0, err.getvalue()
+    q = onnx.load(str(tmp_path / "out" / "mobileinst_test.int8.onnx"))
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)

@@ -48,8 +48,11 @@ def quantize_static_reference(src: str | os.PathLike, out: str | os.PathLike, fe
     # Not CalibMaxIntermediateOutputs: in ONNX Runtime 1.32 it drops the batches it flushes.
     extra: dict[str, Any] = {}
     if ranges:
+        import numpy as np
+
+        # numpy scalars: ONNX Runtime's compute_scale_zp calls .dtype on them.
         extra["TensorQuantOverrides"] = {
-            name: [{"rmin": -float(amax), "rmax": float(amax)}] for name, amax in ranges.items() if amax > 0}
+            name: [{"rmin": np.float32(-amax), "rmax": np.float32(amax)}] for name, amax in ranges.items() if amax > 0}
         extra["ActivationSymmetric"] = True
     out = Path(out)
     # No quant_pre_process: it renames tensors, and the graphs compared must be the same
