@@ -152,8 +152,10 @@ def prepare(size: int, root: Path, plans: list[str], calib_num: int = 32, ort_va
                         "import json; p = PrecisionPlan(json.loads(sys.argv[2])); "
                         "quantize_file(sys.argv[1], p, CalibrationTable.load(sys.argv[3]), sys.argv[4])")
                 env = {**os.environ, "PYTHONPATH": str(before_checkout)}
-                subprocess.run([sys.executable, "-c", code, str(src), json.dumps(plan.precisions), str(table_path),
-                                str(out)], check=True, env=env, cwd=str(before_checkout))
+                # Absolute paths: the subprocess runs in the other checkout.
+                subprocess.run([sys.executable, "-c", code, str(src.resolve()), json.dumps(plan.precisions),
+                                str(table_path.resolve()), str(out.resolve())], check=True, env=env,
+                               cwd=str(before_checkout))
                 record(folder, out, f"edgeseg@{before_checkout}", plan.precisions)
             files[f"before:{spec}"] = out
     return files
