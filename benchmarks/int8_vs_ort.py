@@ -20,6 +20,7 @@ artifact is <= 0.30x the FP32 file; at 256 our plans are within 1 AP of FP32.
     python benchmarks/int8_vs_ort.py --sizes 640 --runs 40 --repeats 8
     python benchmarks/int8_vs_ort.py --before /work/main --with-ort-ours
     python benchmarks/int8_vs_ort.py --tflite --sizes 256             # the same table on TFLite (XNNPACK)
+    python benchmarks/int8_vs_ort.py --clock cpu --no-ap              # CPU time per run: a loaded machine
 
 Exits 1 when a target is missed. Writes DIR/int8_vs_ort.json.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -55,12 +57,16 @@ def ap_of(path: Path, limit: int | None) -> float:
     return float(res.metrics["AP"])
 
 
-def time_files(files: dict[str, Path], runs: int, repeats: int, core: int | None, backend: str | None = None):
+def time_files(files: dict[str, Path], runs: int, repeats: int, core: int | None, backend: str | None = None,
+               clock: str = "wall"):
+    from edgeseg.benchmark.targets.local import LocalTarget
     from edgeseg.quantize.sweep_latency import LatencySettings, measure_interleaved
 
     settings = LatencySettings(runs=runs, warmup=5, repeats=repeats, rewarm=2, core=core)
     res = measure_interleaved(files, settings, backend=backend,
-                              on_round=lambda r, n: print(f"  round {r}/{n}", file=sys.stderr))
+                              on_round=lambda r, n: print(f"  round {r}/{n}", file=sys.stderr),
+                              target_factory=lambda f, core, backend: LocalTarget(f, core=core, backend=backend,
+                                                                                  clock=clock))
     return res.stats, res.runtime
 
 
@@ -99,6 +105,9 @@ def main() -> int:
     ap.add_argument("--with-ort-ours", action="store_true", help="also quantize_static fed our ranges")
     ap.add_argument("--before", type=Path, default=None, help="another edgeseg checkout whose writer to time too")
     ap.add_argument("--tflite", action="store_true", help="the same table for TFLite (XNNPACK), not ONNX Runtime")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: the process's CPU time per run (a loaded machine: ratios without the waits)")
+    ap.add_argument("--json", type=Path, default=None, help="where to write the report (default DIR/int8_vs_ort*.json)")
     args = ap.parse_args()
 
     import numpy as np
@@ -117,7 +126,7 @@ def main() -> int:
             files = tflite_files(size, args.dir, plans, args.calib_num)
             backend = "tflite"
         print(f"[{size}] timing {len(files)} graphs", file=sys.stderr)
-        stats, runtime = time_files(files, args.runs, args.repeats, args.core, backend)
+        stats, runtime = time_files(files, args.runs, args.repeats, args.core, backend, args.clock)
         fp32 = files["fp32"]
         base_ms, base_mb = stats["fp32"].p50_ms, fp32.stat().st_size / 1e6
         refs = [k for k in files if k.startswith("ort_s8") or k.startswith("ort_u8") or k == "tflite_own:int8"]
@@ -133,10 +142,13 @@ def main() -> int:
                 print(f"[{size}] AP of {label}", file=sys.stderr)
                 row["ap"] = ap_of(path, args.ap_limit)
             rows[label] = row
-        report["sizes"][size] = {"rows": rows, "runtime": runtime, "runs": args.runs, "repeats": args.repeats}
+        report["sizes"][size] = {"rows": rows, "runtime": runtime, "runs": args.runs, "repeats": args.repeats,
+                                 "clock": args.clock, "loadavg": os.getloadavg()}
         kind = "TFLite (XNNPACK)" if args.tflite else "ONNX Runtime (fused int8 kernels)"
-        print(f"\n{kind} at {size}x{size}, one pinned core (#{runtime.get('affinity')}), p50 of {args.runs} runs "
-              f"in {args.repeats} interleaved rounds; host {report['host_isa']}\n")
+        what = "CPU time" if args.clock == "cpu" else "wall time"
+        print(f"\n{kind} at {size}x{size}, one pinned core (#{runtime.get('affinity')}), {what} p50 of {args.runs} "
+              f"runs in {args.repeats} interleaved rounds; load average {os.getloadavg()[0]:.1f} after timing; "
+              f"{runtime.get('backend')} {runtime.get('backend_version')}; host {report['host_isa']}\n")
         head = "| graph | p50 ms | p10 ms | vs FP32 | MB | size vs FP32 |" + (" Q / DQ |" if not args.tflite else "")
         head += " AP |" if "ap" in rows["fp32"] else ""
         print(head)
@@ -165,7 +177,7 @@ def main() -> int:
             for what, good in checks:
                 ok &= good
                 print(f"- {size} {p}: {what}: {'ok' if good else 'MISSED'}")
-    out = args.dir / ("int8_vs_ort.tflite.json" if args.tflite else "int8_vs_ort.json")
+    out = args.json or args.dir / ("int8_vs_ort.tflite.json" if args.tflite else "int8_vs_ort.json")
     out.write_text(json.dumps(report, indent=1, default=str))
     print(f"\nwrote {out}")
     return 0 if ok else 1
