@@ -83,6 +83,7 @@ def test_the_record_chains_the_training_stages_it_reproduces(record):
     assert record["val"]["onnxruntime"]["AP"] == pytest.approx(record["val"]["torch"]["AP"], abs=0.5)
 
 
+@pytest.mark.slow  # 200 images through PyTorch: ~20 s on two idle cores
 def test_its_val_ap_is_what_the_record_says(record, tmp_path):
     from edgeseg.data.synthetic import SynthConfig, generate
     from edgeseg.eval.coco import evaluate_artifact
