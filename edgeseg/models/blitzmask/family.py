@@ -81,7 +81,7 @@ FAMILY = register_family(Family(
         _variant("blitzmask_mobilenetv2", "BlitzMask, MobileNetV2 (1.0x) backbone at 320 (the paper's fastest model)"),
         *_LITE,
         _variant("blitzmask_test", "BlitzMask with tiny widths at 64x64: same architecture, for fast tests",
-                 backbone_kwargs={"width_mult": 0.25}, input_size=(64, 64), fpn_dim=16, head_dim=16,
+                 backbone_kwargs={"width_mult": 0.25}, input_size=(64, 64), fpn_dim=24, head_dim=16,
                  head_depth=1, num_bases=4),
         # The committed zoo checkpoint (edgeseg/zoo/blitzmask_mobilenetv2_synth.safetensors): a
         # half-width MobileNetV2 and a 64-wide FPN/head, 4 shape classes at 256 (the synthetic
