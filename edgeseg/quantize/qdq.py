@@ -517,9 +517,24 @@ def _drop_replaced(gr: _Graph) -> None:
 
 def quantize_model(model, plan: PrecisionPlan, table: CalibrationTable | None,
                    activation_dtype: str = "uint8"):
-    """Return ``(new_model, QuantizeReport)``; ``model`` is not modified."""
+    """Return ``(new_model, QuantizeReport)``; ``model`` is not modified.
+
+    A plan with exceptions below the component level is first rewritten into virtual
+    components, one per unit (:mod:`edgeseg.quantize.units`), so every pass below honours
+    them; the real component tags are put back afterwards.
+    """
     import onnx
 
+    if plan.exceptions:
+        from edgeseg.quantize.units import expand, restore
+
+        work = onnx.ModelProto()
+        work.CopyFrom(model)
+        expansion = expand(work, plan)
+        qmodel, report = quantize_model(work, expansion.plan, table, activation_dtype)
+        restore(qmodel, expansion)
+        report.plan = {**plan.precisions, **plan.exceptions}
+        return qmodel, report
     if activation_dtype not in ACTIVATION_DTYPES:
         raise EdgesegError(f"unknown activation type {activation_dtype!r}", f"use one of {ACTIVATION_DTYPES}")
     untagged = [n.name for n in model.graph.node if get_component(n) is None]
@@ -583,8 +598,11 @@ def quantize_file(src: str | os.PathLike, plan: PrecisionPlan, table: Calibratio
     from edgeseg.utils import atomic
     from edgeseg.utils.hashing import sha256_file
 
+    from edgeseg.export.foreign import ensure_tagged
+
     src = Path(src)
     model = load_onnx(src)
+    ensure_tagged(model, src, list(plan.precisions))  # a foreign ONNX: tags from its patterns
     if table is not None and plan.needs_calibration:
         table.check_model(sha256_file(src), what=f"model than {src.name}")
     qmodel, report = quantize_model(model, plan, table, activation_dtype)
