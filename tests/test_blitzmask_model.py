@@ -158,3 +158,17 @@ def test_loss_options_are_checked():
         BlitzMaskObjective(model, 2, **{"size_l2": "1"})
     with pytest.raises(EdgesegError, match=">= 0"):
         BlitzMaskObjective(model, 2, heatmap=-1.0)
+
+
+def test_the_training_only_semantic_head_is_off_by_default_and_never_in_the_model(one_thread):
+    model = create_model("blitzmask_test", num_classes=2).train()
+    keys = set(model.state_dict())
+    assert BlitzMaskObjective(model, 2).semantic is None
+    objective = BlitzMaskObjective(model, 2, aux_semantic="0.5")
+    masks = torch.zeros(1, 64, 64)
+    masks[0, 10:40, 8:30] = 1
+    targets = [{"labels": torch.tensor([1]), "masks": masks}] * 2
+    out = objective(model, torch.randn(2, 3, 64, 64), targets)
+    out.total.backward()
+    assert out.parts["sem"] > 0 and objective.semantic.conv.weight.grad is not None
+    assert set(model.state_dict()) == keys

@@ -16,6 +16,10 @@ input pixel ``((j + 0.5) * 4, (i + 0.5) * 4)``:
   its mask resized to the grid, inside its box (the decoder crops there too): per-pixel
   binary cross-entropy averaged over the box's cells and dice over the box, per instance,
   then averaged over instances, so a small object weighs as much as a large one.
+
+Optionally (``aux_semantic`` > 0, off by default: the paper's losses only) a training-only
+per-pixel class head on the FPN output (:mod:`edgeseg.train.auxiliary`): a dense class
+signal for a backbone trained from scratch. It is never part of the model or its exports.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from edgeseg.errors import EdgesegError
+from edgeseg.train.auxiliary import SemanticHead, semantic_loss
 from edgeseg.train.losses import resize_targets
 from edgeseg.train.objective import LossResult, Objective
 
@@ -161,6 +166,7 @@ class BlitzMaskObjective(Objective):
         size_iou: float = 1.0
         mask_bce: float = 1.0
         mask_dice: float = 1.0
+        aux_semantic: float = 0.0   # training-only per-pixel class loss on the FPN output (0: off)
 
     def __init__(self, model, num_classes: int, **options):
         super().__init__(model, num_classes, **options)
@@ -168,9 +174,12 @@ class BlitzMaskObjective(Objective):
         if not all(v >= 0 and math.isfinite(v) for v in dataclasses.asdict(o).values()):
             raise EdgesegError(f"loss weights must be finite and >= 0, got {dataclasses.asdict(o)}", "e.g. size_l1=0.1")
         self.stride = int(getattr(model, "output_stride", 4))
+        self.semantic = SemanticHead(model.cfg.fpn_dim, num_classes) if o.aux_semantic > 0 else None
 
     def forward(self, model, images, targets) -> LossResult:
-        heatmap, size, coefficients, spanning_set = model(images)
+        # The model's own forward, spelled out to keep the FPN output for the auxiliary head.
+        features = model.fpn(model.backbone(images))
+        heatmap, size, coefficients, spanning_set = model.head(features)
         b, c, h, w = heatmap.shape
         built = [build_targets(t["labels"], t["masks"], c, (h, w), self.stride) for t in targets]
         num = max(sum(int(t.labels.numel()) for t in built), 1)
@@ -203,5 +212,7 @@ class BlitzMaskObjective(Objective):
         o = self.options
         parts = {"heat": o.heatmap * loss_heat, "l1": o.size_l1 * loss_l1, "iou": o.size_iou * loss_iou,
                  "bce": o.mask_bce * loss_bce, "dice": o.mask_dice * loss_dice}
+        if self.semantic is not None:
+            parts["sem"] = o.aux_semantic * semantic_loss(self.semantic(features), targets)
         total = sum(parts.values())
         return LossResult(total, {k: float(v.detach()) for k, v in parts.items()})
