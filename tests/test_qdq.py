@@ -291,4 +291,4 @@ def test_cli_quantize_bad_plan_fails_without_output(tmp_path):
 
 def test_cli_quantize_help_shows_an_example():
     res = _cli(["quantize", "--help"])
-    assert res.exit_code == 0 and "Example:" in res.output and "--plan" in res.output
+    assert res.exit_code == 0 and "Examples:" in res.output and "--plan" in res.output

@@ -232,9 +232,11 @@ class BenchmarkReport:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically; the format follows the suffix (.json, .md, .html)."""
+        from edgeseg.utils.outputs import mark_text
+
         p = Path(path)
         text = self.render(p.suffix)  # render first: a bad suffix must not leave a file
-        return atomic.write_text(p, text)
+        return atomic.write_text(p, mark_text(text, p.suffix))
 
     def rich_table(self):
         """A rich renderable with the headline figures (for the terminal)."""

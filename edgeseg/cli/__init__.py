@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("edgeseg.cli.bench", "bench", "Benchmark an artifact on one pinned core, a phone (adb) or a Jetson (ssh)."),
     "eval": ("edgeseg.cli.eval", "eval", "Mask AP of an artifact on a COCO-format dataset."),
     "sweep": ("edgeseg.cli.sweep", "sweep", "Accuracy vs latency over precision plans (table + Pareto plot)."),
+    "sensitivity": ("edgeseg.cli.sensitivity", "sensitivity",
+                    "AP drop per component and layer group at int8/fp16; greedy plan search."),
     "regress": ("edgeseg.cli.regress", "regress", "Gate CI on accuracy/latency regressions against a baseline."),
     "track": ("edgeseg.cli.track", "track", "Video instance segmentation with kernel reuse + association."),
     "train": ("edgeseg.cli.train", "train", "Train or fine-tune a zoo model on a COCO-format dataset."),

@@ -1,4 +1,4 @@
-"""``edgeseg track``: video instance segmentation with kernel reuse, or the reuse sweep."""
+"""``edgeseg track``: video instance segmentation with the family's video strategy, or the key-interval sweep."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import click
 from edgeseg.errors import EdgesegError
 
 
-@click.command("track")
+_EPILOG = """\b
+Examples:
+  edgeseg track clip.mp4 --artifact out/mobileinst --key-interval 3 -o results.json --overlay tracked.mp4
+  edgeseg track frames/ --artifact out/mobileinst --overlay overlay_pngs/
+  edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/mobileinst --key-interval 1,3,6 \\
+      -o sweep.md
+"""
+
+
+@click.command("track", epilog=_EPILOG, context_settings={"max_content_width": 110})
 @click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path())
 @click.option("--artifact", required=True, type=click.Path(),
               help="Artifact folder from `edgeseg export` (frame + features graphs), or its frame graph file.")
@@ -35,19 +44,16 @@ from edgeseg.errors import EdgesegError
 @click.option("--backend", help="Runtime (default: by file suffix, onnxruntime for .onnx).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Compute threads per runtime.")
 @click.option("--core", type=int, help="Core to pin the sweep to (default: the fastest allowed).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace -o / --overlay files that edgeseg did not write; write overlay frames into a "
+                   "non-empty folder (your files there are kept).")
 def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, video_id, score_threshold,
-          match_threshold, max_gap, max_instances, backend, threads, core) -> None:
+          match_threshold, max_gap, max_instances, backend, threads, core, overwrite) -> None:
     """Segment and track instances in a video (file or folder of frames) with the video
     strategy of the artifact's family. MobileInst's kernel reuse: every T-th frame runs the
     full graph, the frames in between run only the features graph and reuse the keyframe's
     kernels; kernels of consecutive keyframes are associated by cosine similarity. Writes
     YouTube-VIS results and an optional overlay; with --dataset, VIS AP and latency per T.
-
-    \b
-    Examples:
-      edgeseg track clip.mp4 --artifact out/mobileinst --key-interval 3 -o results.json --overlay tracked.mp4
-      edgeseg track frames/ --artifact out/mobileinst --overlay overlay_pngs/
-      edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/mobileinst --key-interval 1,3,6 -o sweep.md
     """
     from edgeseg.track.kernel_reuse import TrackerConfig
     from edgeseg.track.sweep import parse_reuse
@@ -65,6 +71,12 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
         if overlay:
             raise EdgesegError("--overlay draws one video; it does not combine with --dataset",
                                "track a single video (INPUT) to draw an overlay")
+        if output:
+            from edgeseg.track.sweep import report_paths
+            from edgeseg.utils.outputs import check_output_file
+
+            for path in report_paths(output):
+                check_output_file(path, flag="-o", overwrite=overwrite)
         _sweep(dataset, videos, artifact, reuses, TrackerConfig(reuse=1, **base), output, backend, threads, core)
         return
     if not input_path:
@@ -74,11 +86,29 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
                            "give a single T, or use --dataset to sweep several")
     if videos:
         raise EdgesegError("--videos is the frame folder of --dataset", "pass the video or frame folder as INPUT")
+    owned = _check_single_outputs(input_path, artifact, output, overlay, overwrite)
     _single(input_path, artifact, TrackerConfig(reuse=reuses[0], **base), output, overlay, video_id,
-            backend, threads)
+            backend, threads, owned)
 
 
-def _single(input_path, artifact, config, output, overlay, video_id, backend, threads) -> None:
+def _check_single_outputs(input_path, artifact, output, overlay, overwrite):
+    """-o and --overlay, before any frame is read; returns the overlay frames edgeseg may replace."""
+    from edgeseg.track.video_io import VIDEO_SUFFIXES
+    from edgeseg.utils import outputs
+
+    if output:
+        outputs.check_output_file(output, flag="-o", overwrite=overwrite, inputs=[input_path, artifact])
+    if not overlay:
+        return ()
+    if Path(overlay).suffix.lower() in VIDEO_SUFFIXES:
+        outputs.check_output_file(overlay, flag="--overlay", overwrite=overwrite, inputs=[input_path, artifact])
+        return ()
+    folder = outputs.check_output_folder(overlay, outputs.OVERLAY_FRAMES, flag="--overlay", overwrite=overwrite,
+                                         inputs=[input_path, artifact])
+    return folder.owned_now
+
+
+def _single(input_path, artifact, config, output, overlay, video_id, backend, threads, owned=()) -> None:
     from edgeseg.track.pipeline import blas_threads, track_video
     from edgeseg.track.strategy import strategy_for
     from edgeseg.track.results import check_results, video_results
@@ -96,7 +126,7 @@ def _single(input_path, artifact, config, output, overlay, video_id, backend, th
         class_names = _class_names(session.manifest)
         with blas_threads(threads):
             if overlay:
-                with OverlayWriter(overlay, fps=source.fps) as writer:
+                with OverlayWriter(overlay, fps=source.fps, owned=owned) as writer:
                     result = track_video(tracker, source, total=source.count, overlay=writer,
                                          class_names=class_names)
             else:

@@ -192,7 +192,7 @@ class EvalResult:
     def save(self, path: str | os.PathLike) -> Path:
         from edgeseg.utils.atomic import write_json
 
-        return write_json(path, self.to_dict())
+        return write_json(path, {"format": "edgeseg-eval", **self.to_dict()})
 
 
 def predict_dataset(run: Callable[[np.ndarray], dict[str, np.ndarray]], dataset: CocoDataset, spec,
@@ -236,7 +236,7 @@ def evaluate_artifact(artifact_path: str | os.PathLike, dataset_json: str | os.P
     preprocess (input spec) and which model's post-processing to apply; the runtime is
     chosen by suffix unless ``backend`` is given. ``limit`` evaluates the first N images.
     """
-    from edgeseg.export.manifest import input_spec_of, manifest_for_artifact
+    from edgeseg.export.manifest import input_spec_of, manifest_for_artifact, verify_artifact
     from edgeseg.runtimes.base import load_runtime, resolve_artifact
 
     if limit is not None and limit < 1:
@@ -245,6 +245,7 @@ def evaluate_artifact(artifact_path: str | os.PathLike, dataset_json: str | os.P
     dataset = CocoDataset(dataset_json, images_dir)
     images = dataset.images[:limit] if limit else dataset.images
     file = resolve_artifact(artifact_path)
+    verify_artifact(file)  # a foreign file beside a manifest would be decoded as the recorded model
     manifest = manifest_for_artifact(file)
     _check_classes(manifest, dataset)
     spec = input_spec_of(manifest)

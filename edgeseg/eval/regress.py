@@ -12,8 +12,10 @@ Per plan (matched by its canonical spec), two-sided:
   decile is what it disturbs least (measured: benchmarks/sweep_variance.py).
 * **warn** when a figure improved beyond the same tolerance (AP up by more than ``ap_tol``,
   ratio below ``ratio_base * (1 - tol)``): the baseline is stale and hides the gain; update it.
-* a plan of the baseline **missing** from the result fails (the gate would otherwise
-  pass by measuring less); a plan only in the result is a **new** note.
+* a plan of the baseline **missing** from the result does not pass (the gate would
+  otherwise pass by measuring less); it is a configuration problem (the sweep ran other
+  ``--plans``), not a regression, so the CLI exits 2 for it; a plan only in the result is a
+  **new** note.
 
 Runs that cannot be compared at all (another model or checkpoint, another dataset,
 another backend) are refused with one clear error instead of a meaningless diff.
@@ -76,6 +78,16 @@ class RegressionReport:
         return [r for r in self.rows if r.status in (FAIL, MISSING)]
 
     @property
+    def regressed(self) -> list[PlanDiff]:
+        """Plans measured in both runs that got worse beyond tolerance (exit 1)."""
+        return [r for r in self.rows if r.status == FAIL]
+
+    @property
+    def missing(self) -> list[PlanDiff]:
+        """Baseline plans the result did not measure: the sweeps were configured differently."""
+        return [r for r in self.rows if r.status == MISSING]
+
+    @property
     def warned(self) -> list[PlanDiff]:
         return [r for r in self.rows if r.status == WARN]
 
@@ -90,7 +102,7 @@ class RegressionReport:
         return bool(self.failed) and all(set(r.failed_on) == {"latency"} for r in self.failed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "latency_only_failure": self.latency_only,
+        return {"format": "edgeseg-regress", "passed": self.passed, "latency_only_failure": self.latency_only,
                 "ap_tol": self.ap_tol, "latency_tol": self.latency_tol, "latency_stat": self.latency_stat,
                 "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes)}
 

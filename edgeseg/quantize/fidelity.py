@@ -138,10 +138,11 @@ class FidelityReport:
 
     def save(self, json_path: str | os.PathLike, markdown_path: str | os.PathLike | None = None) -> None:
         from edgeseg.utils import atomic
+        from edgeseg.utils.outputs import mark_text
 
-        atomic.write_json(json_path, self.to_dict())
+        atomic.write_json(json_path, {"format": "edgeseg-fidelity", **self.to_dict()})
         if markdown_path:
-            atomic.write_text(markdown_path, self.to_markdown())
+            atomic.write_text(markdown_path, mark_text(self.to_markdown(), ".md"))
 
 
 def fidelity_report(reference: str | os.PathLike, candidate: str | os.PathLike, images,

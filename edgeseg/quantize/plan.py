@@ -53,8 +53,12 @@ class PrecisionPlan:
     # ---------------------------------------------------------------- parsing
     @classmethod
     def parse(cls, spec: str, components: Iterable[str],
-              presets: dict[str, str] | None = None) -> "PrecisionPlan":
-        """Parse ``a=int8,b=fp16`` (``*=`` sets the default, else fp32) or a preset name."""
+              presets: dict[str, str] | None = None, *, name_presets: bool = True) -> "PrecisionPlan":
+        """Parse ``a=int8,b=fp16`` (``*=`` sets the default, else fp32) or a preset name.
+
+        A plan equal to a preset gets the preset's name (``name_presets``), however it was
+        written: ``backbone=int8,...`` and ``mixed`` name the same files.
+        """
         comps = list(components)
         if not comps:
             raise EdgesegError("the model has no components to plan for",
@@ -98,8 +102,12 @@ class PrecisionPlan:
                 raise EdgesegError(f"component {key!r} appears twice in precision plan {spec!r}",
                                    "give each component once")
             explicit[key] = _norm_precision(val, key)
-        return cls({c: explicit.get(c, default) for c in comps}, name=name if not exceptions else None,
-                   exceptions=exceptions)
+        precisions = {c: explicit.get(c, default) for c in comps}
+        if exceptions:
+            return cls(precisions, name=None, exceptions=exceptions)
+        if name is None and name_presets:
+            name = _preset_matching(precisions, comps, all_presets)
+        return cls(precisions, name=name)
 
     @classmethod
     def uniform(cls, precision: str, components: Iterable[str]) -> "PrecisionPlan":
@@ -139,6 +147,12 @@ class PrecisionPlan:
     def with_exceptions(self, exceptions: dict[str, str]) -> "PrecisionPlan":
         return PrecisionPlan(dict(self.precisions), exceptions={**self.exceptions, **exceptions})
 
+    def file_label(self) -> str:
+        """What file names carry (``model.<file_label>.onnx``, ``.tflite``): the preset's name
+        when the plan is one (however it was spelt), else :meth:`label`. ``quantize``,
+        ``export --plan``, TFLite and the sweep all name files with it."""
+        return self.name or self.label()
+
     def to_dict(self) -> dict:
         d = {"name": self.name, "spec": self.spec(), "precisions": dict(self.precisions)}
         if self.exceptions:
@@ -157,7 +171,7 @@ def _split_items(text: str) -> list[str]:
     """Split on commas that start a new ``KEY=`` item, so a ``re:`` unit may hold commas."""
     import re
 
-    return re.split(r",(?=\s*(?:re:|[\w*.\-]+(?:/[\w.\-]+)*\s*=))", text)
+    return re.split(r",(?=\s*(?:re:|[\w*.\-]+(?:/[\w.\-()]+)*\s*=))", text)
 
 
 def _check_unit(key: str, components: list[str]) -> None:
@@ -180,6 +194,21 @@ def _check_unit(key: str, components: list[str]) -> None:
                            f"{hint}units are COMPONENT/module/path, components: {', '.join(components)}")
     if not sub.strip("/"):
         raise EdgesegError(f"unit {key!r} names no module inside {comp}", f"e.g. {comp}/head=fp16")
+
+
+def _preset_matching(precisions: dict[str, str], comps: list[str], presets: dict[str, str]) -> str | None:
+    """The name of the first preset (generic ones first) giving exactly ``precisions``, so the
+    same plan has the same name and file name whichever way it was written."""
+    for name, text in presets.items():
+        if text in presets:  # a preset defined as another preset's name
+            text = presets[text]
+        try:
+            other = PrecisionPlan.parse(text, comps, name_presets=False) if "=" in text else None
+        except EdgesegError:
+            continue  # a preset for components this graph lacks
+        if other is not None and other.precisions == precisions:
+            return name
+    return None
 
 
 def all_combinations(components: list[str], precisions: Iterable[str] = ("fp16", "int8")) -> list[PrecisionPlan]:

@@ -606,6 +606,7 @@ def quantize_file(src: str | os.PathLike, plan: PrecisionPlan, table: Calibratio
     if table is not None and plan.needs_calibration:
         table.check_model(sha256_file(src), what=f"model than {src.name}")
     qmodel, report = quantize_model(model, plan, table, activation_dtype)
+    qmodel.producer_name = "edgeseg"  # how a later run recognises the file as its own (utils/outputs.py)
     out = Path(out)
     with atomic.atomic_path(out) as tmp:
         onnx.save(qmodel, os.fspath(tmp))

@@ -84,12 +84,14 @@ class Runtime(abc.ABC):
         return feeds
 
 
-# backend name -> "module:Class"; imported on first use only. TensorRT engines are built
-# and timed on the Jetson itself by trtexec (benchmark/targets/ssh.py), not run in-process.
+# backend name -> "module:Class"; imported on first use only. TensorRT engines run in
+# process where TensorRT is installed (a Jetson, a GPU host); elsewhere trtexec times them
+# on the device (benchmark/targets/ssh.py).
 BACKENDS: dict[str, str] = {
     "onnxruntime": "edgeseg.runtimes.onnxruntime:OnnxRuntimeRuntime",
     "torch": "edgeseg.runtimes.torch_eager:TorchEagerRuntime",
     "tflite": "edgeseg.runtimes.tflite:TFLiteRuntime",
+    "tensorrt": "edgeseg.runtimes.tensorrt:TensorRTRuntime",
 }
 
 # file suffix -> backend
@@ -99,6 +101,7 @@ SUFFIXES: dict[str, str] = {
     ".pt": "torch",
     ".pth": "torch",
     ".safetensors": "torch",
+    ".engine": "tensorrt",
 }
 
 
@@ -138,7 +141,7 @@ def load_runtime(path: str | os.PathLike, backend: str | None = None, threads: i
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        extra = {"tflite": "pip install 'edgeseg[tflite]'"}
+        extra = {"tflite": "pip install 'edgeseg[tflite]'", "tensorrt": "pip install 'edgeseg[tensorrt]'"}
         raise EdgesegError(f"the {name} backend is not available: {e}",
                            extra.get(name, "reinstall edgeseg")) from e
     return getattr(mod, cls)(p, threads=threads, **options)

@@ -175,12 +175,18 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
     return SweepReport(rows, settings)
 
 
+def report_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The two files :func:`save_report` writes for ``-o PATH``."""
+    p = Path(path)
+    return p.with_suffix(".json"), p.with_suffix(".md")
+
+
 def save_report(report: SweepReport, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write the table as ``<stem>.json`` and ``<stem>.md`` beside each other (atomically)."""
     from edgeseg.utils import atomic
+    from edgeseg.utils.outputs import mark_text
 
-    p = Path(path)
-    json_path, md_path = p.with_suffix(".json"), p.with_suffix(".md")
-    atomic.write_json(json_path, report.to_dict())
-    atomic.write_text(md_path, report.markdown())
+    json_path, md_path = report_paths(path)
+    atomic.write_json(json_path, {"format": "edgeseg-reuse-sweep", **report.to_dict()})
+    atomic.write_text(md_path, mark_text(report.markdown(), ".md"))
     return json_path, md_path
