@@ -34,7 +34,7 @@ def exported(tmp_path_factory):
 def test_depthwise_convolutions_stay_depthwise(exported):
     import onnx
 
-    from edgeseg.export.tflite_flatbuffer import describe
+    from edgeseg.export.tflite.flatbuffer import describe
 
     out, _ = exported
     proto = onnx.load(str(out / "blitzmask_test.onnx"))
