@@ -14,8 +14,9 @@ CenterNet-style and NMS-free, as the paper's "simple and fast post-processing":
    only inside the box (pixels whose centre lies in it; outside is background), then
    thresholded at ``mask_threshold``.
 
-The crop is computed, not masked: only the rows and columns of the resize matrices that
-fall in the box are multiplied, so a mask costs in proportion to its box.
+The crop is computed, not masked: only the image rows and columns inside the box, and only
+the grid cells they draw on, are combined and resized, so a mask costs in proportion to its
+box (not to the image, nor to the whole grid).
 """
 
 from __future__ import annotations
@@ -33,11 +34,17 @@ OUTPUT_STRIDE = 4
 
 
 @lru_cache(maxsize=16)
-def _resize_through(out_size: int, via_size: int, in_size: int) -> np.ndarray:
-    """``[out, in]`` bilinear weights of grid -> network input -> image (read-only, cached)."""
+def _resize_through(out_size: int, via_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[out, in]`` bilinear weights of grid -> network input -> image, and per output
+    pixel the range ``[first, last + 1)`` of grid cells with a non-zero weight (its
+    support: the only cells a crop needs). Read-only, cached per size."""
     m = resize_matrix(out_size, via_size) @ resize_matrix(via_size, in_size)
-    m.setflags(write=False)
-    return m
+    nonzero = m != 0
+    first = nonzero.argmax(1)
+    last = in_size - nonzero[:, ::-1].argmax(1)
+    for a in (m, first, last):
+        a.setflags(write=False)
+    return m, first, last
 
 
 def find_peaks(heatmap: np.ndarray) -> np.ndarray:
@@ -103,17 +110,21 @@ def decode(outputs: dict[str, np.ndarray], image_hw: tuple[int, int],
     v0 = np.clip(np.ceil(y0 - 0.5), 0, img_h).astype(np.int64)
     v1 = np.clip(np.floor(y1 - 0.5) + 1, 0, img_h).astype(np.int64)
 
-    # 4. masks: one [N, K] x [K, h*w] product, then each cropped resize.
-    k = coef.shape[0]
+    # 4. masks, each computed only where its box needs it: the grid cells that carry weight
+    #    for the box's pixels, combined (K products), squashed, resized onto the box.
     lam = coef[:, rows, cols].T.astype(np.float32)                     # [N, K]
-    probs = sigmoid(lam @ basis.reshape(k, h * w).astype(np.float32)).reshape(-1, h, w)
-    ry = _resize_through(img_h, in_h, h)
-    rx = _resize_through(img_w, in_w, w)
+    basis = np.asarray(basis, dtype=np.float32)
+    ry, ry_first, ry_last = _resize_through(img_h, in_h, h)
+    rx, rx_first, rx_last = _resize_through(img_w, in_w, w)
     detections = []
     for n in range(cls.size):
         if u1[n] <= u0[n] or v1[n] <= v0[n]:
             continue  # a box with no pixel centre in it: no mask to give
-        crop = ry[v0[n]:v1[n]] @ probs[n] @ rx[u0[n]:u1[n]].T
+        gy0, gy1 = int(ry_first[v0[n]]), int(ry_last[v1[n] - 1])       # supports grow with the pixel
+        gx0, gx1 = int(rx_first[u0[n]]), int(rx_last[u1[n] - 1])
+        window = basis[:, gy0:gy1, gx0:gx1]
+        probs = sigmoid(np.tensordot(lam[n], window, axes=1))
+        crop = ry[v0[n]:v1[n], gy0:gy1] @ probs @ rx[u0[n]:u1[n], gx0:gx1].T
         mask = np.zeros((img_h, img_w), dtype=bool)
         mask[v0[n]:v1[n], u0[n]:u1[n]] = crop > mask_threshold
         detections.append(Detection(int(cls[n]), float(scores[n]), mask))
