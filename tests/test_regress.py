@@ -148,6 +148,29 @@ def test_calibrations_compare_by_ranges_when_both_sides_have_them():
     assert any("calibration ranges differ (ranges_sha256" in n for n in _cmp(changed, base).notes)
 
 
+def _with_numerics(d: dict, accuracy: str, int8_dot: str = "AVX512-VNNI") -> dict:
+    out = json.loads(json.dumps(d))
+    out["numerics"] = {"accuracy": accuracy, "latency": "fused", "host_isa": "x86_64: ...", "host_int8_dot": int8_dot}
+    return out
+
+
+def test_ap_measured_with_other_int8_numerics_is_refused():
+    base = _with_numerics(report_dict(), "fused")
+    with pytest.raises(EdgesegError, match="fused int8 numerics, the result's with simulated") as e:
+        _cmp(_with_numerics(report_dict(), "simulated"), base)
+    assert "--numerics fused" in e.value.fix
+    assert _cmp(_with_numerics(report_dict(), "simulated"), _with_numerics(report_dict(), "simulated")).passed
+
+
+def test_numerics_notes_for_an_old_baseline_and_another_int8_path():
+    old = report_dict()  # written before sweeps recorded numerics (their AP used fused kernels)
+    rep = _cmp(_with_numerics(report_dict(), "simulated"), old)
+    assert any("does not record its int8 numerics" in n for n in rep.notes)
+    avx2 = _with_numerics(report_dict(), "simulated", "AVX2 without VNNI (VPMADDUBSW, saturating int16 pairs)")
+    rep = _cmp(avx2, _with_numerics(report_dict(), "simulated"))
+    assert rep.passed and any("int8 paths differ (AVX512-VNNI -> AVX2 without VNNI" in n for n in rep.notes)
+
+
 def test_bad_tolerances():
     base = report_dict()
     with pytest.raises(EdgesegError, match="--ap-tol"):

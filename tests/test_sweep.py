@@ -186,6 +186,13 @@ def test_sweep_end_to_end_outputs_agree(tiny_sweep):
     assert "Fastest plan within 1 AP of FP32" in tiny_sweep["stdout"]
     assert best.spec in tiny_sweep["stdout"]
     assert "[3/3] int8" not in tiny_sweep["stderr"] and "[3/3] mixed" in tiny_sweep["stderr"]  # progress
+    # AP with simulated Q/DQ (the same on every host), latency with the fused kernels; both
+    # read back from the runtimes, recorded with the host's ISA in JSON and Markdown.
+    assert data["numerics"]["accuracy"] == "simulated" and data["numerics"]["latency"] == "fused"
+    assert data["numerics"]["host_isa"] and data["numerics"]["host_int8_dot"]
+    assert data["latency"]["runtime"]["numerics"] == "fused"
+    assert isinstance(data["latency"]["device_before"]["isa"], dict)
+    assert "int8 numerics: AP simulated, latency fused" in (out / "sweep.md").read_text()
 
 
 def test_sweep_ap_is_what_eval_measures(tiny_sweep):
@@ -197,6 +204,7 @@ def test_sweep_ap_is_what_eval_measures(tiny_sweep):
     file = tiny_sweep["out"] / "work" / "mobileinst_test" / mixed.file
     res = evaluate_artifact(file, tiny_sweep["val_json"], tiny_sweep["val"])
     assert res.metrics["AP"] == mixed.metrics["AP"] and res.detections == mixed.detections
+    assert res.numerics == rep.numerics["accuracy"] == "simulated"
 
 
 def test_regress_on_a_real_sweep(tiny_sweep, tmp_path):

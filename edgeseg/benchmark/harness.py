@@ -152,6 +152,15 @@ def choose_artifact(folder: Path, target_kind: str, backend: str | None = None) 
                        "pass the file itself, e.g. edgeseg bench " + str(folder / files[0]))
 
 
+def _with_numerics(runtime: dict[str, Any]) -> dict[str, Any]:
+    """Every report says how int8 was computed: the local ONNX Runtime target records
+    ``fused`` or ``simulated``; device runners (benchmark_model, TNNTest, trtexec) run their
+    own kernels."""
+    runtime = dict(runtime)
+    runtime.setdefault("numerics", "native")
+    return runtime
+
+
 def run_benchmark(target: Target, settings: BenchSettings, artifact: dict[str, Any] | None = None,
                   plan: dict[str, Any] | None = None,
                   on_block: Callable[[int, Measurement], None] | None = None,
@@ -164,7 +173,7 @@ def run_benchmark(target: Target, settings: BenchSettings, artifact: dict[str, A
         report.commands = list(target.setup_commands)
         if getattr(target, "plan", None):
             report.plan = target.plan  # the plan the target actually built with (e.g. --plan)
-        report.runtime = target.runtime_info()
+        report.runtime = _with_numerics(target.runtime_info())
         report.settings["core"] = report.runtime.get("core", getattr(target, "core", None))
         report.device_before = target.device_state()
         try:
@@ -194,7 +203,7 @@ def run_benchmark(target: Target, settings: BenchSettings, artifact: dict[str, A
                 report.device_after = target.device_state()
             except (DeviceError, OSError):
                 report.device_after = None
-        report.runtime = target.runtime_info()  # read back after the runs (affinity held?)
+        report.runtime = _with_numerics(target.runtime_info())  # read back after the runs (affinity held?)
     if measurements:
         report.latency = LatencyStats.combine([m.stats for m in measurements])
         report.repeats = [{k: v for k, v in m.stats.to_dict().items() if k != "samples_ms"} for m in measurements]

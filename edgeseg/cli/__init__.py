@@ -65,7 +65,24 @@ def cli() -> None:
     """
 
 
+class _WarningPrinter:
+    """edgeseg's own warnings as one 'warning:' line (no source location); others as Python shows them."""
+
+    def __init__(self, default):
+        self.default = default
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if category.__module__.startswith("edgeseg."):
+            click.secho(f"warning: {message}", fg="yellow", err=True)
+        else:
+            self.default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> None:
+    import warnings
+
+    if not isinstance(warnings.showwarning, _WarningPrinter):
+        warnings.showwarning = _WarningPrinter(warnings.showwarning)
     try:
         # standalone_mode=False: click returns ctx.exit()'s code instead of exiting, so
         # commands signal failure with ``ctx.exit(1)`` (e.g. the regression gate).

@@ -12,7 +12,7 @@ from edgeseg.quantize.pipeline import CALIB_HELP
 def print_fidelity(report, console) -> None:
     from rich.table import Table
 
-    table = Table(title=f"fidelity vs FP32 on {report.num_images} held-out images")
+    table = Table(title=f"fidelity vs FP32 on {report.num_images} held-out images ({report.numerics} int8 numerics)")
     for col, just in (("where", "left"), ("tensor", "left"), ("max abs err", "right"),
                       ("cosine", "right"), ("SQNR dB", "right")):
         table.add_column(col, justify=just)
@@ -64,8 +64,12 @@ Examples:
               help="For an ONNX not exported by edgeseg: components as NAME=REGEX over node names "
                    "(e.g. backbone=^/backbone/,head=^/head/), recorded in a manifest.json beside it. "
                    "Whole-model plans ('*=fp16', int8) need none.")
+@click.option("--numerics", type=click.Choice(["simulated", "fused"]), default="simulated", show_default=True,
+              help="How the fidelity report runs int8: simulated Q/DQ (what a phone or TensorRT computes, the "
+                   "same on every host) or fused (ONNX Runtime's int8 kernels of this CPU; they saturate on "
+                   "x86 without VNNI).")
 def quantize(model, plan_spec, calib, calib_num, out, fidelity_images, no_fidelity, fidelity_num, seed,
-             activation_type, threads, overwrite, components_text) -> None:
+             activation_type, threads, overwrite, components_text, numerics) -> None:
     """Apply a per-component precision plan to MODEL.onnx: INT8 components get QDQ
     (per-channel weights, calibrated activations), FP16 components run in float16 with
     casts only at their boundaries, FP32 components are left exactly as they are.
@@ -92,7 +96,8 @@ def quantize(model, plan_spec, calib, calib_num, out, fidelity_images, no_fideli
     check_outputs_beside(Path(path), files, overwrite)
     res = run_quantize(path, plan_spec, calib, out=out, fidelity_images=fidelity_images,
                        fidelity_num=fidelity_num, seed=seed, activation_type=activation_type, threads=threads,
-                       with_fidelity=not no_fidelity, calib_num=calib_num, components=components)
+                       with_fidelity=not no_fidelity, calib_num=calib_num, components=components,
+                       numerics=numerics)
     print_quantize_outcome(res)
 
 

@@ -45,8 +45,10 @@ def print_table(report) -> None:
     if str(report.latency.get("statistic", "")).startswith("per-round"):
         figure = f"median of {report.plans[0].runs} per-round means ({report.latency.get('runs')} runs)"
     where = "on one pinned core" if target == "local" else f"on {target}"
+    numerics = report.numerics or {}
     t = Table(title=f"{report.model.get('name')}: {report.dataset.get('images')} images, backend "
-                    f"{report.backend}, {figure} {where}")
+                    f"{report.backend}, {figure} {where}; int8 numerics: AP {numerics.get('accuracy', '?')}, "
+                    f"latency {numerics.get('latency', '?')}")
     for c in comps:
         t.add_column(c, justify="center")
     sources = any(p.sources for p in report.plans)
@@ -104,6 +106,10 @@ def print_table(report) -> None:
               help="Threads for the AP evaluation (does not change AP, only how long it takes).")
 @click.option("--calib-num", type=int, default=100, show_default=True, help="Calibration images (from --calib DIR).")
 @click.option("--calib-method", type=click.Choice(["kl", "minmax", "percentile"]), default="kl", show_default=True)
+@click.option("--numerics", type=click.Choice(["simulated", "fused"]), default="simulated", show_default=True,
+              help="How AP runs int8 on ONNX Runtime: simulated Q/DQ (what a phone or TensorRT computes, the "
+                   "same on every host) or fused (this CPU's ONNX Runtime int8 kernels, for x86 deployment; "
+                   "they saturate on x86 without VNNI). Latency always times the fused kernels.")
 @click.option("--max-ap-drop", type=float, default=None,
               help="Print the fastest plan whose AP is within this many points of FP32.")
 @click.option("--work-dir", type=click.Path(path_type=Path), default=None,
@@ -114,7 +120,7 @@ def print_table(report) -> None:
               help="Write into non-empty -o / --work-dir folders that no sweep made (files there are kept).")
 def sweep(source, calib, dataset_json, images_dir, plans, backend, runs, warmup, repeats, core, target_spec,
           runner_bin, device_artifact, ap_from, device_python, trt_options, device_timeout, limit, eval_threads, calib_num,
-          calib_method, max_ap_drop, work_dir, out_dir, overwrite) -> None:
+          calib_method, numerics, max_ap_drop, work_dir, out_dir, overwrite) -> None:
     """Build every precision plan of ARTIFACT_OR_MODEL from one calibration, measure its mask
     AP and its single-core latency, and write YolactEdge-style Table I + a Pareto plot:
     OUT/sweep.json (everything `edgeseg regress` needs), OUT/sweep.md (the table) and
@@ -154,6 +160,7 @@ def sweep(source, calib, dataset_json, images_dir, plans, backend, runs, warmup,
                            "add --target adb[:SERIAL] or --target ssh://user@host")
     settings = SweepSettings(plans=plans, backend=backend, limit=limit, eval_threads=eval_threads,
                              calib_method=calib_method, calib_num=calib_num, max_ap_drop=max_ap_drop, device=device,
+                             numerics=numerics,
                              latency=LatencySettings(runs=runs, warmup=warmup, core=None if device else core,
                                                      repeats=repeats if repeats is not None else max(1, min(10, runs))))
     report = run_sweep(source, dataset_json, images_dir, calib, work_dir or out_dir / "work", settings,

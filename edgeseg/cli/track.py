@@ -44,11 +44,15 @@ Examples:
 @click.option("--backend", help="Runtime (default: by file suffix, onnxruntime for .onnx).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Compute threads per runtime.")
 @click.option("--core", type=int, help="Core to pin the sweep to (default: the fastest allowed).")
+@click.option("--numerics", type=click.Choice(["fused", "simulated"]), default="fused", show_default=True,
+              help="How ONNX Runtime runs int8: fused (this CPU's int8 kernels, as deployed and timed) or "
+                   "simulated Q/DQ (what a phone or TensorRT computes; host-independent VIS AP).")
 @click.option("--overwrite", is_flag=True,
               help="Replace -o / --overlay files that edgeseg did not write; write overlay frames into a "
                    "non-empty folder (your files there are kept).")
 def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, video_id, score_threshold,
-          match_threshold, max_gap, max_instances, backend, threads, core, overwrite) -> None:
+          match_threshold, max_gap, max_instances, backend, threads, core, overwrite,
+          numerics) -> None:
     """Segment and track instances in a video (file or folder of frames) with the video
     strategy of the artifact's family. MobileInst's kernel reuse: every T-th frame runs the
     full graph, the frames in between run only the features graph and reuse the keyframe's
@@ -77,7 +81,8 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
 
             for path in report_paths(output):
                 check_output_file(path, flag="-o", overwrite=overwrite)
-        _sweep(dataset, videos, artifact, reuses, TrackerConfig(reuse=1, **base), output, backend, threads, core)
+        _sweep(dataset, videos, artifact, reuses, TrackerConfig(reuse=1, **base), output, backend, threads, core,
+               numerics)
         return
     if not input_path:
         raise EdgesegError("nothing to track", "pass a video file or frame folder (INPUT), or --dataset ANN.json")
@@ -88,7 +93,7 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
         raise EdgesegError("--videos is the frame folder of --dataset", "pass the video or frame folder as INPUT")
     owned = _check_single_outputs(input_path, artifact, output, overlay, overwrite)
     _single(input_path, artifact, TrackerConfig(reuse=reuses[0], **base), output, overlay, video_id,
-            backend, threads, owned)
+            backend, threads, owned, numerics)
 
 
 def _check_single_outputs(input_path, artifact, output, overlay, overwrite):
@@ -108,7 +113,8 @@ def _check_single_outputs(input_path, artifact, output, overlay, overwrite):
     return folder.owned_now
 
 
-def _single(input_path, artifact, config, output, overlay, video_id, backend, threads, owned=()) -> None:
+def _single(input_path, artifact, config, output, overlay, video_id, backend, threads, owned=(),
+            numerics="fused") -> None:
     from edgeseg.track.pipeline import blas_threads, track_video
     from edgeseg.track.strategy import strategy_for
     from edgeseg.track.results import check_results, video_results
@@ -118,7 +124,7 @@ def _single(input_path, artifact, config, output, overlay, video_id, backend, th
     strategy = strategy_for(artifact)
     source = open_frames(input_path)  # unreadable input: fails before anything is written
     session = strategy.open(artifact, backend=backend, threads=threads, max_interval=config.reuse,
-                            make_missing=True)
+                            make_missing=True, numerics=numerics)
     for note in session.notes:
         click.echo(note, err=True)
     try:
@@ -173,7 +179,7 @@ def _print_single(result, items, session, class_names, output, overlay) -> None:
             console.print(f"[green]wrote[/green] {what} {path}")
 
 
-def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, threads, core) -> None:
+def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, threads, core, numerics="fused") -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -186,7 +192,8 @@ def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, thread
         raise EdgesegError(f"no --videos given and {frames_dir} does not exist",
                            "pass --videos DIR (the folder the annotation's file_names are relative to)")
     dataset = YtvisDataset(ann, frames_dir)
-    report = reuse_sweep(dataset, artifact, reuses, base, backend=backend, threads=threads, core=core)
+    report = reuse_sweep(dataset, artifact, reuses, base, backend=backend, threads=threads, core=core,
+                         numerics=numerics)
     s = report.settings
     table = Table(title=f"{str(s.get('strategy', 'kernel reuse')).capitalize()} on {len(dataset.videos)} videos ({s['frames_per_sweep']} frames), "
                         f"{s['model']}, core {s['core']}, {threads} thread(s); VIS AP, ms per frame "

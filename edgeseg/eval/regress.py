@@ -140,7 +140,7 @@ def check_comparable(result: SweepReport, baseline: SweepReport) -> list[str]:
     if result.dataset.get("images") != baseline.dataset.get("images"):
         raise EdgesegError(f"the baseline evaluated {baseline.dataset.get('images')} images, the result "
                            f"{result.dataset.get('images')}", "run the sweep with the same --limit as the baseline")
-    notes = []
+    notes = _numerics_notes(result, baseline)
     if not (rc and bc):
         notes.append("checkpoint hash missing on one side: the model could only be matched by name")
     # Compared by their ranges when both sides recorded them (the table file also holds the
@@ -161,6 +161,25 @@ def check_comparable(result: SweepReport, baseline: SweepReport) -> list[str]:
     rr, br = result.reference().runs, baseline.reference().runs
     if rr != br:
         notes.append(f"latency runs per plan differ ({br} -> {rr})")
+    return notes
+
+
+def _numerics_notes(result: SweepReport, baseline: SweepReport) -> list[str]:
+    """Refuse AP measured with other int8 numerics; note a baseline that predates the record
+    and a host whose int8 path differs (int8 latency ratios depend on it)."""
+    rn, bn = result.numerics or {}, baseline.numerics or {}
+    ra, ba = rn.get("accuracy"), bn.get("accuracy")
+    if ra and ba and ra != ba:
+        raise EdgesegError(f"the baseline's AP was measured with {ba} int8 numerics, the result's with {ra}",
+                           f"re-run the sweep with --numerics {ba}, or accept the new run with --update-baseline")
+    notes = []
+    for side, have, other in (("baseline", ba, ra), ("result", ra, ba)):
+        if other and not have:
+            notes.append(f"the {side} does not record its int8 numerics (older edgeseg: ONNX Runtime's fused "
+                         f"kernels of its host); the other side's AP uses {other}")
+    ri, bi = rn.get("host_int8_dot"), bn.get("host_int8_dot")
+    if ri and bi and ri != bi:
+        notes.append(f"the hosts' int8 paths differ ({bi} -> {ri}): int8 latency ratios to FP32 depend on it")
     return notes
 
 

@@ -38,12 +38,12 @@ SAFETENSORS_SUFFIX = ".safetensors"
 _CONTAINER_KEYS = ("state_dict_ema", "state_dict", "model_ema", "model", "module", "net", "weights")
 # Prefixes added by wrappers: DataParallel/DDP, torch.compile, Lightning-style modules.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
-# Keys of classification / segmentation heads that backbone checkpoints carry and a
-# detection model does not use: dropped silently when loading only the backbone.
-_HEAD_PREFIXES = ("head.", "classifier.", "fc.", "features.18.", "decode_head.", "auxiliary_head.", "neck.")
-# Backbone parts that official pre-training does not have: TopFormer's ImageNet model
-# has no Semantics Injection Module, torchvision's MobileNetV2 has no stride-64 block.
-_NOT_PRETRAINED = ("SIM.", "global_block.")
+# Keys of segmentation heads that mmseg/detectron2-style backbone checkpoints carry and a
+# detection model does not use: dropped silently when loading only the backbone. Each
+# backbone class adds its own (``checkpoint_head_prefixes``: TopFormer's ``head.``,
+# MobileNetV2's ``classifier.``...) and names the parts official pre-training lacks
+# (``not_pretrained_prefixes``), so no backbone is special-cased here.
+_HEAD_PREFIXES = ("decode_head.", "auxiliary_head.", "neck.")
 _SHOW = 5
 
 
@@ -262,16 +262,9 @@ def _strip_wrappers(state: dict[str, Any], model_keys: set[str]) -> tuple[dict[s
     return state, "".join(stripped) or None
 
 
-def _describe_source(keys: set[str]) -> str:
-    if any(k.startswith("tpm.") for k in keys):
-        if any(k.startswith("head.") for k in keys):
-            return "official TopFormer ImageNet checkpoint"
-        return "TopFormer backbone"
-    if any(k.startswith("backbone.tpm.") for k in keys):
-        return "official TopFormer segmentation checkpoint (mmseg)"
-    if any(k.startswith("features.") for k in keys):
-        return "MobileNetV2 (torchvision layout)"
-    return "backbone weights"
+def _describe_source(backbone, keys: set[str]) -> str:
+    describe = getattr(backbone, "describe_checkpoint", None)
+    return (describe(keys) if describe else None) or "backbone weights"
 
 
 # ------------------------------------------------------------------------------ loading
@@ -280,7 +273,8 @@ def load_weights(model, path: str | Path, strict: bool = True) -> LoadReport:
 
     With ``strict`` every model key must be filled from a full checkpoint with the same
     shape; for a backbone checkpoint every backbone key must be filled except the parts
-    official pre-training lacks (TopFormer's SIM, MobileNetV2's stride-64 block). A
+    official pre-training lacks (each backbone's ``not_pretrained_prefixes``: TopFormer's SIM,
+    MobileNetV2's stride-64 block). A
     mismatch raises :class:`EdgesegError` naming the keys and the likely cause. Without
     ``strict``, whatever matches by name and shape is loaded and the rest reported.
     """
@@ -299,17 +293,20 @@ def load_weights(model, path: str | Path, strict: bool = True) -> LoadReport:
         return _with_model_view(report, model_state, "")
 
     # A backbone-only file: mmseg-style "backbone." keys, or bare backbone keys.
-    source = _describe_source(keys)
+    source = _describe_source(model.backbone, keys)
     if any(k.startswith("backbone.") for k in keys):
         ignored = sorted(k for k in keys if not k.startswith("backbone."))
         sub = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     else:
         ignored, sub = [], dict(state)
     backbone_state = model.backbone.state_dict()
-    heads = sorted(k for k in sub if k not in backbone_state and k.startswith(_HEAD_PREFIXES))
+    head_prefixes = _HEAD_PREFIXES + tuple(getattr(model.backbone, "checkpoint_head_prefixes", ()))
+    heads = sorted(k for k in sub if k not in backbone_state and k.startswith(head_prefixes))
     sub = {k: v for k, v in sub.items() if k not in heads}
     report = _load_into(model.backbone, backbone_state, sub, p, strict, target="backbone", source=source,
-                        meta=meta, stripped=stripped, allowed_missing=_NOT_PRETRAINED, full_model=model)
+                        meta=meta, stripped=stripped,
+                        allowed_missing=tuple(getattr(model.backbone, "not_pretrained_prefixes", ())),
+                        full_model=model)
     report.ignored = ignored + heads + report.ignored
     return _with_model_view(report, model_state, "backbone.")
 
@@ -392,8 +389,9 @@ def _diagnose(model, path: Path, state, module_state, missing, unexpected, misma
         return problem, ("the file mixes DataParallel 'module.' prefixes with plain keys; "
                          "re-save it from model.module.state_dict()")
     if target == "backbone":
-        guess = _guess_topformer_size(state)
-        hint = f"the file looks like a TopFormer-{guess} backbone; " if guess else ""
+        guesser = getattr(getattr(model, "backbone", None), "guess_checkpoint", None)
+        guess = guesser(state) if guesser else None
+        hint = f"the file looks like a {guess} backbone; " if guess else ""
         return problem, (f"{hint}use the zoo variant with that backbone (`edgeseg models`), "
                          "or pass strict=False to load only the matching layers")
     guess = saved_as or _guess_variant(state, exclude=name)
@@ -401,19 +399,6 @@ def _diagnose(model, path: Path, state, module_state, missing, unexpected, misma
         return problem, f"the file looks like {guess}: create that model instead (or pass its options)"
     return problem, ("the file was saved from a different variant or configuration; `edgeseg models` "
                      "lists the variants, or pass strict=False to load what matches")
-
-
-def _guess_topformer_size(state: dict[str, Any]) -> str | None:
-    from edgeseg.models.backbones.topformer import TOPFORMER_CONFIGS, TopFormer
-
-    sig = {k: tuple(v.shape) for k, v in state.items() if k.startswith(("tpm.", "trans."))}
-    if not sig:
-        return None
-    for size, cfg in TOPFORMER_CONFIGS.items():
-        ref = {k: tuple(v.shape) for k, v in TopFormer(cfg).state_dict().items() if k in sig}
-        if ref == sig:
-            return {"tiny": "Tiny", "small": "Small", "base": "Base"}.get(size, size)
-    return None
 
 
 def _guess_variant(state: dict[str, Any], exclude: str | None) -> str | None:

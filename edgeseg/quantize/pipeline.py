@@ -221,16 +221,21 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
                  fidelity_num: int = 20, seed: int = 0, activation_type: str = "uint8",
                  threads: int = 0, with_fidelity: bool = True, with_features: bool = True,
                  calib_num: int | None = 100, calib_method: str = "kl",
-                 components: dict[str, str] | None = None) -> QuantizeOutcome:
+                 components: dict[str, str] | None = None,
+                 numerics: str = "simulated") -> QuantizeOutcome:
     """Quantize, check the artifact runs, and report fidelity on held-out images.
 
     Held-out images come from ``fidelity_images``, else from the calibration folder
     recorded in the table when it holds images calibration did not use. When the export
     also wrote a features graph (video kernel reuse), it is quantized with the same plan
-    and table (``with_features``).
+    and table (``with_features``). ``numerics``: how the fidelity report runs int8
+    (:mod:`edgeseg.runtimes.numerics`; simulated Q/DQ unless ``fused`` is asked for).
     """
     from edgeseg.quantize.calibrate import load_onnx
     from edgeseg.quantize.qdq import quantize_file
+    from edgeseg.runtimes.numerics import check_numerics
+
+    check_numerics(numerics)
 
     model_path = Path(model_path)
     onnx_model = load_onnx(model_path)
@@ -268,7 +273,7 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
         fidelity_images = _held_out_folder(table)
     if with_fidelity and fidelity_images is not None:
         fidelity, fidelity_paths = _fidelity(model_path, out_path, plan, table, fidelity_images,
-                                             fidelity_num, seed, threads)
+                                             fidelity_num, seed, threads, numerics)
 
     def record(m) -> None:
         folder = model_path.parent
@@ -319,7 +324,7 @@ def _held_out_folder(table: CalibrationTable | None) -> Path | None:
 
 
 def _fidelity(model_path: Path, out_path: Path, plan: PrecisionPlan, table: CalibrationTable | None,
-              folder: str | os.PathLike, num: int, seed: int, threads: int):
+              folder: str | os.PathLike, num: int, seed: int, threads: int, numerics: str = "simulated"):
     from edgeseg.data.images import select_images, spec_for_model
     from edgeseg.quantize.fidelity import fidelity_report
 
@@ -328,7 +333,8 @@ def _fidelity(model_path: Path, out_path: Path, plan: PrecisionPlan, table: Cali
     if table is not None and table.settings.get("images_root") == str(Path(folder).resolve()):
         exclude = set(table.settings.get("images", []))  # held out: never the calibration images
     images = select_images(folder, spec, num=num, seed=seed, exclude=exclude)
-    report = fidelity_report(model_path, out_path, images, plan=dict(plan.precisions), threads=threads)
+    report = fidelity_report(model_path, out_path, images, plan=dict(plan.precisions), threads=threads,
+                             numerics=numerics)
     json_path = out_path.with_name(out_path.stem + ".fidelity.json")
     md_path = out_path.with_name(out_path.stem + ".fidelity.md")
     report.save(json_path, md_path)

@@ -53,6 +53,9 @@ class SweepSettings:
     calib_seed: int = 0
     max_ap_drop: float | None = None
     device: Any = None  # sweep_device.DeviceSweepSettings: latency on that target; None: this host
+    # How AP runs int8 on ONNX Runtime (edgeseg.runtimes.numerics): simulated Q/DQ, the
+    # same on every host; latency always times the fused kernels deployment runs.
+    numerics: str = "simulated"
 
 
 @dataclass
@@ -296,6 +299,7 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
     from edgeseg.quantize.cache import CalibrationTable
     from edgeseg.quantize.sweep_latency import measure_interleaved
     from edgeseg.quantize.sweep_report import PlanResult
+    from edgeseg.runtimes.numerics import check_numerics
     from edgeseg.utils.hashing import sha256_file
 
     settings = settings or SweepSettings()
@@ -305,6 +309,7 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
         settings.device.check()
         settings.backend = settings.device.host_backend  # AP on the host with the target's artifact/numerics
     _check_backend(settings.backend)
+    check_numerics(settings.numerics)
     settings.latency.validate()
     if settings.limit is not None and settings.limit < 1:
         raise EdgesegError(f"--limit must be at least 1, got {settings.limit}", "drop --limit to evaluate every image")
@@ -378,7 +383,8 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
         file = build_artifact(src, plan, table, settings.backend, rep_images)
         built[plan.spec()] = (plan, file, time.perf_counter() - t0)
         say(f"{tag}: evaluating {file.name}")
-        res = evaluate_plan_ap(file, dataset_json, images_dir, limit=settings.limit, threads=settings.eval_threads)
+        res = evaluate_plan_ap(file, dataset_json, images_dir, limit=settings.limit, threads=settings.eval_threads,
+                               numerics=settings.numerics)
         evals[plan.spec()] = res
         say(f"{tag}: AP {res.metrics['AP']}, AP50 {res.metrics['AP50']} ({res.seconds:.1f} s)")
 
@@ -446,9 +452,24 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
                  "target": settings.device.target if settings.device is not None else "local",
                  "statistic": getattr(timing, "statistic", "per-run latencies")},
         plans=results, calibration=calibration, tool_versions=_tool_versions(settings.backend),
-        max_ap_drop=settings.max_ap_drop)
+        max_ap_drop=settings.max_ap_drop, numerics=_numerics_record(evals, timing))
     report.mark_pareto()
     return report
+
+
+def _numerics_record(evals: dict[str, Any], timing) -> dict[str, Any]:
+    """How int8 was computed for AP and for latency, read back from the runtimes, and the host."""
+    from edgeseg.benchmark.cpu_isa import host_isa
+    from edgeseg.runtimes.numerics import DESCRIPTIONS
+
+    accuracy = sorted({ev.numerics for ev in evals.values()})
+    latency = timing.runtime.get("numerics", "native")
+    isa = host_isa()
+    return {"accuracy": accuracy[0] if len(accuracy) == 1 else ",".join(accuracy), "latency": latency,
+            "accuracy_description": DESCRIPTIONS.get(accuracy[0], "") if len(accuracy) == 1 else "",
+            "latency_description": DESCRIPTIONS.get(latency, ""),
+            "host_isa": isa.summary(), "host_int8_dot": isa.int8_dot,
+            "ort_fused_int8_saturates": isa.ort_fused_int8_saturates}
 
 
 def write_reports(report: SweepReport, out_dir: str | os.PathLike) -> dict[str, Path]:

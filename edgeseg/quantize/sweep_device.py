@@ -106,17 +106,17 @@ def host_ap_source(backend: str) -> str:
 
 
 # --------------------------------------------------------------------------- the AP path
-def evaluate_plan_ap(file: Path, dataset_json, images_dir, limit: int | None, threads: int):
-    """AP of one plan's host artifact with the target's numerics: the one place to switch them.
+def evaluate_plan_ap(file: Path, dataset_json, images_dir, limit: int | None, threads: int,
+                     numerics: str = "simulated"):
+    """AP of one plan's host artifact with the target's numerics: the one place that decides them.
 
-    Today this is ONNX Runtime's default execution of the QDQ ONNX (fused int8 kernels where
-    ORT fuses them). When the ONNX Runtime runtime gains its ``numerics`` option (simulated
-    Q/DQ, ``session.disable_quant_qdq``: branch i12-numerics), pass ``numerics="simulated"``
-    here so every sweep's AP uses the numerics a TensorRT / TFLite / TNN target computes with.
+    ``simulated`` (the default): Q/DQ executed as float ops (``session.disable_quant_qdq``),
+    the numbers a correct int8 engine (TensorRT, TFLite, TNN on ARM) computes, the same on
+    every host; ``fused`` only on request, for deployment to x86 with ONNX Runtime.
     """
     from edgeseg.eval.coco import evaluate_artifact
 
-    return evaluate_artifact(file, dataset_json, images_dir, limit=limit, threads=threads)
+    return evaluate_artifact(file, dataset_json, images_dir, limit=limit, threads=threads, numerics=numerics)
 
 
 # --------------------------------------------------------------------------- building per target

@@ -120,6 +120,9 @@ class SweepReport:
     tool_versions: dict[str, str] = field(default_factory=dict)
     max_ap_drop: float | None = None
     created: str = field(default_factory=_now)
+    # {"accuracy": simulated|fused|native, "latency": fused|..., "host_isa": ...}; None in
+    # results written before edgeseg recorded it (their AP used fused numerics).
+    numerics: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- queries
     @property
@@ -154,6 +157,7 @@ class SweepReport:
                 "model": self.model, "dataset": self.dataset, "backend": self.backend,
                 "calibration": self.calibration, "latency": self.latency,
                 "tool_versions": self.tool_versions, "max_ap_drop": self.max_ap_drop,
+                "numerics": self.numerics,
                 "reference": self.reference().spec if self.plans else None,
                 "plans": [p.to_dict() for p in self.plans]}
 
@@ -172,7 +176,7 @@ class SweepReport:
             report = cls(model=dict(d["model"]), dataset=dict(d["dataset"]), backend=str(d["backend"]),
                          latency=dict(d.get("latency") or {}), plans=plans, calibration=d.get("calibration"),
                          tool_versions=dict(d.get("tool_versions") or {}), max_ap_drop=d.get("max_ap_drop"),
-                         created=str(d.get("created", "")))
+                         created=str(d.get("created", "")), numerics=d.get("numerics"))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise EdgesegError(f"{source} is missing or has a malformed field: {type(e).__name__}: {e}", fix) from e
         for p in plans:
@@ -255,6 +259,10 @@ def render_markdown(report: SweepReport) -> str:
              f"input {size[0]}x{size[1]}" if size else None,
              f"{report.dataset.get('images', '?')} val images ({Path(str(report.dataset.get('annotations', '?'))).name})",
              where]
+    if report.numerics:
+        n = report.numerics
+        facts.append(f"int8 numerics: AP {n.get('accuracy', '?')}, latency {n.get('latency', '?')} "
+                     f"(host {n.get('host_isa', '?')})")
     if report.calibration:
         cal = report.calibration
         asked = cal.get("num_requested")

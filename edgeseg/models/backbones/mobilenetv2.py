@@ -71,6 +71,15 @@ class MobileNetV2(nn.Module):
     outputs of blocks ``out_indices``, then the stride-64 ``global_block`` unless
     ``global_channels`` is None."""
 
+    # torchvision's ImageNet files: the classifier and the final 1x1 conv (features.18) are
+    # not built here; the stride-64 block is ours, so no ImageNet file has it.
+    checkpoint_head_prefixes = ("classifier.", "features.18.")
+    not_pretrained_prefixes = ("global_block.",)
+
+    @staticmethod
+    def describe_checkpoint(keys: set[str]) -> str | None:
+        return "MobileNetV2 (torchvision layout)" if any(k.startswith("features.") for k in keys) else None
+
     def __init__(self, width_mult: float = 1.0, global_channels: int | None = 256, global_expand: float = 2.0,
                  out_indices: tuple[int, ...] = TAP_INDICES):
         super().__init__()
