@@ -141,11 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     # 2. model time end to end
     settings = BenchSettings(runs=args.runs, warmup=args.warmup)
     model_rows = []
-    cpu = "?"
+    cpu_name = "?"
     for path in [Path(onnx_path), *args.also]:
         log(f"benchmarking {path.name} ...")
         report = run_benchmark(LocalTarget(path, core=core), settings)
-        cpu = report.device_before.cpu_model
+        cpu_name = report.device_before.cpu_model
         model_rows.append({"file": path.name, "p50_ms": report.latency.p50_ms, "p90_ms": report.latency.p90_ms})
 
     # 3. decode on real outputs (computed once; only the decoder is timed, pinned as the model was)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 decode_rows.append({"size": label if label != "image" else f"{sizes[0][0]}x{sizes[0][1]} image",
                                     "score_threshold": thr, "detections_per_frame": dets, "wall": wall, "cpu": cpu})
 
-    print(f"\n{manifest.model} {spec.height}x{spec.width}, {Path(onnx_path).name}, one core (core {core}, {cpu}); "
+    print(f"\n{manifest.model} {spec.height}x{spec.width}, {Path(onnx_path).name}, one core (core {core}, {cpu_name}); "
           f"{args.runs} runs after {args.warmup} warm-up\n")
     print("Per component (ONNX Runtime kernel profile, summed per run):\n")
     print(profile.table())
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         from edgeseg.utils.atomic import write_json
 
-        write_json(args.output, {"model": manifest.model, "artifact": Path(onnx_path).name, "core": core, "cpu": cpu,
+        write_json(args.output, {"model": manifest.model, "artifact": Path(onnx_path).name, "core": core, "cpu": cpu_name,
                                  "input": [spec.height, spec.width], "profile": profile.to_dict(),
                                  "model_time": model_rows, "model_cpu": model_cpu,
                                  "decode": decode_rows})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeseg.benchmark.component_profile import attribute_kernels, profile_components, roll_up
+from edgeseg.benchmark.component_profile import attribute_kernels, least_disturbed, profile_components, roll_up
 from edgeseg.errors import EdgesegError
 from edgeseg.models.base import ComponentMap
 
@@ -40,6 +40,19 @@ def test_roll_up_sums_each_run_and_skips_warm_up():
         roll_up([], NAMES, CMAP)
 
 
+def test_least_disturbed_sums_each_kernels_shortest_run():
+    # Run 2 is disturbed in its conv, run 1 in its add; a kernel's best is taken per kernel,
+    # the second Conv of a run (same name) being a kernel of its own.
+    events = [_event("model_run", 0, 100, "Session"), _event("model_run", 200, 100, "Session"),
+              _event("/backbone/conv1/Conv_kernel_time", 1, 40), _event("/backbone/conv1/Conv_kernel_time", 42, 8),
+              _event("/fpn/Add_kernel_time", 60, 30),
+              _event("/backbone/conv1/Conv_kernel_time", 201, 70), _event("/backbone/conv1/Conv_kernel_time", 272, 6),
+              _event("/fpn/Add_kernel_time", 280, 10)]
+    best = least_disturbed(events, NAMES, CMAP)
+    assert best == pytest.approx({"backbone": 0.046, "fpn": 0.01})
+    assert least_disturbed(events, NAMES, CMAP, skip_runs=1) == pytest.approx({"backbone": 0.076, "fpn": 0.01})
+
+
 def test_a_real_profile_covers_every_component(tmp_path):
     import torch
 
@@ -53,5 +66,7 @@ def test_a_real_profile_covers_every_component(tmp_path):
     assert [c.component for c in p.components] == ["backbone", "fpn", "head"]
     assert all(c.p50_ms > 0 and c.kernels > 0 for c in p.components)
     assert sum(c.share for c in p.components) == pytest.approx(1.0)
+    assert sum(c.best_share for c in p.components) == pytest.approx(1.0)
+    assert all(0 < c.best_ms <= c.p50_ms for c in p.components)
     assert all(len(v) == 3 for v in p.per_run_ms.values())
     assert "| backbone |" in p.table()
