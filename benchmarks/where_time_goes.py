@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. per component
     first = preprocess(dataset.load_image(images[0]), spec)
     log(f"profiling {Path(onnx_path).name} on core {core} ...")
-    profile = profile_components(onnx_path, {spec.name: first}, runs=args.runs, warmup=args.warmup, core=core)
+    profile = profile_components(onnx_path, feeds={spec.name: first}, runs=args.runs, warmup=args.warmup, core=core)
 
     # 2. model time end to end
     settings = BenchSettings(runs=args.runs, warmup=args.warmup)

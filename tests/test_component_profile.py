@@ -62,7 +62,7 @@ def test_a_real_profile_covers_every_component(tmp_path):
     torch.manual_seed(0)
     onnx_path = export_onnx(create_model("blitzmask_test").eval(), tmp_path / "bm").onnx_path
     feed = {"image": np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)}
-    p = profile_components(onnx_path, feed, runs=3, warmup=1)
+    p = profile_components(onnx_path, feeds=feed, runs=3, warmup=1)
     assert [c.component for c in p.components] == ["backbone", "fpn", "head"]
     assert all(c.p50_ms > 0 and c.kernels > 0 for c in p.components)
     assert sum(c.share for c in p.components) == pytest.approx(1.0)

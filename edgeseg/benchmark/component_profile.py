@@ -1,6 +1,6 @@
 """Where the time goes inside a model: ONNX Runtime's per-node profile rolled up by component.
 
-    profile = profile_components("out/bm/blitzmask_mobilenetv2.onnx", feed, runs=50, warmup=10, core=3)
+    profile = profile_components("out/bm/blitzmask_mobilenetv2.onnx", feeds=feed, runs=50, warmup=10, core=3)
     profile.table()   # component -> p50 ms per run, share, and the least disturbed split
 
 ONNX Runtime (one intra-op thread, sequential, every thread pinned to one core) records
@@ -178,9 +178,10 @@ def least_disturbed(events: list[dict[str, Any]], names: dict[str, str], compone
     return out
 
 
-def profile_components(onnx_path: str | os.PathLike, feed: dict[str, np.ndarray], runs: int = 50,
+def profile_components(onnx_path: str | os.PathLike, *, feeds: dict[str, np.ndarray], runs: int = 50,
                        warmup: int = 10, core: int | None = None) -> ComponentProfile:
-    """Profile ``runs`` runs of one feed on one pinned core and roll the kernels up."""
+    """Profile ``runs`` runs of one input (``feeds``: name -> array) on one pinned core and roll
+    the kernels up. Keyword arguments only, so no call site depends on their order."""
     import onnx
     import onnxruntime as ort
 
@@ -213,7 +214,7 @@ def profile_components(onnx_path: str | os.PathLike, feed: dict[str, np.ndarray]
         so.profile_file_prefix = str(Path(tmp) / "profile")
         session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
         for _ in range(warmup + runs):
-            session.run(None, feed)
+            session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
     per_run = roll_up(events, names, cmap, skip_runs=warmup)
     order = [c for c in _component_order(model) if c in per_run] + sorted(c for c in per_run
