@@ -7,7 +7,7 @@
 Each model is exported to ONNX (random weights: the time of a graph does not depend on its
 values) and profiled with ONNX Runtime (one thread, one pinned core); every kernel's time
 is summed into the component its node is tagged with
-(:func:`edgeseg.benchmark.component_profile.profile_components`). ``--artifact`` profiles
+(:func:`edgeseg.benchmark.component_profile.breakdown_components`). ``--artifact`` profiles
 an existing tagged graph instead (a quantized plan, say). The machine this runs on is
 shared: quote shares (stable) rather than milliseconds (noisy), with the printed core.
 """
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from edgeseg.benchmark.component_profile import profile_components
+    from edgeseg.benchmark.component_profile import breakdown_components as profile_components
     from edgeseg.cli.export import build_model
     from edgeseg.export.onnx import export_onnx
 
