@@ -385,7 +385,7 @@ def convert_clip(ctx: Context, node) -> None:
 
 
 _UNARY = {"Relu": "ReLU", "Sigmoid": "Sigmoid", "Tanh": "Tanh", "Exp": "Exp", "Sqrt": "Sqrt", "Abs": "Abs",
-          "Neg": "Neg", "Reciprocal": "Reciprocal", "Erf": "Erf", "Log": "Log"}
+          "Neg": "Neg", "Reciprocal": "Reciprocal", "Erf": "Erf", "Log": "Log", "Sign": "Sign"}
 
 
 @converter(*_UNARY)

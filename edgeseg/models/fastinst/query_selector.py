@@ -67,7 +67,12 @@ class QuerySelector(nn.Module):
         # Softmax on the last axis (NHWC tokens): portable, and the same numbers as dim=1.
         probs = logits.reshape(b, c1, h * w).transpose(1, 2).softmax(-1)[..., :c]   # [B, HW, C]
         best = probs.amax(-1, keepdim=True)                                           # [B, HW, 1]
-        one_hot = probs * _indicator_nonneg(best - probs)   # keep only the best class per pixel
+        is_best = _indicator_nonneg(best - probs)
+        # The first best class only, as argmax + one_hot (classes tie in flat, uncertain
+        # regions): count the best classes before each with a strictly triangular MatMul.
+        earlier = torch.ones(c, c, dtype=probs.dtype, device=probs.device).triu(1)   # [c', c]: c' < c
+        is_first = is_best * _indicator_nonneg(torch.matmul(is_best, earlier))
+        one_hot = probs * is_first          # keep only the best class per pixel
         maps = one_hot.transpose(1, 2).reshape(b, c, h, w)
         # Zero padding in the official code; with probabilities >= 0 MaxPool's -inf padding
         # compares the same.
