@@ -104,7 +104,7 @@ def prepare_targets(targets, pixel_hw, proposal_hw) -> list[ImageTargets]:
     for t in targets:
         masks = t["masks"].float()
         m = masks.shape[0]
-        small = resize_targets(masks, pixel_hw).reshape(m, -1)
+        small = resize_targets(masks, pixel_hw).reshape(m, pixel_hw[0] * pixel_hw[1])
         if m:
             inside = (F.adaptive_avg_pool2d(masks[None], proposal_hw)[0] > 0).float().reshape(m, -1)
         else:
