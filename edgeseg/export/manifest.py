@@ -96,9 +96,10 @@ class Manifest:
             components={c: {"module": path} for c, path in model.component_map.components.items()},
             presets=dict(getattr(model, "precision_presets", {})),
             weights=weights,
-            family=getattr(model, "family", None),
-            decoder=getattr(model, "decoder", None),
-            source=getattr(model, "source", None),
+            # Namespaced for user modules: their own children may be called "decoder" or "source".
+            family=_str_or_none(getattr(model, "family", None)),
+            decoder=_str_or_none(getattr(model, "edgeseg_decoder", None)),
+            source=getattr(model, "edgeseg_source", None),
         )
 
     # ----------------------------------------------------------------- io
@@ -146,6 +147,10 @@ class Manifest:
             return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
         except json.JSONDecodeError as e:
             raise EdgesegError(f"{p} is not valid JSON: {e}", "re-export the model with `edgeseg export`") from e
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def find_manifest(path: str | os.PathLike) -> Path | None:
