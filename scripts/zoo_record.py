@@ -4,7 +4,8 @@ and write ``edgeseg/zoo/<model>.json``, the record of how it was made and what i
 
     python scripts/zoo_record.py runs/mobileinst_topformer_synth.safetensors
 
-The record holds the commands that reproduce the checkpoint (``RECIPE`` below: the data,
+The model is the one the checkpoint's embedded manifest names. The record holds the
+commands that reproduce the checkpoint (``RECIPES`` below: the data,
 then the two training phases), the synthetic val split it was measured on, its size and
 sha256, and its mask AP measured here twice: through PyTorch (``edgeseg eval CKPT``) and
 through the exported FP32 ONNX graph on ONNX Runtime (``edgeseg export`` + ``edgeseg eval
@@ -24,28 +25,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MODEL = "mobileinst_topformer_synth"
 DATA = {"seed": 0, "train": 8000, "val": 200, "size": 256}
-# Phase 1 learns from object-centred 128x128 crops (cheap steps; the classes come far
-# sooner from normalised scales); phase 2 fine-tunes on whole 256x256 images, the
-# distribution the model is evaluated on. Phase 1 of the shipped run was interrupted at
-# iteration 9500 and continued with the same command plus --resume (the state file
-# restores model, optimiser, schedule and data order).
-RECIPE = [
-    "edgeseg data synth -o data/shapes8k --train 8000 --val 200 --videos 0 --val-videos 0 --seed 0",
-    f"edgeseg train {MODEL} --dataset data/shapes8k/coco/annotations/train.json"
-    " --images data/shapes8k/coco/train --val-dataset data/shapes8k/coco/annotations/val.json"
-    " --val-images data/shapes8k/coco/val --iters 12000 --batch-size 16 --crop 128 --zoom 0.5"
-    " --lr 1e-3 --threads 1 --seed 0 --val-every 1000 --save-every 250 --log-every 100 --save-fp16"
-    " -o runs/phase1.safetensors",
-    f"edgeseg train {MODEL} --weights runs/phase1.safetensors"
-    " --dataset data/shapes8k/coco/annotations/train.json --images data/shapes8k/coco/train"
-    " --val-dataset data/shapes8k/coco/annotations/val.json --val-images data/shapes8k/coco/val"
-    " --iters 5000 --batch-size 8 --lr 3e-4 --threads 2 --seed 1 --val-every 1000 --save-every 250"
-    f" --log-every 50 --save-fp16 -o runs/{MODEL}.safetensors",
-    f"edgeseg eval runs/{MODEL}.safetensors --dataset data/shapes8k/coco/annotations/val.json"
-    " --images data/shapes8k/coco/val",
-]
+TRAIN = ("--dataset data/shapes8k/coco/annotations/train.json --images data/shapes8k/coco/train"
+         " --val-dataset data/shapes8k/coco/annotations/val.json --val-images data/shapes8k/coco/val")
+SYNTH = "edgeseg data synth -o data/shapes8k --train 8000 --val 200 --videos 0 --val-videos 0 --seed 0"
+
+
+def _eval(model: str) -> str:
+    return (f"edgeseg eval runs/{model}.safetensors --dataset data/shapes8k/coco/annotations/val.json"
+            " --images data/shapes8k/coco/val")
+
+
+# Per shipped model: the commands that reproduce it. Phase 1 learns from object-centred
+# 128x128 crops (cheap steps; the classes come far sooner from normalised scales); phase 2
+# fine-tunes on whole 256x256 images, the distribution the model is evaluated on.
+RECIPES = {
+    # Phase 1 of the shipped run was interrupted at iteration 9500 and continued with the same
+    # command plus --resume (the state file restores model, optimiser, schedule and data order).
+    "mobileinst_topformer_synth": [
+        SYNTH,
+        f"edgeseg train mobileinst_topformer_synth {TRAIN} --iters 12000 --batch-size 16 --crop 128 --zoom 0.5"
+        " --lr 1e-3 --threads 1 --seed 0 --val-every 1000 --save-every 250 --log-every 100 --save-fp16"
+        " -o runs/phase1.safetensors",
+        f"edgeseg train mobileinst_topformer_synth --weights runs/phase1.safetensors {TRAIN}"
+        " --iters 5000 --batch-size 8 --lr 3e-4 --threads 2 --seed 1 --val-every 1000 --save-every 250"
+        " --log-every 50 --save-fp16 -o runs/mobileinst_topformer_synth.safetensors",
+        _eval("mobileinst_topformer_synth"),
+    ],
+}
 
 
 def main() -> int:
@@ -65,11 +72,13 @@ def main() -> int:
     from edgeseg.utils.atomic import write_json
     from edgeseg.utils.hashing import sha256_file
 
-    for cmd in RECIPE:
-        shlex.split(cmd)  # a typo in the recipe fails here, not in a user's shell
     manifest = manifest_for_artifact(args.checkpoint)
-    if manifest.model != MODEL:
-        sys.exit(f"{args.checkpoint} holds {manifest.model}, not {MODEL}")
+    model = manifest.model
+    if model not in RECIPES:
+        sys.exit(f"{args.checkpoint} holds {model}, which has no recipe here (known: {', '.join(RECIPES)})")
+    recipe = RECIPES[model]
+    for cmd in recipe:
+        shlex.split(cmd)  # a typo in the recipe fails here, not in a user's shell
     train_rec = [h for h in manifest.history if h.get("step") == "train"][-1]
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,7 +95,7 @@ def main() -> int:
         cfg = dict(manifest.model_cfg or {})
         if isinstance(cfg.get("input_size"), list):
             cfg["input_size"] = tuple(cfg["input_size"])
-        model = create_model(MODEL, **cfg).eval()
+        model = create_model(model, **cfg).eval()
         load_weights(model, args.checkpoint)
         onnx_dir = Path(tmp) / "onnx"
         export_onnx(model, onnx_dir)
@@ -94,17 +103,17 @@ def main() -> int:
         print(f"onnxruntime (FP32 ONNX): AP {val['onnxruntime']['AP']:.1f}", flush=True)
 
     ZOO_DIR.mkdir(exist_ok=True)
-    shipped = ZOO_DIR / f"{MODEL}.safetensors"
+    shipped = ZOO_DIR / f"{model}.safetensors"
     shutil.copyfile(args.checkpoint, shipped)
     keep = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     record = {
-        "model": MODEL,
+        "model": model,
         "file": shipped.name,
         "bytes": shipped.stat().st_size,
         "sha256": sha256_file(shipped),
         "weights_dtype": "float16",
         "data": {**DATA, "note": "edgeseg data synth: val images depend only on (seed, index)"},
-        "reproduce": RECIPE,
+        "reproduce": recipe,
         "training": {"iterations": train_rec.get("iterations"), "seed": train_rec.get("seed"),
                      "val_during_training": train_rec.get("val")},
         "val": {k: {m: v[m] for m in keep} for k, v in val.items()},
@@ -112,7 +121,7 @@ def main() -> int:
                      "stored (float16). The training record embedded in the checkpoint was measured on the "
                      "float32 weights in memory before storing, so it may differ in the last digit."),
     }
-    write_json(ZOO_DIR / f"{MODEL}.json", record)
+    write_json(ZOO_DIR / f"{model}.json", record)
     print(json.dumps(record["val"], indent=1))
     return 0
 
