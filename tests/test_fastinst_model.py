@@ -41,7 +41,7 @@ def test_selection_scores_follow_the_official_rule():
     assert torch.allclose(sel.scores(logits), _official_scores(logits), atol=1e-6)
 
 
-def test_rank_selection_picks_the_topk_pixels_lower_index_first_on_ties():
+def test_rank_selection_picks_the_topk_pixels_lower_index_first_on_ties_in_pixel_order():
     sel = QuerySelector(8, 12, 3)
     g = torch.Generator().manual_seed(1)
     scores = torch.randint(0, 5, (3, 40), generator=g).float() / 4  # many exact ties
@@ -49,8 +49,11 @@ def test_rank_selection_picks_the_topk_pixels_lower_index_first_on_ties():
     assert one_hot.shape == (3, 12, 40)
     assert torch.equal(one_hot.sum(-1), torch.ones(3, 12))  # each slot one pixel
     assert set(one_hot.unique().tolist()) == {0.0, 1.0}
-    want = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :12]
+    want = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :12].sort(dim=1).values
     assert torch.equal(one_hot.argmax(-1), want)
+    # Same pixels as torch.topk where there are no ties at the K-th place.
+    distinct = torch.randperm(40, generator=g).float()[None]
+    assert torch.equal(sel.rank_one_hot(distinct).argmax(-1), sel.topk_indices(distinct))
 
 
 def test_rank_and_topk_modes_give_the_same_outputs():

@@ -14,10 +14,18 @@ Two ways to pick the top-k pixels (``query_select``), identical in which pixels 
   TopK) and TNN on ARM (no TopK kernel) do not: ``edgeseg check`` reports it.
 * ``"rank"`` (default): each pixel's rank is the number of pixels that come before it
   (higher score, or equal score and lower index), from pairwise ``Sign`` of differences
-  summed over a row; query ``k`` is the one-hot row ``relu(1 - |rank - k|)``, and the
-  gather is a MatMul of that one-hot matrix with the features. Only Sub, Sign, Relu, Abs,
-  ReduceSum, MaxPool and MatMul: builtins of TFLite and ARM kernels of TNN. Ranks are
-  integers below ``H * W``, exact in fp32 and fp16 (up to 2048 pixels: a 720x720 input).
+  summed over a row; the pixels ranked below K are chosen, each gets a slot (the number of
+  chosen pixels with a lower index: a MatMul), query ``k`` is the one-hot row
+  ``relu(1 - |slot - k|)``, and the gather is a MatMul of that one-hot matrix with the
+  features. Only Sub, Sign, Relu, Abs, ReduceSum, MaxPool and MatMul: builtins of TFLite
+  and ARM kernels of TNN. Ranks are integers below ``H * W``, exact in fp32 and fp16 (up to
+  2048 pixels: a 720x720 input).
+
+Queries come in *pixel order*, not score order (the official code keeps torch.topk's
+order). The decoder is permutation-equivariant over queries, so this changes nothing but
+the order of the outputs, and makes that order stable: two selected pixels whose scores
+differ by 1e-7 would otherwise swap between runtimes (PyTorch and ONNX Runtime round
+differently), and with them every output row of both queries.
 
 Comparisons are written with ``Sign`` as well (``a >= b`` as ``1 - sign(b - a)`` where
 ``b >= a`` is known), since TNN has no ARM kernel for Equal / Greater / Where.
@@ -82,7 +90,7 @@ class QuerySelector(nn.Module):
 
     # ------------------------------------------------------------------ selection
     def rank_one_hot(self, scores: torch.Tensor) -> torch.Tensor:
-        """``[B, N]`` scores -> ``[B, K, N]`` one-hot rows of the top-K pixels, best first."""
+        """``[B, N]`` scores -> ``[B, K, N]`` one-hot rows of the top-K pixels, in pixel order."""
         b, n = scores.shape
         k = self.num_queries
         ramp = torch.arange(n, dtype=scores.dtype, device=scores.device)
@@ -92,13 +100,16 @@ class QuerySelector(nn.Module):
         value_before = torch.sign(scores[:, None, :] - scores[:, :, None])        # [B, i, j]: sign(s_j - s_i)
         index_before = torch.sign(index[:, :, None] - index[:, None, :])         # sign(i - j)
         # j comes before i: a higher score, or the same score and a lower index.
-        before = _indicator_pos(2.0 * value_before + index_before)
-        rank = before.sum(-1)                                                    # [B, N], a permutation of 0..N-1
+        rank = _indicator_pos(2.0 * value_before + index_before).sum(-1)         # [B, N]: a permutation of 0..N-1
+        chosen = _indicator_pos((k - 0.5) - rank)                                # [B, N]: in the top K
+        # Slot of a chosen pixel = chosen pixels with a lower index (a MatMul with [j < i]).
+        slot = torch.matmul(F.relu(index_before), chosen[..., None])[..., 0]     # [B, N]
         slots = torch.arange(k, dtype=scores.dtype, device=scores.device)[:, None]
-        return F.relu(1.0 - torch.abs(rank[:, None, :] - slots))                # [B, K, N]
+        return chosen[:, None, :] * F.relu(1.0 - torch.abs(slot[:, None, :] - slots))   # [B, K, N]
 
     def topk_indices(self, scores: torch.Tensor) -> torch.Tensor:
-        return torch.topk(scores, self.num_queries, dim=1).indices
+        """The top-K pixel indices ``[B, K]``, in pixel order (as :meth:`rank_one_hot`)."""
+        return torch.topk(scores, self.num_queries, dim=1).indices.sort(dim=1).values
 
     @staticmethod
     def gather(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
