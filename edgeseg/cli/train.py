@@ -18,7 +18,22 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.1f}"
 
 
-@click.command("train")
+_EPILOG = """\b
+Examples:
+  edgeseg data synth -o data/shapes --train 200 --val 50
+  edgeseg train mobileinst_topformer_synth --dataset data/shapes/coco/annotations/train.json \\
+      --images data/shapes/coco/train --val-dataset data/shapes/coco/annotations/val.json \\
+      --val-images data/shapes/coco/val --epochs 12 -o runs/shapes.safetensors
+  edgeseg eval runs/shapes.safetensors --dataset data/shapes/coco/annotations/val.json
+
+\b
+  # fine-tune the shipped checkpoint on your own classes
+  edgeseg train mobileinst_topformer_synth --weights zoo --dataset my/train.json --images my/imgs \\
+      --iters 500 -o runs/mine.safetensors
+"""
+
+
+@click.command("train", epilog=_EPILOG, context_settings={"max_content_width": 110})
 @click.argument("model_name", metavar="MODEL")
 @click.option("--dataset", "train_json", required=True, type=click.Path(dir_okay=False),
               help="COCO instances JSON to train on (its categories set the number of classes).")
@@ -64,9 +79,10 @@ def _fmt(x) -> str:
 @click.option("--log-every", type=int, default=20, show_default=True, help="Iterations between log lines.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (.safetensors, with the model's manifest embedded).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing -o file that edgeseg did not write.")
 def train(model_name, train_json, train_images, val_json, val_images, epochs, iters, batch_size, lr,
           weight_decay, warmup_iters, clip_grad, input_size, scale_jitter, crop, zoom, loss_option, aux_semantic, weights,
-          threads, seed, val_every, val_limit, save_every, save_fp16, resume, log_every, output) -> None:
+          threads, seed, val_every, val_limit, save_every, save_fp16, resume, log_every, output, overwrite) -> None:
     """Train MODEL (a zoo model whose family has a training objective) on a COCO-format dataset.
 
     The loop is generic (seeded batches, AdamW with warm-up and cosine decay, gradient
@@ -77,18 +93,6 @@ def train(model_name, train_json, train_images, val_json, val_images, epochs, it
     backbone trained from scratch learn the classes.
     The checkpoint embeds its manifest, so `edgeseg eval OUT` and
     `edgeseg export MODEL --weights OUT` need no other flags.
-
-    \b
-    Example:
-      edgeseg data synth -o data/shapes --train 200 --val 50
-      edgeseg train mobileinst_topformer_synth --dataset data/shapes/coco/annotations/train.json \\
-          --images data/shapes/coco/train --val-dataset data/shapes/coco/annotations/val.json \\
-          --val-images data/shapes/coco/val --epochs 12 -o runs/shapes.safetensors
-      edgeseg eval runs/shapes.safetensors --dataset data/shapes/coco/annotations/val.json
-    \b
-    Fine-tune the shipped checkpoint on your own classes:
-      edgeseg train mobileinst_topformer_synth --weights zoo --dataset my/train.json --images my/imgs \\
-          --iters 500 -o runs/mine.safetensors
     """
     from rich.console import Console
     from rich.table import Table
@@ -100,6 +104,13 @@ def train(model_name, train_json, train_images, val_json, val_images, epochs, it
     from edgeseg.train.trainer import TrainConfig
     from edgeseg.train.trainer import train as run_training
 
+    from edgeseg.train.state import state_path
+    from edgeseg.utils.outputs import check_output_file
+
+    # The checkpoint and its resumable state beside it: checked now, not after the first save.
+    inputs = [train_json, val_json, weights if weights != "zoo" else None]
+    check_output_file(output, flag="-o", overwrite=overwrite, inputs=inputs)
+    check_output_file(state_path(output), flag="", overwrite=overwrite, inputs=inputs)
     try:
         lo, hi = (float(v) for v in scale_jitter.split(","))
     except ValueError:

@@ -6,7 +6,7 @@ A family names its strategy in ``Family.video`` (``"module:Class"``). The class 
 
     name: str                       # "kernel reuse"
     interval_help: str              # what --key-interval T means for it
-    open(artifact, *, backend, threads, max_interval, make_missing) -> VideoSession
+    open(artifact, *, backend, threads, max_interval, make_missing, numerics) -> VideoSession
 
 and a :class:`VideoSession` holds the opened runtimes of one artifact and makes one
 tracker per key interval. A tracker has ``reset()``, ``step(frame) ->
@@ -30,6 +30,7 @@ class VideoSession(Protocol):
     graphs: dict[str, str | None]   # role -> artifact file (for reports), e.g. {"frame": ..., "features": ...}
     notes: list[str]                 # what opening did (e.g. a graph made on the fly)
     backend: str
+    numerics: str                    # how ONNX Runtime runs int8: "fused" (timed as deployed) or "simulated"
 
     def tracker(self, interval: int, config: Any) -> Any: ...
 
