@@ -45,6 +45,18 @@ def test_rank_graph_passes_the_preflight(rank_export, target):
     assert report.ok, [(i.op_type, i.reason) for i in report.errors]
 
 
+def test_mixed_plan_passes_the_tnn_arm_preflight(rank_export):
+    # An int8 network on ARM keeps every blob NC4HW4, where TNN has no Gather kernel: the
+    # selector squeezes instead of indexing (x[..., 0] exports as Gather).
+    from edgeseg.models.fastinst.family import COMPONENTS, PRECISION_PRESETS
+    from edgeseg.quantize.plan import PrecisionPlan
+
+    proto = onnx.load(str(rank_export.onnx_path))
+    assert "Gather" not in {n.op_type for n in proto.graph.node if tags.get_component(n) == "query_selector"}
+    report = check(rank_export.onnx_path, "tnn", device="arm", plan=PrecisionPlan.parse(PRECISION_PRESETS["mixed"], COMPONENTS))
+    assert report.ok, [(i.op_type, i.reason) for i in report.errors]
+
+
 def test_topk_graph_is_refused_by_tflite_and_tnn_with_the_fix(tmp_path):
     torch.manual_seed(0)
     model = create_model("fastinst_test", query_select="topk").eval()

@@ -86,7 +86,7 @@ class QuerySelector(nn.Module):
         # compares the same.
         peak = F.max_pool2d(maps, 3, 1, 1)
         is_peak = _indicator_nonneg(peak - maps) * _indicator_pos(maps - LOCAL_MAX_EPS)
-        return best[..., 0] + is_peak.amax(1).reshape(b, h * w)
+        return best.squeeze(-1) + is_peak.amax(1).reshape(b, h * w)   # squeeze: no Gather (TNN ARM int8 lacks it)
 
     # ------------------------------------------------------------------ selection
     def rank_one_hot(self, scores: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,7 @@ class QuerySelector(nn.Module):
         rank = _indicator_pos(2.0 * value_before + index_before).sum(-1)         # [B, N]: a permutation of 0..N-1
         chosen = _indicator_pos((k - 0.5) - rank)                                # [B, N]: in the top K
         # Slot of a chosen pixel = chosen pixels with a lower index (a MatMul with [j < i]).
-        slot = torch.matmul(F.relu(index_before), chosen[..., None])[..., 0]     # [B, N]
+        slot = torch.matmul(F.relu(index_before), chosen[..., None]).squeeze(-1)   # [B, N]
         slots = torch.arange(k, dtype=scores.dtype, device=scores.device)[:, None]
         return chosen[:, None, :] * F.relu(1.0 - torch.abs(slot[:, None, :] - slots))   # [B, K, N]
 
