@@ -150,12 +150,6 @@ class FidelityReport:
             atomic.write_text(markdown_path, mark_text(self.to_markdown(), ".md"))
 
 
-def _candidate_tensor_names(model, names: list[str]) -> dict[str, str]:
-    """Each reference tensor name -> the name it has in the quantized ``model``."""
-    produced = {o for node in model.graph.node for o in node.output}
-    return {t: t if t in produced or f"{t}_fp16" not in produced else f"{t}_fp16" for t in names}
-
-
 def fidelity_report(reference: str | os.PathLike, candidate: str | os.PathLike, images,
                     plan: dict[str, str] | None = None, threads: int = 0,
                     numerics: str = "simulated") -> FidelityReport:
@@ -181,26 +175,27 @@ def fidelity_report(reference: str | os.PathLike, candidate: str | os.PathLike, 
     comp_tensors = {c: list(boundaries[c]) for c in order if boundaries.get(c)}
     extra = list(dict.fromkeys(t for ts in comp_tensors.values() for t in ts if t not in outputs))
     del ref_model
+    # Between two fp16 components a boundary tensor is never cast back to float32, so it
+    # only exists under the fp16 converter's inner name (``<name>_fp16``): read that one.
+    produced = {o for node in load_onnx(candidate).graph.node for o in node.output}
+    in_candidate = {t: t if t in produced or f"{t}_fp16" not in produced else f"{t}_fp16" for t in extra}
 
-    # Between two fp16 components a boundary tensor is float16 and renamed (qdq.py's
-    # ``<name>_fp16``): read that one from the candidate.
-    cand_names = _candidate_tensor_names(load_onnx(candidate), extra)
     ref_rt = OnnxRuntimeRuntime(reference, threads=threads, extra_outputs=extra, numerics=numerics)
-    cand_rt = OnnxRuntimeRuntime(candidate, threads=threads, extra_outputs=[cand_names[t] for t in extra],
+    cand_rt = OnnxRuntimeRuntime(candidate, threads=threads, extra_outputs=list(in_candidate.values()),
                                  numerics=numerics)
     if plan is None or "int8" in plan.values():
         warn_if_saturating(cand_rt.numerics, "the fidelity report")
     names = outputs + extra
+    cand_names = outputs + [in_candidate[t] for t in extra]
     acc = {n: _Accumulator() for n in names}
     from edgeseg.utils.progress import track
 
     n = 0
     for feed in track(images.feeds(), "fidelity", total=len(images)):
         r = ref_rt.run(feed, output_names=names)
-        c = cand_rt.run(feed, output_names=outputs + [cand_names[t] for t in extra])
-        for name in names:
-            got = np.asarray(c[cand_names.get(name, name)])
-            acc[name].add(np.asarray(r[name]), got.astype(np.float32) if got.dtype == np.float16 else got)
+        c = cand_rt.run(feed, output_names=cand_names)
+        for name, cand_name in zip(names, cand_names):
+            acc[name].add(np.asarray(r[name]), np.asarray(c[cand_name]))
         n += 1
     if n == 0:
         raise EdgesegError("no held-out images for the fidelity report", "pass a folder with JPEG/PNG images")
