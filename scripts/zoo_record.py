@@ -61,6 +61,21 @@ RECIPES = {
         "edgeseg eval runs/phase1.safetensors --dataset data/shapes8k/coco/annotations/val.json"
         " --images data/shapes8k/coco/val",
     ],
+    # FastInst: not shipped yet (19.7 AP at phase-2 iteration 750: see README, FastInst).
+    # Phase 1 was stopped after iteration 2500 of its 10000-iteration schedule; phase 2 starts
+    # from the checkpoint phase 1 saved there (--save-every 250), copied before it went on.
+    "fastinst_topformer_synth": [
+        SYNTH,
+        f"edgeseg train fastinst_topformer_synth {_SPLITS} --iters 10000 --batch-size 16 --crop 128 --zoom 0.5"
+        " --lr 1e-3 --threads 1 --seed 0 --val-every 1000 --save-every 250 --log-every 100 --save-fp16"
+        " -o runs/phase1.safetensors",
+        "cp runs/phase1.safetensors runs/phase1_2500.safetensors",
+        f"edgeseg train fastinst_topformer_synth --weights runs/phase1_2500.safetensors {_SPLITS}"
+        " --iters 6000 --batch-size 8 --lr 3e-4 --threads 1 --seed 1 --val-every 1000 --save-every 250"
+        " --log-every 50 --save-fp16 -o runs/fastinst_topformer_synth.safetensors",
+        "edgeseg eval runs/fastinst_topformer_synth.safetensors --dataset data/shapes8k/coco/annotations/val.json"
+        " --images data/shapes8k/coco/val",
+    ],
 }
 
 
