@@ -104,7 +104,24 @@ BLITZMASK_RECIPE = [
     " --images data/shapes8k/coco/val",
 ]
 
-RECIPES = {MODEL: MOBILEINST_RECIPE, YE: YOLACT_EDGE_RECIPE, "blitzmask_mobilenetv2_synth": BLITZMASK_RECIPE}
+# FastInst: not shipped yet (19.7 AP at phase-2 iteration 750: see README, FastInst).
+# Phase 1 was stopped after iteration 2500 of its 10000-iteration schedule; phase 2 starts
+# from the checkpoint phase 1 saved there (--save-every 250), copied before it went on.
+FASTINST_RECIPE = [
+    SYNTH,
+    f"edgeseg train fastinst_topformer_synth {_SPLITS} --iters 10000 --batch-size 16 --crop 128 --zoom 0.5"
+    " --lr 1e-3 --threads 1 --seed 0 --val-every 1000 --save-every 250 --log-every 100 --save-fp16"
+    " -o runs/phase1.safetensors",
+    "cp runs/phase1.safetensors runs/phase1_2500.safetensors",
+    f"edgeseg train fastinst_topformer_synth --weights runs/phase1_2500.safetensors {_SPLITS}"
+    " --iters 6000 --batch-size 8 --lr 3e-4 --threads 1 --seed 1 --val-every 1000 --save-every 250"
+    " --log-every 50 --save-fp16 -o runs/fastinst_topformer_synth.safetensors",
+    "edgeseg eval runs/fastinst_topformer_synth.safetensors --dataset data/shapes8k/coco/annotations/val.json"
+    " --images data/shapes8k/coco/val",
+]
+
+RECIPES = {MODEL: MOBILEINST_RECIPE, YE: YOLACT_EDGE_RECIPE, "blitzmask_mobilenetv2_synth": BLITZMASK_RECIPE,
+           "fastinst_topformer_synth": FASTINST_RECIPE}
 RECIPE = MOBILEINST_RECIPE  # the name earlier scripts used
 
 
@@ -145,7 +162,10 @@ def recipe_for(recipe: list[str], train_rec: dict) -> tuple[list[str], dict | No
         out = _flag(data_cmd, "-o") or ""
         return any(tok.startswith(out) for c in kept_training for tok in c)
 
-    keep = [recipe[i] for i, c in enumerate(cmds) if (_is_data(c) and used(c)) or (i in training and i <= last)]
+    evals_at = {i for i, c in enumerate(cmds) if c[:2] == ["edgeseg", "eval"]}
+    # Other steps (a `cp` between phases) stay when they come before the command that made it.
+    keep = [recipe[i] for i, c in enumerate(cmds) if (_is_data(c) and used(c)) or (i in training and i <= last)
+            or (i < last and not _is_data(c) and i not in training and i not in evals_at)]
     if evals:  # the recipe's eval, of this command's output
         ev = list(evals[-1])
         ev[2] = _flag(made_it, "-o")

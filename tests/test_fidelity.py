@@ -101,3 +101,16 @@ def test_all_fp16_plan_compares_boundaries_that_stay_float16(setup, tmp_path):
 def test_report_without_components():
     rep = FidelityReport("a.onnx", "b.onnx", 0, "")
     assert rep.worst_component() is None and rep.min_output_cosine() == 1.0
+
+
+def test_a_boundary_between_two_fp16_components_is_read_under_its_fp16_name(setup, tmp_path):
+    # qdq renames the neck -> head tensor (float16 on both sides, no cast): the report finds it.
+    model, images = setup
+    plan = PrecisionPlan.parse("neck=fp16,head=fp16", COMPONENTS)
+    q, _ = quantize_model(onnx.load(model), plan, None)
+    qpath = tmp_path / "q16.onnx"
+    onnx.save(q, qpath)
+    rep = fidelity_report(model, qpath, images, plan=dict(plan.precisions))
+    assert all(r.max_abs_error == 0.0 for r in rep.components["backbone"])
+    neck = rep.components["neck"]
+    assert neck and all(0 < r.max_abs_error < 0.05 and r.cosine > 0.9999 for r in neck)
