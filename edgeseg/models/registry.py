@@ -21,6 +21,7 @@ from edgeseg.models.contract import Family, import_object
 # Family descriptions registered when first needed. Adding a family = one line here.
 _FAMILY_MODULES = (
     "edgeseg.models.mobileinst.family",
+    "edgeseg.models.ifc.family",
 )
 
 
