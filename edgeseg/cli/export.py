@@ -9,11 +9,23 @@ import click
 from edgeseg.errors import EdgesegError
 
 
-def build_model(name: str, input_size: str | None, num_classes: int | None, weights: str | None):
-    """Create a zoo model at the requested size and load weights; returns (model, weights_info)."""
+def build_model(name: str, input_size: str | None, num_classes: int | None, weights: str | None,
+                clip_length: int | None = None):
+    """Create a zoo model at the requested size (and clip length, for clip models) and load
+    weights; returns (model, weights_info)."""
     from edgeseg.data.preprocess import parse_input_size
     from edgeseg.models import create_model
     from edgeseg.models.pretrained import checkpoint_model_cfg, resolve_weights
+    from edgeseg.models.registry import family_of_model, model_entry
+
+    if clip_length is not None:
+        model_entry(name)  # an unknown model: one error with a hint, before anything else
+        fam = family_of_model(name)
+        if fam is None or not fam.clip_input:
+            raise EdgesegError(f"--clip-length applies to clip models; {name} takes one image per run",
+                               "drop --clip-length (clip models: `edgeseg models` lists IFC's variants)")
+        if clip_length < 1:
+            raise EdgesegError(f"--clip-length {clip_length}: a clip has at least one frame", "use e.g. 5")
 
     # "zoo" = the package's checkpoint of this model; an edgeseg checkpoint brings its
     # own configuration (classes, input size), which explicit flags override.
@@ -24,6 +36,8 @@ def build_model(name: str, input_size: str | None, num_classes: int | None, weig
         cfg["input_size"] = size
     if num_classes is not None:
         cfg["num_classes"] = num_classes
+    if clip_length is not None:
+        cfg["clip_length"] = int(clip_length)
     model = create_model(name, **cfg)
     spec = model.input_spec
     if spec.height % spec.stride or spec.width % spec.stride:
@@ -68,6 +82,8 @@ def print_export_summary(result) -> None:
                    "shipped checkpoint. An edgeseg checkpoint sets --num-classes/--input-size itself.")
 @click.option("--input-size", help="640 or HEIGHTxWIDTH (512x640); default: the model's.")
 @click.option("--num-classes", type=int, help="Number of classes (default: the model's, 80 for COCO).")
+@click.option("--clip-length", type=int, default=None,
+              help="Clip models (IFC): frames T per clip; the graph takes [T, 3, H, W] (default: the model's, 5).")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Artifact folder (default out/MODEL).")
 @click.option("--simplifier", type=click.Choice(["onnxslim", "onnxsim", "none"]), default="onnxslim", show_default=True)
 @click.option("--graphs", default=None, help="frame,features (default: every graph the model has).")
@@ -81,7 +97,7 @@ def print_export_summary(result) -> None:
               help="--to tflite: INT8 ranges from edgeseg's calibration table, or TFLite's own min/max.")
 @click.option("--tnn-device", type=click.Choice(["arm", "x86"]), default="arm", show_default=True,
               help="--to tnn: refuse layers that would fail on this device.")
-def export(model_name, weights, input_size, num_classes, out_dir, simplifier, graphs, plan_spec, calib_dir,
+def export(model_name, weights, input_size, num_classes, clip_length, out_dir, simplifier, graphs, plan_spec, calib_dir,
            calib_num, targets, calib_source, tnn_device) -> None:
     """Export MODEL to ONNX (opset 17, static shapes), tag every node with its component,
     check parity against PyTorch, and write the artifact folder with manifest.json.
@@ -94,10 +110,11 @@ def export(model_name, weights, input_size, num_classes, out_dir, simplifier, gr
       edgeseg export mobileinst_topformer --plan backbone=int8,mask_decoder=int8,*=fp16 --calib data/val
       edgeseg export mobileinst_topformer --to tnn --plan "*=fp16"
       edgeseg export mobileinst_topformer --to tflite --plan mixed --calib data/val
+      edgeseg export ifc_topformer_synth --weights zoo --clip-length 5 -o out/ifc_t5
     """
     from edgeseg.export.onnx import export_onnx
 
-    model, winfo = build_model(model_name, input_size, num_classes, weights)
+    model, winfo = build_model(model_name, input_size, num_classes, weights, clip_length)
     if calib_dir and not plan_spec:
         raise EdgesegError("--calib is only used with --plan", "add --plan SPEC, e.g. --plan backbone=int8,*=fp16")
     if plan_spec:  # fail on a bad plan or image folder before the export work

@@ -97,8 +97,10 @@ class Manifest:
             presets=dict(getattr(model, "precision_presets", {})),
             weights=weights,
             family=getattr(model, "family", None),
-            decoder=getattr(model, "decoder", None),
-            source=getattr(model, "source", None),
+            # A user model's decoder reference is a string; a family's module may well have
+            # a sub-module called ``decoder`` (IFC's transformer decoder), which is not one.
+            decoder=_string_or_none(getattr(model, "decoder", None)),
+            source=_string_or_none(getattr(model, "source", None)),
         )
 
     # ----------------------------------------------------------------- io
@@ -146,6 +148,10 @@ class Manifest:
             return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
         except json.JSONDecodeError as e:
             raise EdgesegError(f"{p} is not valid JSON: {e}", "re-export the model with `edgeseg export`") from e
+
+
+def _string_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def find_manifest(path: str | os.PathLike) -> Path | None:

@@ -144,6 +144,22 @@ class FidelityReport:
             atomic.write_text(markdown_path, self.to_markdown())
 
 
+def _candidate_names(candidate: str | os.PathLike, tensors: list[str]) -> dict[str, str]:
+    """Reference tensor name -> the candidate's name for it: the same, or ``<name>_fp16``
+    where fp16 conversion renamed a tensor that flows between two fp16 components."""
+    from edgeseg.quantize.calibrate import load_onnx
+
+    model = load_onnx(candidate)
+    produced = {o for node in model.graph.node for o in node.output}
+    out = {}
+    for t in tensors:
+        if t in produced or f"{t}_fp16" not in produced:
+            out[t] = t
+        else:
+            out[t] = f"{t}_fp16"
+    return out
+
+
 def fidelity_report(reference: str | os.PathLike, candidate: str | os.PathLike, images,
                     plan: dict[str, str] | None = None, threads: int = 0) -> FidelityReport:
     """Compare ``candidate`` (quantized) with ``reference`` (FP32) on an ImageSet."""
@@ -161,8 +177,11 @@ def fidelity_report(reference: str | os.PathLike, candidate: str | os.PathLike, 
     extra = list(dict.fromkeys(t for ts in comp_tensors.values() for t in ts if t not in outputs))
     del ref_model
 
+    # Where two adjacent components both run in fp16, their boundary tensor exists in the
+    # candidate only under the fp16 name the converter gave it (no Cast back to fp32).
+    cand_names = _candidate_names(candidate, extra)
     ref_rt = OnnxRuntimeRuntime(reference, threads=threads, extra_outputs=extra)
-    cand_rt = OnnxRuntimeRuntime(candidate, threads=threads, extra_outputs=extra)
+    cand_rt = OnnxRuntimeRuntime(candidate, threads=threads, extra_outputs=[cand_names[t] for t in extra])
     names = outputs + extra
     acc = {n: _Accumulator() for n in names}
     from edgeseg.utils.progress import track
@@ -170,9 +189,10 @@ def fidelity_report(reference: str | os.PathLike, candidate: str | os.PathLike, 
     n = 0
     for feed in track(images.feeds(), "fidelity", total=len(images)):
         r = ref_rt.run(feed, output_names=names)
-        c = cand_rt.run(feed, output_names=names)
+        c = cand_rt.run(feed, output_names=outputs + [cand_names[t] for t in extra])
         for name in names:
-            acc[name].add(np.asarray(r[name]), np.asarray(c[name]))
+            got = c[cand_names.get(name, name)]
+            acc[name].add(np.asarray(r[name]), np.asarray(got, dtype=np.float32))
         n += 1
     if n == 0:
         raise EdgesegError("no held-out images for the fidelity report", "pass a folder with JPEG/PNG images")

@@ -1,13 +1,15 @@
-"""The key-interval sweep: VIS AP and per-frame latency for several keyframe intervals T.
+"""The interval sweep: VIS AP and per-frame latency for several intervals of a video strategy.
 
-MobileInst's Table 4 trades accuracy for speed with T: a larger T runs the instance
-decoder less often (YolactEdge's partial feature transform likewise, with its keyframe
-interval). The sweep runs whatever video strategy the artifact's family names
-(:mod:`edgeseg.track.strategy`). Here every video of a YouTube-VIS dataset is tracked at each T with
-the same runtimes, the results are scored with :func:`edgeseg.eval.vis.evaluate_vis`,
-and the mean per-frame latency is measured on one pinned core with one-thread runtimes
-(model inference + host post-processing; JPEG decoding and preprocessing are reported
-apart, as they do not depend on T).
+MobileInst's Table 4 trades accuracy for speed with the keyframe interval T: a larger T
+runs the instance decoder less often (YolactEdge's partial feature transform likewise,
+with its keyframe interval); a clip model (IFC) trades with its clip stride S (a clip of
+T frames every S frames). The sweep runs whatever video strategy the artifact's family
+names (:mod:`edgeseg.track.strategy`); its ``interval_name`` heads the first column. Every
+video of a YouTube-VIS dataset is tracked at each interval with the same runtimes, the
+results are scored with :func:`edgeseg.eval.vis.evaluate_vis`, and the mean per-frame
+latency is measured on one pinned core with one-thread runtimes (model inference + host
+post-processing, the end-of-video work included; JPEG decoding and preprocessing are
+reported apart, as they do not depend on the interval).
 """
 
 from __future__ import annotations
@@ -57,12 +59,14 @@ class SweepReport:
 
     def markdown(self) -> str:
         s = self.settings
+        name = s.get("interval_name", "T")
+        clip = f" (clips of T={s['clip_length']})" if s.get("clip_length") else ""
         lines = [f"# {str(s.get('strategy', 'kernel reuse')).capitalize()} sweep: {s.get('model', '?')} on "
                  f"{s.get('dataset', '?')}", "",
-                 f"{s.get('videos')} videos, {s.get('frames_per_sweep')} frames per T; latency on core "
+                 f"{s.get('videos')} videos, {s.get('frames_per_sweep')} frames per {name}{clip}; latency on core "
                  f"{s.get('core')} with {s.get('threads')} thread(s), {s.get('backend')}; "
                  f"weights: {s.get('weights') or 'random init (AP meaningless)'}.", "",
-                 "| T | VIS AP | AP50 | AP75 | ms/frame (model + host) | model ms | host ms | keyframe ms | "
+                 f"| {name} | VIS AP | AP50 | AP75 | ms/frame (model + host) | model ms | host ms | keyframe ms | "
                  "reuse-frame ms | CPU ms/frame |",
                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
@@ -71,6 +75,9 @@ class SweepReport:
                          f"{_f(r.reuse_model_ms, 2)} | {r.model_cpu_ms + r.host_cpu_ms:.2f} |")
         lines += ["", "Latency is wall-clock time per frame on the pinned core; CPU ms/frame is the tracking "
                   "thread's CPU time for the same work (equal on an idle core)."]
+        if s.get("clip_length"):
+            lines += ["For clip matching a \"keyframe\" is a frame on which a clip ran (keyframe ms: one clip "
+                      "of T frames; the other frames cost only their share of host work)."]
         return "\n".join(lines) + "\n"
 
 
@@ -103,7 +110,9 @@ def _pinned(core: int | None):
     return ProcessPinning(default_core() if core is None else core)
 
 
-def _timed_video(tracker, frames: list[np.ndarray]) -> list:
+def _timed_video(tracker, frames: list[np.ndarray]):
+    """The video's result, its per-frame timings covering the end-of-video work too (a
+    near-online tracker's last clip runs in ``finish``)."""
     tracker.reset()
     gc.collect()
     gc_was_enabled = gc.isenabled()
@@ -111,26 +120,31 @@ def _timed_video(tracker, frames: list[np.ndarray]) -> list:
     try:
         for frame in frames:
             tracker.step(frame)
+        return tracker.finish()
     finally:
         if gc_was_enabled:
             gc.enable()
-    return list(tracker.timings)
 
 
-def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: TrackerConfig | None = None,
-                backend: str | None = None, threads: int = 1, core: int | None = None) -> SweepReport:
+def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base=None,
+                backend: str | None = None, threads: int = 1, core: int | None = None,
+                options: dict[str, Any] | None = None) -> SweepReport:
     """Track every video of ``dataset`` (a :class:`~edgeseg.data.ytvis.YtvisDataset` with its
-    frame folder) at each T in ``reuses``; VIS AP and latency per T."""
+    frame folder) at each interval in ``reuses``; VIS AP and latency per interval.
+
+    ``base`` is the strategy's tracker config; without it one is made from ``options``
+    (``edgeseg track``'s thresholds) with the strategy's own defaults."""
     from edgeseg.eval.vis import evaluate_vis
     from edgeseg.export.manifest import input_spec_of
     from edgeseg.track.strategy import strategy_for
     from edgeseg.utils.progress import track as progress
 
-    base = base or TrackerConfig()
     category_of = label_to_category(dataset.categories)
     results: dict[int, list[dict[str, Any]]] = {t: [] for t in reuses}
     timings: dict[int, list] = {t: [] for t in reuses}
     strategy = strategy_for(artifact)
+    if base is None:
+        base = strategy.config(**(options or {})) if hasattr(strategy, "config") else TrackerConfig()
     pin = _pinned(core)
     with pin, blas_threads(threads):
         # Opened after pinning so any thread a runtime starts inherits the one core.
@@ -145,8 +159,9 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
                 # Frames decoded once per video and shared by every T (decoding is not timed).
                 frames = [dataset.load_frame(video, i) for i in range(video.length)]
                 for t, tracker in trackers.items():
-                    timings[t] += _timed_video(tracker, frames)
-                    results[t] += video_results(tracker.finish(), video.id, category_of)
+                    result = _timed_video(tracker, frames)
+                    timings[t] += result.timings
+                    results[t] += video_results(result, video.id, category_of)
         finally:
             session.close()
 
@@ -170,7 +185,9 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
                 "videos": len(dataset.videos), "frames_per_sweep": sum(v.length for v in dataset.videos),
                 "backend": session.backend, "threads": threads, "core": pin.core,
                 "weights": (m.weights or {}).get("path"), "tracker": {k: v for k, v in asdict(base).items()
-                                                                      if k not in ("reuse", "record")},
+                                                                      if k not in ("reuse", "stride", "record")},
+                "interval_name": getattr(strategy, "interval_name", "T"),
+                "clip_length": getattr(session, "clip_length", None),
                 "input": [spec.height, spec.width], "warmup_runs_per_graph": WARMUP_RUNS}
     return SweepReport(rows, settings)
 
