@@ -34,7 +34,8 @@ A track's mask on a frame is the mean of the probabilities every clip covering t
 frame gave it, then resized and thresholded as the image decoder does
 (:mod:`edgeseg.track.masks`); its class is the arg-max of its class probabilities
 averaged over its clips, its score that mean probability. A frame is *final* once no
-later clip can cover it (frames before the next clip's start): :meth:`step` returns the
+later clip can cover it (frames before the next clip's start; only the end-of-video clip
+may cover final frames again, and then only to match on them): :meth:`step` returns the
 frames that became final (the tracker is near-online: a frame's result arrives up to
 T - 1 frames late), :meth:`finish` the video's tracks (YouTube-VIS results through
 :func:`edgeseg.track.results.video_results`).
@@ -297,13 +298,19 @@ class ClipMatchingTracker:
             for track in self.tracks:
                 if f not in track.count:
                     continue
-                prob = track.prob_sum.pop(f) / track.count.pop(f)
+                prob = track.prob_sum[f] / track.count[f]
                 inst = TrackedInstance(track.id, track.label, track.score, True, prob, self.assembler)
                 instances.append(inst)
                 if self.config.record and inst.mask.area:
                     track.masks[f] = inst.mask.rle()
             out.append(FrameInstances(f, instances))
         self._final = max(self._final, upto)
+        # Final frames stay matchable while a later clip can still share them (the end-of-
+        # video clip reaches back T - 1 frames); older ones are dropped.
+        oldest = self.frame_index - self.clip_length
+        for track in self.tracks:
+            for f in [f for f in track.count if f < oldest]:
+                del track.count[f], track.prob_sum[f]
         if timing is not None:
             timing.host_ms += (time.perf_counter() - t0) * 1e3
             timing.host_cpu_ms += (time.thread_time() - c0) * 1e3
