@@ -121,8 +121,9 @@ def test_streamed_batches_equal_one_pass_exactly():
     assert (streamed.min, streamed.max) == (one.min, one.max)
 
 
-def test_range_growth_keeps_at_least_half_the_bins_in_use():
-    h = AbsHistogram()
+@pytest.mark.parametrize("grid", ["pow2", "trt"])
+def test_range_growth_keeps_at_least_half_the_bins_in_use(grid):
+    h = AbsHistogram(grid=grid)
     h.add(np.float32([1.0]))
     h.add(np.float32([1000.0]))  # 1000x wider: 10 doublings
     assert h.total == 2
@@ -140,6 +141,51 @@ def test_all_zero_tensor_gives_zero_range():
     h = AbsHistogram()
     h.add(np.zeros(100, np.float32))
     assert h.total == 100 and h.amax_kl() == 0.0 and h.amax_minmax() == 0.0
+
+
+def _threshold(batches, grid):
+    h = AbsHistogram(grid=grid)
+    for b in batches:
+        h.add(np.asarray(b, np.float32))
+    return h
+
+
+def test_pow2_histogram_is_independent_of_the_order_of_the_images():
+    # The reported reproducer: a first batch with max 10, then one value of 10.5.
+    rng = np.random.default_rng(0)
+    first = np.concatenate([rng.standard_normal(200_000) * 2.0, [10.0]])
+    second = np.concatenate([rng.standard_normal(200_000) * 2.0, [10.5]])
+    a, b = _threshold([first, second], "pow2"), _threshold([second, first], "pow2")
+    assert np.array_equal(a.counts, b.counts) and a.inv_width == b.inv_width
+    assert a.amax_kl() == b.amax_kl()
+    one = _threshold([np.concatenate([first, second])], "pow2")  # and equal to one pass over everything
+    assert np.array_equal(one.counts, a.counts) and one.amax_kl() == a.amax_kl()
+    # TensorRT's rule, kept as an option, is not: the first batch sizes its bins.
+    ta, tb = _threshold([first, second], "trt"), _threshold([second, first], "trt")
+    assert ta.inv_width != tb.inv_width and ta.amax_kl() != tb.amax_kl()
+
+
+def test_pow2_keeps_full_resolution_where_trt_growth_halves_it():
+    # After growth, TensorRT's grid keeps the max in 1024..2047 of 2048 bins; pow2 always
+    # has at least 2048 bins below the max, so its thresholds are at least as fine.
+    rng = np.random.default_rng(1)
+    batches = [rng.standard_normal(50_000), rng.standard_normal(50_000) * 1.5]
+    trt, pow2 = _threshold(batches, "trt"), _threshold(batches, "pow2")
+    assert pow2.used_bins() >= 2048
+    top = int(np.nonzero(trt.counts)[0].max())
+    assert top < 2048 and pow2.bin_width < trt.bin_width
+    # same threshold region
+    assert abs(pow2.amax_kl() - trt.amax_kl()) < 0.15 * trt.amax_kl()
+
+
+def test_kl_smoothing_on_a_clipped_distribution_keeps_the_spike():
+    # A ReLU6 output: most mass below 6, a spike of saturated values exactly at 6. The
+    # eps smoothing must not let KL cut below the spike when it holds real mass.
+    rng = np.random.default_rng(2)
+    x = np.clip(np.abs(rng.standard_normal(200_000)) * 2.5, 0, 6)
+    h = _threshold([x], "pow2")
+    assert (x == 6).mean() > 0.01
+    assert h.amax_kl() >= 5.9
 
 
 def test_bin_count_must_be_a_power_of_two():

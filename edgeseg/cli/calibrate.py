@@ -26,8 +26,12 @@ import click
 @click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime threads (0 = all cores).")
 @click.option("--max-pass-mb", type=float, default=1024, show_default=True,
               help="Activation memory per pass; bigger graphs are calibrated in several passes.")
+@click.option("--histogram", type=click.Choice(["pow2", "trt"]), default="pow2", show_default=True,
+              help="pow2: bins on a power-of-two grid, the same ranges whatever the image order; trt: "
+                   "TensorRT's calibrator (2048 bins sized by the first image, doubled on overflow), to "
+                   "reproduce TensorRT's own ranges.")
 def calibrate(model, images_dir, method, percentile, num, seed, out, trt_cache, trt_version, threads,
-              max_pass_mb) -> None:
+              max_pass_mb, histogram) -> None:
     """Run images through MODEL.onnx and compute the range of every float activation.
 
     Activations are reduced to histograms as they arrive, so memory stays bounded
@@ -48,14 +52,15 @@ def calibrate(model, images_dir, method, percentile, num, seed, out, trt_cache, 
     path = resolve_artifact(model)
     res = run_calibration(path, images_dir, method=method, percentile=percentile, num=num or None, seed=seed,
                           out=out, trt_cache=trt_cache, trt_version=trt_version if trt_cache else None,
-                          threads=threads, max_pass_mb=max_pass_mb)
+                          threads=threads, max_pass_mb=max_pass_mb, histogram=histogram)
     console = Console()
     if res.spec_source == "graph":
         console.print("[yellow]note:[/yellow] no manifest.json beside the model: preprocessing uses the "
                       "graph's input size and ImageNet mean/std")
     t = res.table
     summary = Table(title=f"calibration of {Path(path).name}", show_header=False)
-    summary.add_row("method", t.method + (f" ({t.settings['percentile']}%)" if t.method == "percentile" else ""))
+    summary.add_row("method", t.method + (f" ({t.settings['percentile']}%)" if t.method == "percentile" else "")
+                    + f", {t.settings.get('histogram', 'pow2')} histogram")
     summary.add_row("images", f"{t.num_images} of {res.images.available} found"
                     + (f", {len(res.images.skipped)} unreadable skipped" if res.images.skipped else ""))
     summary.add_row("tensors", str(len(t)))

@@ -75,6 +75,28 @@ def print_export_summary(result) -> None:
     console.print(f"[green]wrote[/green] {result.folder}/ (manifest.json)")
 
 
+def build_any(model_name: str, input_size, num_classes, weights, components, output_names, mean, std, decoder,
+              clip_length: int | None = None):
+    """A zoo model, or the user's own (``file.py:fn`` / ``package.module:fn``); returns (model, weights_info)."""
+    from edgeseg.models.user import build_user_model, is_user_entry
+
+    if is_user_entry(model_name):
+        if num_classes is not None:
+            raise EdgesegError("--num-classes applies to zoo models", "build your model with the class count you want")
+        if clip_length is not None:
+            raise EdgesegError("--clip-length applies to zoo clip models (IFC)",
+                               "build your model with the clip length you want")
+        return build_user_model(model_name, components=components, input_size=input_size,
+                                output_names=output_names, mean=mean, std=std, decoder=decoder, weights=weights)
+    user_only = {"--components": components, "--output-names": output_names, "--mean": mean, "--std": std,
+                 "--decoder": decoder}
+    given = [flag for flag, v in user_only.items() if v]
+    if given:
+        raise EdgesegError(f"{', '.join(given)} describe your own model; {model_name} is a zoo model with its own",
+                           f"drop {', '.join(given)}, or pass your model as path/to/file.py:build_fn")
+    return build_model(model_name, input_size, num_classes, weights, clip_length)
+
+
 @click.command("export")
 @click.argument("model_name", metavar="MODEL")
 @click.option("--weights", type=click.Path(dir_okay=False),
@@ -97,10 +119,23 @@ def print_export_summary(result) -> None:
               help="--to tflite: INT8 ranges from edgeseg's calibration table, or TFLite's own min/max.")
 @click.option("--tnn-device", type=click.Choice(["arm", "x86"]), default="arm", show_default=True,
               help="--to tnn: refuse layers that would fail on this device.")
-def export(model_name, weights, input_size, num_classes, clip_length, out_dir, simplifier, graphs, plan_spec, calib_dir,
-           calib_num, targets, calib_source, tnn_device) -> None:
+@click.option("--components", help="Your own model: COMPONENT=module.path,... (default: its top-level children); "
+                                   "a foreign .onnx: COMPONENT=REGEX over node names.")
+@click.option("--output-names", help="Your own model: names of forward's outputs, comma-separated "
+                                     "(default: its output_names attribute, else output0, output1...).")
+@click.option("--mean", help="Your own model: per-channel mean on 0..255 pixels (default ImageNet's: 123.675,116.28,103.53).")
+@click.option("--std", help="Your own model: per-channel std on 0..255 pixels (default ImageNet's: 58.395,57.12,57.375).")
+@click.option("--decoder", help="Your own model: how to decode its outputs for AP (eval, sweep): a family name "
+                                "(mobileinst, ...) or module:function.")
+def export(model_name, weights, input_size, num_classes, clip_length, out_dir, simplifier, graphs, plan_spec,
+           calib_dir, calib_num, targets, calib_source, tnn_device, components, output_names, mean, std,
+           decoder) -> None:
     """Export MODEL to ONNX (opset 17, static shapes), tag every node with its component,
     check parity against PyTorch, and write the artifact folder with manifest.json.
+
+    MODEL is a zoo name (`edgeseg models`), your own model as path/to/file.py:build_fn or
+    package.module:build_fn (imported, never unpickled; build_fn() returns the nn.Module),
+    or an ONNX file from elsewhere (copied into the folder, tagged by --components patterns).
 
     \b
     Example:
@@ -111,20 +146,53 @@ def export(model_name, weights, input_size, num_classes, clip_length, out_dir, s
       edgeseg export mobileinst_topformer --to tnn --plan "*=fp16"
       edgeseg export mobileinst_topformer --to tflite --plan mixed --calib data/val
       edgeseg export ifc_topformer_synth --weights zoo --clip-length 5 -o out/ifc_t5
+      edgeseg export examples/tiny_user_model.py:build_model --input-size 128 \
+          --components backbone=backbone,neck=neck,head=head -o out/mine
+      edgeseg export their_model.onnx --components backbone=^/backbone/,head=^/head/ -o out/theirs
     """
+    if model_name.endswith(".onnx"):
+        from edgeseg.export.foreign import export_foreign
+        from edgeseg.models.user import parse_mapping
+
+        given = [f for f, v in (("--weights", weights), ("--num-classes", num_classes), ("--input-size", input_size),
+                                ("--output-names", output_names), ("--graphs", graphs),
+                                ("--clip-length", clip_length)) if v]
+        if given:
+            raise EdgesegError(f"{', '.join(given)} cannot change an ONNX file", "drop them; re-export the source model")
+        if calib_dir and not plan_spec:
+            raise EdgesegError("--calib is only used with --plan", "add --plan SPEC, e.g. --plan backbone=int8,*=fp16")
+        patterns = parse_mapping(components, "--components", "backbone=^/backbone/,head=^/head/")
+        result = export_foreign(model_name, Path(out_dir or Path("out") / Path(model_name).stem), patterns,
+                                mean=mean, std=std, decoder=decoder)
+        print_export_summary(result)
+        _convert(result, plan_spec, calib_dir, calib_num, targets, calib_source, tnn_device)
+        return
+    model, winfo = build_any(model_name, input_size, num_classes, weights, components, output_names, mean, std,
+                             decoder, clip_length)
+    _export_module(model, winfo, out_dir, simplifier, graphs, plan_spec, calib_dir, calib_num, targets,
+                   calib_source, tnn_device)
+
+
+def _export_module(model, winfo, out_dir, simplifier, graphs, plan_spec, calib_dir, calib_num,
+                   targets, calib_source, tnn_device) -> None:
     from edgeseg.export.onnx import export_onnx
 
-    model, winfo = build_model(model_name, input_size, num_classes, weights, clip_length)
     if calib_dir and not plan_spec:
         raise EdgesegError("--calib is only used with --plan", "add --plan SPEC, e.g. --plan backbone=int8,*=fp16")
     if plan_spec:  # fail on a bad plan or image folder before the export work
         from edgeseg.quantize.pipeline import check_plan_for_model
 
         check_plan_for_model(model, plan_spec, calib_dir)
-    out = Path(out_dir or Path("out") / model_name)
+    out = Path(out_dir or Path("out") / model.model_name)
     result = export_onnx(model, out, simplifier=simplifier, weights=winfo,
                          graphs=tuple(g.strip() for g in graphs.split(",")) if graphs else None)
     print_export_summary(result)
+    _convert(result, plan_spec, calib_dir, calib_num, targets, calib_source, tnn_device)
+
+
+def _convert(result, plan_spec, calib_dir, calib_num, targets, calib_source, tnn_device) -> None:
+    """--plan and --to on a freshly exported folder."""
+    outcome = None
     if plan_spec:
         from edgeseg.cli.quantize import print_quantize_outcome
         from edgeseg.quantize.pipeline import quantize_exported
@@ -134,12 +202,12 @@ def export(model_name, weights, input_size, num_classes, clip_length, out_dir, s
     if "tnn" in targets:
         from edgeseg.export.tnn.artifacts import export_tnn_graphs, print_tnn_results
 
-        table = outcome.calibration.table_path if plan_spec and outcome.calibration else None
+        table = outcome.calibration.table_path if outcome and outcome.calibration else None
         paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
         print_tnn_results(export_tnn_graphs(paths, plan_spec, table, tnn_device))
     if "tflite" in targets:
         from edgeseg.export.tflite import export_tflite_graphs, print_tflite_results
 
-        table = outcome.calibration.table_path if plan_spec and outcome.calibration else None
+        table = outcome.calibration.table_path if outcome and outcome.calibration else None
         paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
         print_tflite_results(export_tflite_graphs(paths, plan_spec, table, calib_dir, calib_source))

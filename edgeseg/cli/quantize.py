@@ -41,8 +41,12 @@ def print_fidelity(report, console) -> None:
               help="Storage of int8 activations. Same symmetric grid either way (uint8 uses zero point 128); "
                    "uint8 gets ONNX Runtime's integer kernels on x86, int8 is what TensorRT's QDQ path wants.")
 @click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime threads for fidelity (0 = all).")
+@click.option("--components", "components_text",
+              help="For an ONNX not exported by edgeseg: components as NAME=REGEX over node names "
+                   "(e.g. backbone=^/backbone/,head=^/head/), recorded in a manifest.json beside it. "
+                   "Whole-model plans ('*=fp16', int8) need none.")
 def quantize(model, plan_spec, calib, out, fidelity_images, no_fidelity, fidelity_num, seed, activation_type,
-             threads) -> None:
+             threads, components_text) -> None:
     """Apply a per-component precision plan to MODEL.onnx: INT8 components get QDQ
     (per-channel weights, calibrated activations), FP16 components run in float16 with
     casts only at their boundaries, FP32 components are left exactly as they are.
@@ -53,14 +57,18 @@ def quantize(model, plan_spec, calib, out, fidelity_images, no_fidelity, fidelit
           --plan backbone=int8,mask_decoder=int8,instance_decoder=fp16 \\
           --calib out/mobileinst/mobileinst_topformer.kl.calib.json
       edgeseg quantize model.onnx --plan '*=fp16'
+      edgeseg quantize their_model.onnx --components backbone=^/backbone/,head=^/head/ \
+          --plan backbone=int8,head=fp16 --calib table.json
     """
+    from edgeseg.models.user import parse_mapping
     from edgeseg.quantize.pipeline import run_quantize
     from edgeseg.runtimes.base import resolve_artifact
 
+    components = parse_mapping(components_text, "--components", "backbone=^/backbone/,head=^/head/") or None
     path = resolve_artifact(model)
     res = run_quantize(path, plan_spec, calib, out=out, fidelity_images=fidelity_images,
                        fidelity_num=fidelity_num, seed=seed, activation_type=activation_type, threads=threads,
-                       with_fidelity=not no_fidelity)
+                       with_fidelity=not no_fidelity, components=components)
     print_quantize_outcome(res)
 
 

@@ -96,11 +96,10 @@ class Manifest:
             components={c: {"module": path} for c, path in model.component_map.components.items()},
             presets=dict(getattr(model, "precision_presets", {})),
             weights=weights,
-            family=getattr(model, "family", None),
-            # A user model's decoder reference is a string; a family's module may well have
-            # a sub-module called ``decoder`` (IFC's transformer decoder), which is not one.
-            decoder=_string_or_none(getattr(model, "decoder", None)),
-            source=_string_or_none(getattr(model, "source", None)),
+            # Namespaced for user modules: their own children may be called "decoder" or "source".
+            family=_str_or_none(getattr(model, "family", None)),
+            decoder=_str_or_none(getattr(model, "edgeseg_decoder", None)),
+            source=getattr(model, "edgeseg_source", None),
         )
 
     # ----------------------------------------------------------------- io
@@ -150,7 +149,7 @@ class Manifest:
             raise EdgesegError(f"{p} is not valid JSON: {e}", "re-export the model with `edgeseg export`") from e
 
 
-def _string_or_none(value: Any) -> str | None:
+def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 

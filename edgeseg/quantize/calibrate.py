@@ -17,14 +17,31 @@ are not constants). QDQ quantizes a subset of them that depends on the precision
 calibrating all of them once means one table serves every plan and every backend
 (TensorRT's cache wants a scale for every tensor it may run in INT8).
 
-KL follows TensorRT's EntropyCalibration2: a 2048-bin histogram of ``|x|``; for every
-candidate threshold from bin 128 to the last bin, the bins above it are folded into the
+Histograms (``histogram=``): the default, ``pow2``, puts the bins on an absolute grid of
+power-of-two widths (4096 bins; the width is the smallest power of two that holds the final
+max |x|), so the counts are the same whatever the order of the images, and the max always
+lies in the upper half: at least 2048 bins of resolution over [0, max]. ``trt`` reproduces
+TensorRT's calibrator: 2048 bins sized by the *first* batch, doubled (pairs merged) when a
+later batch exceeds them; its final bin width, and so the KL threshold, depends on which
+image came first (measured on MobileInst-TopFormer at 320 with 20 images: 350 of 390
+tensors ended with 2x wider bins than a fixed grid, 13 with 4x).
+
+KL follows TensorRT's EntropyCalibration2 on the histogram's used bins (2048 for ``trt``;
+2048..4096 for ``pow2``, the candidates starting at the same 1/16 of them); for every
+candidate threshold from the start bin to the last bin, the bins above it are folded into the
 last kept bin (reference P), the kept bins are merged into 128 quantization levels and
 expanded back over the non-empty bins (candidate Q), both are smoothed, and the
 candidate with the smallest KL(P || Q) wins (ties: the wider one). As in TensorRT, the
 count of bin 0 is replaced by that of bin 1 first: exact zeros (ReLU outputs) are exact
 at any scale and would otherwise drag every threshold down to the smallest candidate.
 The threshold is the upper edge of the last kept bin, capped at the observed max |x|.
+
+Smoothing: where P has mass and Q has none, KL is infinite; the reference (and TensorRT)
+avoids that by giving every empty bin ``eps`` (1e-4 of a count) taken evenly from the
+non-empty bins. The choice matters on clipped distributions (a ReLU6 output with a spike
+at 6): without it every candidate that cuts below the spike is infinitely bad; with it such
+candidates are merely very bad, and the threshold can land a little below the spike when
+the mass there is small. ``tests/test_calibrate.py`` pins the behaviour on such a case.
 """
 
 from __future__ import annotations
@@ -42,7 +59,9 @@ from edgeseg.errors import EdgesegError
 from edgeseg.quantize.cache import CalibrationTable, TensorRange
 
 METHODS = ("kl", "minmax", "percentile")
-DEFAULT_NUM_BINS = 2048
+DEFAULT_NUM_BINS = 2048   # TensorRT's histogram size (``histogram="trt"``)
+POW2_NUM_BINS = 4096      # the order-independent grid: the max lands in bins 2048..4095
+HISTOGRAMS = ("pow2", "trt")
 DEFAULT_PERCENTILE = 99.99
 KL_QUANTIZED_BINS = 128  # int8 has 128 levels on each side of zero
 KL_START_BIN = 128
@@ -54,26 +73,47 @@ DEFAULT_MAX_PASS_MB = 1024
 class AbsHistogram:
     """Streaming histogram of ``|x|`` over ``[0, num_bins / inv_width)`` with exact growth.
 
-    Bin of a value: ``floor(|x| * inv_width)`` computed in float32. The first non-zero
-    batch sets ``inv_width = (num_bins - 1) / max|x|`` (the maximum lands in the last bin,
-    never on the upper edge). When a later batch exceeds the range, ``inv_width`` is
-    halved as often as needed and pairs of old bins are merged. Halving a float is exact
-    and ``floor(floor(y) / 2) == floor(y / 2)``, so the merged counts are exactly what the
-    wider histogram would have counted: streaming batches gives the same counts as one
-    pass over all the data with the final bin width. Nothing is ever clipped or lost.
+    Bin of a value: ``floor(|x| * inv_width)`` computed in float32. When a batch exceeds the
+    range, ``inv_width`` is halved as often as needed and pairs of old bins are merged.
+    Halving a float is exact and ``floor(floor(y) / 2) == floor(y / 2)``, so the merged
+    counts are exactly what the wider histogram would have counted. Nothing is ever
+    clipped or lost.
+
+    ``grid="pow2"`` (order-independent): ``inv_width`` is a power of two, the first one
+    that holds the first batch's max; growth keeps it a power of two, so the final width is
+    the smallest power of two holding the overall max, *whatever the order of the batches*,
+    and the counts equal one pass over all the data at that width.
+    ``grid="trt"`` (TensorRT's rule): the first non-zero batch sets
+    ``inv_width = (num_bins - 1) / max|x|``; the final width depends on that first batch.
     """
 
-    def __init__(self, num_bins: int = DEFAULT_NUM_BINS, inv_width: float | None = None):
+    def __init__(self, num_bins: int | None = None, inv_width: float | None = None, grid: str = "pow2"):
+        if grid not in HISTOGRAMS:
+            raise EdgesegError(f"unknown histogram {grid!r}", f"use one of: {', '.join(HISTOGRAMS)}")
+        num_bins = num_bins or (POW2_NUM_BINS if grid == "pow2" else DEFAULT_NUM_BINS)
         if num_bins < 256 or num_bins & (num_bins - 1):
             # Power of two: every growth step halves the bin count in use by pairing bins.
             raise EdgesegError(f"histogram bin count {num_bins} is not a power of two >= 256",
                                "use 2048 (TensorRT's value) or another power of two")
+        self.grid = grid
         self.num_bins = num_bins
         self.counts = np.zeros(num_bins, dtype=np.int64)
         self.inv_width = None if inv_width is None else np.float32(inv_width)
         self.min = math.inf
         self.max = -math.inf
         self.nonfinite = 0
+
+    def _first_inv_width(self, amax: np.float32) -> np.float32:
+        if self.grid == "trt":
+            return np.float32((self.num_bins - 1) / float(amax))
+        # The largest power of two w^-1 with amax * w^-1 < num_bins (exact in float32).
+        e = math.floor(math.log2(self.num_bins / float(amax)))
+        inv = np.float32(2.0 ** e)
+        while amax * inv >= self.num_bins:
+            inv = np.float32(inv / np.float32(2))
+        while amax * np.float32(inv * np.float32(2)) < self.num_bins:
+            inv = np.float32(inv * np.float32(2))
+        return inv
 
     # ------------------------------------------------------------------ collect
     def add(self, x: np.ndarray, scratch: "_Scratch | None" = None) -> None:
@@ -98,7 +138,7 @@ class AbsHistogram:
             self.counts[0] += a.size  # zeros sit in bin 0 whatever the range becomes
             return
         if self.inv_width is None:
-            self.inv_width = np.float32((self.num_bins - 1) / float(amax))
+            self.inv_width = self._first_inv_width(amax)
         while amax * self.inv_width >= self.num_bins:
             self._double_range()
         work = scratch.floats(a.size) if scratch is not None else np.empty(a.size, np.float32)
@@ -152,14 +192,26 @@ class AbsHistogram:
     def amax_kl(self, num_quantized_bins: int = KL_QUANTIZED_BINS, start_bin: int = KL_START_BIN) -> float:
         if self.inv_width is None or self.total == 0:
             return self.absmax
-        counts = self.counts.copy()
+        used = self.used_bins()
+        counts = self.counts[:used].copy()
         # Exact zeros (a ReLU output is often half zeros) are exact in int8 at any scale.
         # Left in, their spike in bin 0 makes every candidate that merges bin 0 with its
         # neighbours look terrible, and KL collapses onto the smallest threshold. TensorRT's
         # calibrator (as its pytorch-quantization twin shows) replaces bin 0 by bin 1.
         counts[0] = counts[1]
-        i = kl_best_bin(counts, num_quantized_bins, start_bin)
+        # TensorRT starts at bin 128 of 2048: thresholds from 1/16 of the range. The pow2 grid
+        # uses 2048..4096 bins; the same fraction keeps the same candidate range.
+        start = max(num_quantized_bins, -(-start_bin * used // DEFAULT_NUM_BINS))
+        i = kl_best_bin(counts, num_quantized_bins, start)
         return self.edge(i)
+
+    def used_bins(self) -> int:
+        """Bins that can hold data: all of them for ``trt``; up to the max's bin for ``pow2``
+        (the grid's upper half may be empty: KL over empty bins is KL over nothing)."""
+        if self.grid == "trt" or self.inv_width is None:
+            return self.num_bins
+        top = int(np.float32(self.absmax) * self.inv_width) + 1
+        return max(min(top, self.num_bins), DEFAULT_NUM_BINS // 2)
 
 
 class _Scratch:
@@ -388,12 +440,15 @@ class HistogramCalibrator:
     per pass); ``compute(method)`` can be called any number of times afterwards.
     """
 
-    def __init__(self, model_path: str | os.PathLike, num_bins: int = DEFAULT_NUM_BINS,
+    def __init__(self, model_path: str | os.PathLike, num_bins: int | None = None,
                  max_pass_mb: float = DEFAULT_MAX_PASS_MB, threads: int = 0,
-                 tensors: Sequence[str] | None = None):
+                 tensors: Sequence[str] | None = None, histogram: str = "pow2"):
+        if histogram not in HISTOGRAMS:
+            raise EdgesegError(f"unknown histogram {histogram!r}", f"use one of: {', '.join(HISTOGRAMS)}")
         self.model_path = Path(model_path)
         self.model = load_onnx(self.model_path)
-        self.num_bins = num_bins
+        self.histogram = histogram
+        self.num_bins = num_bins or (POW2_NUM_BINS if histogram == "pow2" else DEFAULT_NUM_BINS)
         self.threads = threads
         self.max_pass_bytes = int(max_pass_mb * 2 ** 20)
         targets = select_tensors(self.model)
@@ -439,7 +494,7 @@ class HistogramCalibrator:
     def _hist(self, name: str) -> AbsHistogram:
         h = self.histograms.get(name)
         if h is None:
-            h = self.histograms[name] = AbsHistogram(self.num_bins)
+            h = self.histograms[name] = AbsHistogram(self.num_bins, grid=self.histogram)
         return h
 
     def collect(self, feeds: Iterable[dict[str, np.ndarray]],
@@ -532,8 +587,9 @@ def load_onnx(path: str | os.PathLike):
 
 
 def calibrate(model_path: str | os.PathLike, images, method: str = "kl",
-              percentile: float = DEFAULT_PERCENTILE, num_bins: int = DEFAULT_NUM_BINS,
-              max_pass_mb: float = DEFAULT_MAX_PASS_MB, threads: int = 0) -> CalibrationTable:
+              percentile: float = DEFAULT_PERCENTILE, num_bins: int | None = None,
+              max_pass_mb: float = DEFAULT_MAX_PASS_MB, threads: int = 0,
+              histogram: str = "pow2") -> CalibrationTable:
     """Calibrate ``model_path`` on an :class:`edgeseg.data.images.CalibrationImages` set."""
     from edgeseg.utils.hashing import sha256_file
 
@@ -541,7 +597,8 @@ def calibrate(model_path: str | os.PathLike, images, method: str = "kl",
         raise EdgesegError(f"unknown calibration method {method!r}", f"use one of: {', '.join(METHODS)}")
     if method == "percentile" and not 0 < percentile <= 100:
         raise EdgesegError(f"percentile {percentile} is outside (0, 100]", "use e.g. 99.99")
-    calibrator = HistogramCalibrator(model_path, num_bins=num_bins, max_pass_mb=max_pass_mb, threads=threads)
+    calibrator = HistogramCalibrator(model_path, num_bins=num_bins, max_pass_mb=max_pass_mb, threads=threads,
+                                     histogram=histogram)
     input_name = images.spec.name
     graph_inputs = [i.name for i in calibrator.model.graph.input
                     if i.name not in {x.name for x in calibrator.model.graph.initializer}]
@@ -551,7 +608,7 @@ def calibrate(model_path: str | os.PathLike, images, method: str = "kl",
     feeds = images.feeds()
     stats = calibrator.collect(feeds, total=len(images))
     ranges = calibrator.compute(method, percentile)
-    settings: dict[str, Any] = {"num_bins": num_bins, "passes": stats.passes}
+    settings: dict[str, Any] = {"histogram": histogram, "num_bins": calibrator.num_bins, "passes": stats.passes}
     if method == "kl":
         settings.update(num_quantized_bins=KL_QUANTIZED_BINS, start_bin=KL_START_BIN,
                         smoothing_eps=KL_SMOOTHING_EPS)

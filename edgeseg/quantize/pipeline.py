@@ -55,7 +55,7 @@ def run_calibration(model_path: str | os.PathLike, images_dir: str | os.PathLike
                     percentile: float = 99.99, num: int | None = 100, seed: int = 0,
                     out: str | os.PathLike | None = None, trt_cache: str | os.PathLike | None = None,
                     trt_version: str | None = None, threads: int = 0,
-                    max_pass_mb: float = 1024) -> CalibrationOutcome:
+                    max_pass_mb: float = 1024, histogram: str = "pow2") -> CalibrationOutcome:
     from edgeseg.data.images import select_images, spec_for_model
     from edgeseg.quantize.cache import write_trt_cache
     from edgeseg.quantize.calibrate import calibrate, load_onnx
@@ -67,7 +67,7 @@ def run_calibration(model_path: str | os.PathLike, images_dir: str | os.PathLike
     images = select_images(images_dir, spec, num=num, seed=seed)
     t0 = time.perf_counter()
     table = calibrate(model_path, images, method=method, percentile=percentile, threads=threads,
-                      max_pass_mb=max_pass_mb)
+                      max_pass_mb=max_pass_mb, histogram=histogram)
     seconds = time.perf_counter() - t0
     # Record which images were used (relative to the folder) so held-out sets can avoid them.
     table.settings["images_root"] = str(Path(images_dir).resolve())
@@ -82,7 +82,7 @@ def run_calibration(model_path: str | os.PathLike, images_dir: str | os.PathLike
     def record(m) -> None:
         folder = model_path.parent
         key = _in_folder(table_path, folder)
-        info = {"method": method, "num_images": table.num_images, "model": model_path.name,
+        info = {"method": method, "histogram": histogram, "num_images": table.num_images, "model": model_path.name,
                 "model_sha256": table.model_sha256, "images_sha256": table.images_sha256,
                 "tensors": len(table)}
         if key:
@@ -110,13 +110,26 @@ class QuantizeOutcome:
     features_path: Path | None = None  # the matching quantized features graph, when the export has one
 
 
-def parse_plan(model_path: Path, spec: str, onnx_model=None) -> PrecisionPlan:
-    """Parse against the manifest's components and presets, else the graph's component tags."""
+def parse_plan(model_path: Path, spec: str, onnx_model=None,
+               components: dict[str, str] | None = None) -> PrecisionPlan:
+    """Parse against the manifest's components and presets, else the graph's component tags.
+
+    A foreign ONNX (no manifest, no tags) takes whole-model plans as one component
+    (``model``), or component plans over ``components`` (name -> regex over node names),
+    which are then recorded in a manifest beside it (:mod:`edgeseg.export.foreign`).
+    """
+    from edgeseg.export import foreign
     from edgeseg.export.manifest import Manifest, find_manifest
     from edgeseg.export.tags import nodes_by_component
 
     if find_manifest(model_path) is not None:
         manifest = Manifest.load(model_path)
+        if components and not foreign.patterns_of(manifest):
+            raise EdgesegError(f"{model_path.name} was exported by edgeseg with its components "
+                               f"({', '.join(manifest.component_names())}); --components is for foreign ONNX files",
+                               "drop --components and name those components in --plan")
+        if components:
+            manifest = foreign.adopt(model_path, components)  # checks the recorded patterns agree
         if manifest.components:
             return manifest.plan(spec)
     if onnx_model is None:
@@ -124,10 +137,16 @@ def parse_plan(model_path: Path, spec: str, onnx_model=None) -> PrecisionPlan:
 
         onnx_model = load_onnx(model_path)
     comps = [c for c in nodes_by_component(onnx_model) if c]
-    if not comps:
-        raise EdgesegError(f"{model_path.name} has no component tags and no manifest",
-                           "export it with `edgeseg export`, which tags every node with its component")
-    return PrecisionPlan.parse(spec, comps)
+    if comps and not components:
+        return PrecisionPlan.parse(spec, comps)
+    if components:
+        return foreign.adopt(model_path, components).plan(spec)
+    try:
+        return PrecisionPlan.parse(spec, [foreign.WHOLE_MODEL])
+    except EdgesegError as e:
+        raise EdgesegError(f"{model_path.name} has no components (no edgeseg tags, no manifest): {e.problem}",
+                           "use a whole-model plan (--plan '*=fp16', --plan int8), or name components by "
+                           "node-name patterns: --components backbone=^/backbone/,head=^/head/") from None
 
 
 def default_output(model_path: Path, plan: PrecisionPlan) -> Path:
@@ -137,7 +156,8 @@ def default_output(model_path: Path, plan: PrecisionPlan) -> Path:
 def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.PathLike | CalibrationTable | None,
                  *, out: str | os.PathLike | None = None, fidelity_images: str | os.PathLike | None = None,
                  fidelity_num: int = 20, seed: int = 0, activation_type: str = "uint8",
-                 threads: int = 0, with_fidelity: bool = True, with_features: bool = True) -> QuantizeOutcome:
+                 threads: int = 0, with_fidelity: bool = True, with_features: bool = True,
+                 components: dict[str, str] | None = None) -> QuantizeOutcome:
     """Quantize, check the artifact runs, and report fidelity on held-out images.
 
     Held-out images come from ``fidelity_images``, else from the calibration folder
@@ -150,7 +170,7 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
 
     model_path = Path(model_path)
     onnx_model = load_onnx(model_path)
-    plan = parse_plan(model_path, plan_spec, onnx_model)
+    plan = parse_plan(model_path, plan_spec, onnx_model, components)
     del onnx_model
     table = None
     calib_name = None

@@ -583,8 +583,11 @@ def quantize_file(src: str | os.PathLike, plan: PrecisionPlan, table: Calibratio
     from edgeseg.utils import atomic
     from edgeseg.utils.hashing import sha256_file
 
+    from edgeseg.export.foreign import ensure_tagged
+
     src = Path(src)
     model = load_onnx(src)
+    ensure_tagged(model, src, list(plan.precisions))  # a foreign ONNX: tags from its patterns
     if table is not None and plan.needs_calibration:
         table.check_model(sha256_file(src), what=f"model than {src.name}")
     qmodel, report = quantize_model(model, plan, table, activation_dtype)
