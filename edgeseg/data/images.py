@@ -89,6 +89,9 @@ class ImageSet:
         for p in self.files:
             yield preprocess(load_image(p), self.spec)
 
+    def feeds(self) -> "Feeds":
+        return Feeds(self)
+
 
 @dataclass
 class ClipSet(ImageSet):
@@ -108,9 +111,6 @@ class ClipSet(ImageSet):
 
         for clip in self.clips:
             yield preprocess_clip([load_image(p) for p in clip], self.spec)
-
-    def feeds(self) -> "Feeds":
-        return Feeds(self)
 
 
 class Feeds:
