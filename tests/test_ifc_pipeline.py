@@ -151,3 +151,24 @@ def test_the_stride_sweep_prints_and_saves_the_table(ifc_artifact, synth_videos,
     assert report["settings"]["interval_name"] == "S" and report["settings"]["clip_length"] == T
     md = (tmp_path / "s.md").read_text()
     assert "| S | VIS AP |" in md and f"clips of T={T}" in md
+
+
+def test_the_clip_graph_converts_to_tnn_and_computes_what_onnx_runtime_does(ifc_artifact, tmp_path):
+    import shutil
+
+    from edgeseg.export.tnn import read_tnn
+    from edgeseg.export.tnn.artifacts import export_tnn_graphs
+    from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
+    from tests import tnn_reference as ref
+
+    folder = tmp_path / "ifc"
+    shutil.copytree(ifc_artifact, folder)
+    result = export_tnn_graphs([folder / "ifc_test.onnx"], None, None, "arm")[0]
+    x = np.random.default_rng(0).standard_normal((T, 3, INPUT, INPUT)).astype(np.float32)
+    got = ref.run(read_tnn(result.proto_path), {"image": x})
+    for name, want in OnnxRuntimeRuntime(folder / "ifc_test.onnx").run({"image": x}).items():
+        g = np.asarray(got[name]).reshape(want.shape)
+        assert np.abs(g - want).max() <= 1e-4 * max(1.0, np.abs(want).max()), name
+    # int8 on ARM: TNN cannot run the attention MatMuls of an int8 network (the preflight says so)
+    code, stdout, _ = run("check", folder, "--target", "tnn", "--plan", "mixed", "--json")
+    assert code == 1 and any(i["op_type"] == "MatMul" and i["severity"] == "error" for i in json.loads(stdout)["items"])
