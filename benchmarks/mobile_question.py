@@ -2,10 +2,11 @@
 reuse (MobileInst) on the same synthetic val videos and one pinned core.
 
     python benchmarks/mobile_question.py --dataset data/vis/ytvis/annotations/val.json \\
-        --ifc out/ifc_t5 --mobileinst out/mi_synth --plans fp32,mixed,int8_backbone -o reports/mobile_question
+        --ifc out/ifc_t5 --mobileinst out/mi_synth --ifc-plans "mixed;int8_backbone" \\
+        --mobileinst-plans "mixed;int8_backbone" -o reports/mobile_question
 
-For each method and plan (a graph of the artifact folder whose recorded plan has that
-name: ``fp32`` is the export, the others are written by ``edgeseg quantize``), every val
+For each method and plan (a graph of the artifact folder whose recorded precisions are
+that plan's: ``fp32`` is the export, the others are written by ``edgeseg quantize``), every val
 video is tracked by the family's video strategy (``edgeseg track --dataset``'s sweep:
 IFC at S = 1..T, MobileInst at T = 1, 3, 6), scored by VIS AP, and timed per frame on one
 pinned core with one-thread runtimes (model + host; the wall clock and this thread's CPU
@@ -32,13 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def graph_for_plan(folder: Path, plan: str) -> tuple[str, list[str]]:
-    """(frame/clip graph file, every graph file the tracker holds) of ``plan`` in an artifact folder."""
+    """(frame/clip graph file, every graph file the tracker holds) of ``plan`` (a preset name
+    or a spec) in an artifact folder, found by the precisions its manifest records."""
     from edgeseg.errors import EdgesegError
     from edgeseg.export.manifest import Manifest
+    from edgeseg.quantize.plan import PrecisionPlan
 
     m = Manifest.load(folder)
+    want = PrecisionPlan.parse(plan, m.component_names(), m.presets).precisions
     frames = [f for f, a in m.artifacts.items() if a.get("kind") == "onnx" and a.get("graph", "frame") == "frame"
-              and (a.get("precision") or {}).get("name") == plan]
+              and (a.get("precision") or {}).get("precisions") == want]
     if not frames:
         raise EdgesegError(f"{folder} has no frame graph with plan {plan!r}",
                            f"make it with `edgeseg quantize {folder}/<model>.onnx --plan {plan} --calib ...`")
@@ -118,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=Path, default=None, help="frame folder (default: JPEGImages beside)")
     ap.add_argument("--ifc", required=True, type=Path, help="IFC artifact folder (exported at T=5)")
     ap.add_argument("--mobileinst", required=True, type=Path, help="MobileInst artifact folder")
-    ap.add_argument("--plans", default="fp32,mixed", help="plan names present in both folders")
+    ap.add_argument("--ifc-plans", default="fp32;mixed",
+                    help="';'-separated plans (preset names or specs) quantized in the IFC folder")
+    ap.add_argument("--mobileinst-plans", default="fp32;mixed",
+                    help="';'-separated plans quantized in the MobileInst folder")
     ap.add_argument("--strides", default="1,2,3,4,5")
     ap.add_argument("--intervals", default="1,3,6")
     ap.add_argument("--max-ap-drop", type=float, default=1.0)
@@ -135,15 +142,17 @@ def main(argv: list[str] | None = None) -> int:
 
     frames_dir = args.videos or args.dataset.parent.parent / "JPEGImages"
     dataset = YtvisDataset(args.dataset, frames_dir)
-    plans = [p.strip() for p in args.plans.split(",") if p.strip()]
-    if "fp32" not in plans:
-        plans.insert(0, "fp32")
-    methods = [("IFC (T=5)", args.ifc, [int(s) for s in args.strides.split(",")], 1),
-               ("MobileInst kernel reuse", args.mobileinst, [int(t) for t in args.intervals.split(",")], 1)]
+    def plans_of(text: str) -> list[str]:
+        plans = [p.strip() for p in text.split(";") if p.strip()]
+        return plans if "fp32" in plans else ["fp32", *plans]
+
+    methods = [("IFC (T=5)", args.ifc, [int(s) for s in args.strides.split(",")], 1, plans_of(args.ifc_plans)),
+               ("MobileInst kernel reuse", args.mobileinst, [int(t) for t in args.intervals.split(",")], 1,
+                plans_of(args.mobileinst_plans))]
     out: dict[str, Any] = {"methods": {}}
     table = []
     core = None
-    for name, folder, intervals, default in methods:
+    for name, folder, intervals, default, plans in methods:
         results = []
         for plan in plans:
             print(f"{name}: {plan} at {intervals}", file=sys.stderr)

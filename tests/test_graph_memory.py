@@ -38,5 +38,7 @@ def test_activation_peak_follows_tensor_lifetimes(tmp_path):
 def test_the_measured_probe_reports_growth(tmp_path):
     from edgeseg.benchmark.memory import measured_peak_rss
 
+    big = np.ones(32_000_000)  # a 256 MB parent: the probe's own high-water mark must not inherit it
     r = measured_peak_rss([_chain(tmp_path)])
     assert r["peak_rss_mb"] >= 0 and r["process_peak_mb"] > r["peak_rss_mb"]
+    assert r["process_peak_mb"] < big.nbytes / 2 ** 20

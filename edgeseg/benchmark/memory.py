@@ -8,8 +8,8 @@
   need less, arenas with padding more.
 * :func:`measured_peak_rss` loads graphs in ONNX Runtime (one thread, as on one phone
   core) in a fresh process, runs them, and reports how much the process's peak resident
-  memory grew over the same process without the sessions: what this runtime really took,
-  allocator and arena overheads included.
+  memory (``VmHWM``, Linux) grew over the same process without the sessions: what this
+  runtime really took, allocator and arena overheads included.
 """
 
 from __future__ import annotations
@@ -102,10 +102,17 @@ def graph_memory(path: str | os.PathLike) -> GraphMemory:
 
 
 _PROBE = r"""
-import json, resource, sys
+import json, sys
 import numpy as np
 import onnxruntime as ort
 paths = json.loads(sys.argv[1])
+def hwm_kb():
+    # VmHWM belongs to this process's own address space; ru_maxrss would carry over the
+    # high-water mark of the parent that forked it.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise SystemExit("no VmHWM in /proc/self/status")
 def feeds(s):
     out = {}
     for i in s.get_inputs():
@@ -116,12 +123,12 @@ def feeds(s):
 so = ort.SessionOptions()
 so.intra_op_num_threads = 1
 so.inter_op_num_threads = 1
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = hwm_kb()
 sessions = [ort.InferenceSession(p, sess_options=so, providers=["CPUExecutionProvider"]) for p in paths]
 for _ in range(3):
     for s in sessions:
         s.run(None, feeds(s))
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = hwm_kb()
 print(json.dumps({"before_kb": before, "after_kb": after}))
 """
 
