@@ -3,7 +3,7 @@
 Each probe is a one-op ONNX graph (opset 17) converted by exactly the code the export
 uses (onnx2tf -> SavedModel -> TFLiteConverter with TFLITE_BUILTINS only), then run in
 LiteRT and compared with ONNX Runtime. The table it prints is the evidence behind
-``edgeseg/export/compat/tflite.py``; re-run it after upgrading onnx2tf or TensorFlow:
+``edgeseg/export/tflite/compat.py``; re-run it after upgrading onnx2tf or TensorFlow:
 
     .venv/bin/python benchmarks/tflite_op_support.py [OP ...]
 
@@ -153,8 +153,8 @@ def _torch_probes():
 
 def probe(name, model, root: Path) -> dict:
     from edgeseg.export import tags
-    from edgeseg.export.tflite import _work_copy
-    from edgeseg.export.tflite_convert import StageError, convert
+    from edgeseg.export.tflite.converter import _work_copy
+    from edgeseg.export.tflite.worker import StageError, convert
     from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
     from edgeseg.runtimes.tflite import TFLiteRuntime
 

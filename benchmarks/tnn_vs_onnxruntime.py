@@ -54,16 +54,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    import onnxruntime as ort
-
     from edgeseg.export.tnn import export_tnn
     from edgeseg.export.tnn.artifacts import plan_for
     from edgeseg.quantize.cache import CalibrationTable
+    from edgeseg.runtimes.onnxruntime import make_session
 
     onnx_path = Path(args.onnx)
     plan = plan_for(onnx_path, args.plan)
     table = CalibrationTable.load(args.table) if args.table else None
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    # Simulated Q/DQ: a QDQ reference must not carry this CPU's int8 kernel quirks.
+    sess = make_session(onnx_path, numerics="simulated")
     inputs = sess.get_inputs()
     inp = inputs[0]
     if len(inputs) > 1:

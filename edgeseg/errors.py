@@ -23,3 +23,10 @@ class DeviceError(EdgesegError):
     """A remote or local device failed (disconnected, timed out, tool missing)."""
 
     exit_code = 3
+
+
+class UsageError(EdgesegError):
+    """Bad usage or configuration where a verdict was expected (exit 2, like click's usage
+    errors), so CI can tell "could not check" from a real failure (exit 1)."""
+
+    exit_code = 2

@@ -46,6 +46,7 @@ echo "INFO: Memory footprint delta from the start of the tool (MB): init=1.5 ove
 # to a log file that the fake `logcat` tool prints (with logcat's own line prefix).
 TNNTEST = r'''#!/bin/sh
 # fake TNNTest (test stand-in): result goes to the fake logcat buffer, not stdout
+''' + _LOG_CALL + r'''
 model=""; ic=1; wc=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -107,9 +108,12 @@ def calls(root: Path, name: str) -> list[str]:
 
 # --------------------------------------------------------------------------- Jetson stand-ins
 TRTEXEC = r'''#!/bin/sh
-# fake trtexec (test stand-in): TensorRT 8.5.2's output format; latency of run i is i ms
-echo "&&&& RUNNING TensorRT.trtexec [TensorRT v8502] # trtexec $*"
-onnx=""; engine=""; load=""; iters=10; times=""; calib=""
+# fake trtexec (test stand-in): the output format of the TensorRT in FAKE_TRT_VERSION (a
+# TensorRT version code, default 8502 = 8.5.2); latency of run i is i ms. Like the real tools,
+# 8.x rejects --stronglyTyped and TensorRT 11 rejects the weak-typing flags it removed.
+ver=${FAKE_TRT_VERSION:-8502}
+echo "&&&& RUNNING TensorRT.trtexec [TensorRT v$ver] # trtexec $*"
+onnx=""; engine=""; load=""; iters=10; times=""; calib=""; prof=""; layers=""
 for a in "$@"; do
   case "$a" in
     --onnx=*) onnx=${a#*=} ;;
@@ -117,19 +121,36 @@ for a in "$@"; do
     --loadEngine=*) load=${a#*=} ;;
     --iterations=*) iters=${a#*=} ;;
     --exportTimes=*) times=${a#*=} ;;
+    --exportProfile=*) prof=${a#*=} ;;
+    --exportLayerInfo=*) layers=${a#*=} ;;
     --calib=*) calib=${a#*=} ;;
     --help) exit 0 ;;
+  esac
+  case "$a" in
+    --stronglyTyped) [ "$ver" -ge 100000 ] || { echo "[E] Unknown option: --stronglyTyped"; exit 1; } ;;
+    --int8|--fp16|--calib=*|--precisionConstraints=*|--layerPrecisions=*)
+      [ "$ver" -lt 110000 ] || { echo "[E] Unknown option: $a"; exit 1; } ;;
   esac
 done
 ''' + _LOG_CALL + r'''
 if [ -n "$onnx" ]; then
-  [ -f "$onnx" ] || { echo "[E] Could not open $onnx"; echo "&&&& FAILED TensorRT.trtexec [TensorRT v8502] # trtexec"; exit 1; }
+  [ -f "$onnx" ] || { echo "[E] Could not open $onnx"; echo "&&&& FAILED TensorRT.trtexec [TensorRT v$ver] # trtexec"; exit 1; }
   [ -z "$calib" ] || echo "CALIB_HEADER $(head -n 1 "$calib")" >> "$log"
   echo "engine built from $onnx" > "$engine"
-  echo "&&&& PASSED TensorRT.trtexec [TensorRT v8502] # trtexec"
+  echo "&&&& PASSED TensorRT.trtexec [TensorRT v$ver] # trtexec"
   exit 0
 fi
 [ -f "$load" ] || { echo "[E] Error opening engine file: $load"; exit 1; }
+if [ -n "$prof" ]; then
+  if [ -n "$FAKE_TRT_PROFILE" ]; then cp "$FAKE_TRT_PROFILE" "$prof"; else
+    printf '[\n  { "count" : %d }\n, { "name" : "layer0", "timeMs" : 1.0, "averageMs" : 0.1, "medianMs" : 0.1, "percentage" : 100 }\n]\n' "$iters" > "$prof"; fi
+  if [ -n "$layers" ]; then
+    if [ -n "$FAKE_TRT_LAYER_INFO" ]; then cp "$FAKE_TRT_LAYER_INFO" "$layers"; else
+      printf '{"Layers": ["layer0"],\n"Bindings": []}\n' > "$layers"; fi
+  fi
+  echo "&&&& PASSED TensorRT.trtexec [TensorRT v$ver] # trtexec"
+  exit 0
+fi
 {
   printf '[\n  { "count" : %d }' "$iters"
   i=1
@@ -144,7 +165,7 @@ echo "[11/21/2025-10:00:00] [I] === Performance summary ==="
 echo "[11/21/2025-10:00:00] [I] Throughput: 400.5 qps"
 echo "[11/21/2025-10:00:00] [I] Latency: min = 1 ms, max = $iters ms, mean = 5.5 ms, median = 5.5 ms, percentile(99%) = $iters ms"
 echo "[11/21/2025-10:00:00] [I] GPU Compute Time: min = 0.8 ms, max = 0.8 ms, mean = 0.8 ms, median = 0.8 ms, percentile(99%) = 0.8 ms"
-echo "&&&& PASSED TensorRT.trtexec [TensorRT v8502] # trtexec"
+echo "&&&& PASSED TensorRT.trtexec [TensorRT v$ver] # trtexec"
 '''
 
 TEGRASTATS = r'''#!/bin/sh

@@ -145,18 +145,17 @@ def test_harness_warms_up_once_for_a_loaded_runtime():
     assert t.calls == [(2, 4), (2, 0), (2, 0)]
 
 
-def test_artifact_facts_reads_plan_and_flags_stale_manifest(tmp_path):
+def test_artifact_facts_reads_plan_and_refuses_a_stale_manifest(tmp_path):
     plan = {"name": None, "spec": "backbone=int8,head=fp16", "precisions": {"backbone": "int8", "head": "fp16"}}
     folder = tiny_artifact_folder(tmp_path / "art", plan=plan)
     facts, got = artifact_facts(folder)
     assert got == plan
     assert facts["model"] == "tiny_conv" and facts["name"] == "tiny.onnx"
     assert facts["input_shape"] == [1, 3, 32, 32]
-    assert "manifest_sha256_mismatch" not in facts
     with open(folder / "tiny.onnx", "ab") as f:
-        f.write(b"\0")  # changed after export
-    facts, _ = artifact_facts(folder)
-    assert "manifest_sha256_mismatch" in facts
+        f.write(b"\0")  # changed after export: the manifest's model and plan no longer describe it
+    with pytest.raises(EdgesegError, match="not the file recorded"):
+        artifact_facts(folder)
     bare = tiny_conv_onnx(tmp_path / "bare" / "m.onnx")
     facts, got = artifact_facts(bare)
     assert got is None and "model" not in facts

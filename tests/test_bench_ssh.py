@@ -163,13 +163,17 @@ def test_jetson_benchmark_end_to_end(sshd, tmp_path):
     assert report.latency.source == "samples"
     assert report.latency.samples_ms == [3.0, 4.0, 5.0, 3.0, 4.0, 5.0]
     assert report.latency.n == 6 and report.latency.warmup == 4
-    build, timing = report.commands[0], report.commands[1]
+    build, profile, timing = report.commands[:3]
     assert "--saveEngine=" in build and "--buildOnly" in build  # TensorRT 8.5: no --skipInference yet
     for flag in ("--fp16", "--int8", "--precisionConstraints=obey",
                  "--layerPrecisions=/backbone/conv/Conv:int8,/backbone/act/Relu:int8,/head/conv/Conv:fp16"):
         assert flag in build
     assert "--calib=" in build
     assert "--loadEngine=" in timing and "--iterations=5" in timing and "--exportTimes=" in timing
+    assert "--exportProfile=" in profile and "--exportLayerInfo=" in profile  # the per-component run
+    assert report.runtime["typing"] == "weak" and report.runtime["tensorrt_source"] == "trtexec banner"
+    assert report.extra["per_component"]["available"]
+    assert "per_component_ms" in report.runtime  # one line in the report tables
     calls = fr.calls(t.workdir and Path(t.workdir), "trtexec")
     assert "CALIB_HEADER TRT-8502-EntropyCalibration2" in calls  # cache written for the device's TensorRT
     assert report.runtime["tensorrt"] == "8.5.2" and report.runtime["engine_built_now"] is True
@@ -221,7 +225,7 @@ def test_jetson_vanishing_mid_run_keeps_measured_blocks(tmp_path):
         def pull_the_plug():  # once the third timing run has started, the board loses power
             end = time.monotonic() + 60
             while time.monotonic() < end:
-                runs = [c for c in fr.calls(Path(t.workdir), "trtexec") if "--loadEngine" in c]
+                runs = [c for c in fr.calls(Path(t.workdir), "trtexec") if "--exportTimes" in c]
                 if len(runs) >= 3:
                     server.vanish()
                     return

@@ -332,4 +332,4 @@ def test_cli_empty_folder_fails_cleanly_without_a_table(tmp_path):
 
 def test_cli_help_shows_an_example():
     res = _run(["calibrate", "--help"])
-    assert res.exit_code == 0 and "Example:" in res.output and "edgeseg calibrate" in res.output
+    assert res.exit_code == 0 and "Examples:" in res.output and "edgeseg calibrate" in res.output

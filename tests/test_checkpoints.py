@@ -263,3 +263,62 @@ def test_safetensors_checkpoint_opens_as_an_artifact(tmp_path):
         ref = model(torch.from_numpy(feeds["image"]))
     np.testing.assert_allclose(out["logits"], ref[0].numpy(), atol=1e-6)
     assert out["logits"].shape[-1] == 3
+
+
+# ------------------------------------------------- older files and what a load left alone
+def test_weights_saved_without_batchnorm_counters_load_strictly(tmp_path):
+    """PyTorch before 0.4.1 saved no BatchNorm num_batches_tracked: such files are complete."""
+    src = _model(0)
+    old = {k: v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert len(old) < len(src.state_dict())  # the model does have BatchNorm counters
+    torch.save(old, tmp_path / "old.pth")
+    dst = _model(1)
+    report = load_weights(dst, tmp_path / "old.pth")
+    assert report.loaded == len(old) and not report.missing and not report.initial_keys
+    _assert_same(old, dst.state_dict())
+
+
+def test_backbone_load_reports_per_module_what_kept_its_initial_values(tmp_path):
+    """An ImageNet backbone has no SIM, and the decoders are not in it: all of that stays random."""
+    model = _topformer_tiny_model()
+    sd = {k: v for k, v in TopFormer("tiny").state_dict().items() if not k.startswith("SIM.")}
+    torch.save({"state_dict_ema": sd}, tmp_path / "topformer-T.pth")
+    report = load_weights(model, tmp_path / "topformer-T.pth")
+    loaded, initial = report.by_module()
+    n_sim = sum(1 for k in model.state_dict() if k.startswith("backbone.SIM.") and "num_batches" not in k)
+    assert n_sim > 0 and initial["backbone.SIM"] == n_sim
+    assert set(initial) == {"backbone.SIM", "mask_decoder", "instance_decoder"}
+    assert set(loaded) == {"backbone.tpm", "backbone.trans"} and sum(loaded.values()) == report.loaded
+    d = report.to_dict()
+    assert d["initial"] == sum(initial.values()) and d["initial_by_module"] == initial
+
+
+@pytest.mark.slow
+def test_export_says_what_weights_it_loaded_and_how_many_calibration_images_it_used(tmp_path):
+    """One export covers two silent cases of issue 12: random SIM/decoder tensors after an
+    ImageNet backbone, and --calib-num larger than the folder."""
+    import json
+
+    from tests.quant_models import make_images
+    from tests.test_cli_errors import run
+
+    torch.manual_seed(0)
+    backbone = create_model("mobileinst_test", input_size=(64, 64)).backbone.state_dict()
+    sd = {k: v for k, v in backbone.items() if not k.startswith("SIM.") and not k.endswith("num_batches_tracked")}
+    torch.save(sd, tmp_path / "backbone.pth")
+    images = make_images(tmp_path / "imgs", n=3, size=(64, 64))
+    code, out, err = run("export", "mobileinst_test", "--input-size", 64, "--weights", tmp_path / "backbone.pth",
+                         "--graphs", "frame", "-o", tmp_path / "out",
+                         "--plan", "int8", "--calib", images, "--calib-num", 50)
+    assert code == 0, err
+    text = " ".join(out.split())  # rich may wrap lines
+    assert f"loaded {len(sd)} tensors: backbone.tpm" in text
+    assert "kept initial values" in text and "backbone.SIM" in text and "mask_decoder" in text
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    load = manifest["weights"]["load"]
+    assert load["loaded"] == len(sd) and load["target"] == "backbone"
+    assert set(load["initial_by_module"]) == {"backbone.SIM", "mask_decoder", "instance_decoder"}
+    note = " ".join(err.split())
+    assert "--calib-num asked for 50 images" in note and "used all 3 readable ones" in note
+    calibrated = [h for h in manifest["history"] if h["step"] == "calibrate"]
+    assert calibrated and calibrated[0]["num_images"] == 3

@@ -281,4 +281,4 @@ def test_cli_eval_errors_are_one_clear_message(shapes, tmp_path):
 
 def test_cli_eval_help_shows_an_example():
     res = edgeseg("eval", "--help")
-    assert res.returncode == 0 and "Example:" in res.stdout and "edgeseg eval" in res.stdout
+    assert res.returncode == 0 and "Examples:" in res.stdout and "edgeseg eval" in res.stdout

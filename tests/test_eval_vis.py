@@ -203,3 +203,34 @@ def test_bad_ground_truth_is_one_clear_error(tmp_path):
     coco_like = {"images": [], "annotations": [], "categories": []}
     with pytest.raises(EdgesegError, match="COCO"):
         evaluate_vis(coco_like, [])
+
+
+def _two_videos(order):
+    """Two 1-frame videos (ids 1 and 2) of one category, listed in the JSON in ``order``."""
+    videos = {vid: {"id": vid, "file_names": [f"v{vid}/00000.jpg"], "width": W, "height": H, "length": 1}
+              for vid in (1, 2)}
+    return {
+        "videos": [videos[v] for v in order],
+        "categories": [{"id": 1, "name": "a"}],
+        "annotations": [{"id": vid, "video_id": vid, "category_id": 1, "iscrowd": 0,
+                         "segmentations": segs([G1[0]], encode_uncompressed)} for vid in order],
+    }
+
+
+def test_score_ties_across_videos_rank_by_ascending_video_id_not_json_order():
+    # Video 1 has a hit, video 2 a miss, both at score 0.5. YTVOSeval ranks ties by
+    # ascending video id: hit then miss -> precision 1 up to recall 0.5 -> AP 51/101.
+    # Ranking by JSON order (2 before 1) would give miss then hit -> precision 0.5 there.
+    results = [pred([G1[0]], 0.5, video=1), pred([box(10, 20, 10, 20)], 0.5, video=2)]
+    want = pytest.approx(100 * 51 / 101, abs=1e-3)
+    assert evaluate_vis(_two_videos([1, 2]), results)["AP"] == want
+    assert evaluate_vis(_two_videos([2, 1]), results)["AP"] == want
+
+
+def test_repeated_video_ids_are_evaluated_once():
+    gt = _two_videos([1, 2])
+    results = [pred([G1[0]], 0.9, video=1), pred([box(10, 20, 10, 20)], 0.5, video=2)]
+    once = evaluate_vis(gt, results, video_ids=[1, 2])
+    twice = evaluate_vis(gt, results, video_ids=[2, 1, 1, 2])
+    assert twice["videos"] == once["videos"] == 2 and twice["tracks"] == once["tracks"] == 2
+    assert twice["AP"] == once["AP"]

@@ -101,3 +101,110 @@ def test_spec_comes_from_manifest_else_from_graph(tmp_path):
     bare = make_model(tmp_path / "b", with_manifest=False)
     spec, source = spec_for_model(bare)
     assert source == "graph" and spec.name == "image" and spec.layout == "NCHW" and spec.height == 32
+
+
+# ------------------------------------------------------------ bit depths and colour modes
+def _png(path, pixels: np.ndarray, color_type: int) -> None:
+    """A 16-bit PNG written byte by byte (Pillow cannot write 16-bit colour)."""
+    import struct
+    import zlib
+
+    h, w = pixels.shape[:2]
+    raw = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+def _deep_gray(h=16, w=24, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 65536, (h, w)).astype(np.uint16)
+
+
+def test_16_bit_grayscale_png_is_scaled_not_clipped(tmp_path):
+    """Pillow's convert('RGB') clips I;16 to 255: almost every pixel of a real image came out white."""
+    from PIL import Image
+
+    from edgeseg.data.preprocess import load_image
+
+    deep = _deep_gray()
+    want = np.rint(deep / 257.0).astype(np.uint8)
+    Image.fromarray(deep).save(tmp_path / "pillow.png")  # Pillow writes I;16 grayscale
+    _png(tmp_path / "raw.png", deep, color_type=0)
+    for name in ("pillow.png", "raw.png"):
+        got = load_image(tmp_path / name)
+        assert got.shape == (16, 24, 3) and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, np.repeat(want[..., None], 3, axis=2))
+        assert (got == 255).mean() < 0.01
+
+
+def test_16_bit_images_calibrate_like_their_8_bit_versions(tmp_path):
+    """What calibration feeds the graph: a 16-bit file and its 8-bit rounding give the same tensor."""
+    from PIL import Image
+
+    deep = _deep_gray(seed=3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.fromarray(deep).save(tmp_path / "a" / "img.png")
+    Image.fromarray(np.rint(deep / 257.0).astype(np.uint8)).save(tmp_path / "b" / "img.png")
+    a = next(select_images(tmp_path / "a", SPEC).arrays())
+    b = next(select_images(tmp_path / "b", SPEC).arrays())
+    np.testing.assert_array_equal(a, b)
+
+
+def test_16_bit_colour_and_alpha_keep_the_high_byte(tmp_path):
+    from edgeseg.data.preprocess import load_image
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 65536, (8, 8, 3)).astype(np.uint16)
+    rgba = rng.integers(0, 65536, (8, 8, 4)).astype(np.uint16)
+    la = rng.integers(0, 65536, (8, 8, 2)).astype(np.uint16)
+    _png(tmp_path / "rgb.png", rgb, color_type=2)
+    _png(tmp_path / "rgba.png", rgba, color_type=6)
+    _png(tmp_path / "la.png", la, color_type=4)
+    np.testing.assert_array_equal(load_image(tmp_path / "rgb.png"), rgb >> 8)
+    np.testing.assert_array_equal(load_image(tmp_path / "rgba.png"), rgba[..., :3] >> 8)  # alpha dropped
+    np.testing.assert_array_equal(load_image(tmp_path / "la.png"), np.repeat((la[..., :1] >> 8), 3, axis=2))
+
+
+def test_palette_grayscale_and_alpha_images_become_their_rgb(tmp_path):
+    from PIL import Image
+
+    from edgeseg.data.preprocess import load_image
+
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    gray = rng.integers(0, 256, (8, 8)).astype(np.uint8)
+    alpha = rng.integers(0, 256, (8, 8)).astype(np.uint8)
+    palette = Image.fromarray(rgb).quantize(colors=16)
+    palette.save(tmp_path / "p.png", transparency=0)
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(np.dstack([gray, alpha]), "LA").save(tmp_path / "la.png")
+    Image.fromarray(gray).save(tmp_path / "l.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "p.png"), np.asarray(palette.convert("RGB")))
+    np.testing.assert_array_equal(load_image(tmp_path / "rgba.png"), rgb)
+    for name in ("la.png", "l.png"):
+        np.testing.assert_array_equal(load_image(tmp_path / name), np.repeat(gray[..., None], 3, axis=2))
+
+
+# ------------------------------------------------------------------ fewer images than --num
+def test_asking_for_more_images_than_the_folder_holds_is_said(folder):
+    chosen = select_images(folder, SPEC, num=50)
+    assert len(chosen) == 7 and "asked for 50 images" in chosen.shortfall() and "all 7" in chosen.shortfall()
+    assert select_images(folder, SPEC, num=7).shortfall() is None
+    assert select_images(folder, SPEC).shortfall() is None  # all of them, by request
+
+
+def test_calibrate_cli_says_how_many_images_it_used(tmp_path):
+    from tests.bench_helpers import tiny_artifact_folder
+    from tests.test_cli_errors import run
+
+    art = tiny_artifact_folder(tmp_path / "art")
+    images = make_images(tmp_path / "imgs", n=3, size=(32, 32))
+    code, out, err = run("calibrate", art / "tiny.onnx", "--images", images, "--num", 40, "-o", tmp_path / "t.json")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "--num asked for 40 images" in text and "used all 3 readable ones" in text

@@ -46,18 +46,12 @@ def test_unknown_option_names_the_close_match():
     assert "num_class" in e.value.problem and "num_classes" in e.value.fix
 
 
-@pytest.mark.parametrize("size", [(100, 128), (128, 96)])
-def test_input_size_must_be_a_multiple_of_64(size):
+@pytest.mark.parametrize("size, says", [((100, 128), "multiple of 64"), ((128, 96), "multiple of 64"),
+                                        ((0, 64), "must be positive"), ((64, 4160), "4096 pixels per side")])
+def test_input_size_must_be_a_positive_multiple_of_64_and_not_absurd(size, says):
     with pytest.raises(EdgesegError) as e:
         create_model("mobileinst_test", input_size=size)
-    assert "multiple of 64" in e.value.problem
-
-
-@pytest.mark.parametrize("size", [(0, 64), (64, -64), (100032, 100032)])
-def test_input_size_outside_what_any_device_runs_is_refused_before_building(size):
-    with pytest.raises(EdgesegError) as e:
-        create_model("mobileinst_test", input_size=size)
-    assert "outside 1..4096" in e.value.problem and "640" in e.value.fix
+    assert says in e.value.problem
 
 
 def test_defaults_follow_the_interface():

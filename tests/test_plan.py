@@ -66,3 +66,26 @@ def test_dict_round_trip_and_combinations():
     assert PrecisionPlan.from_dict(plan.to_dict()) == plan
     combos = all_combinations(COMPS)
     assert len(combos) == 8 and len({c.label() for c in combos}) == 8
+
+
+# ----------------------------------------------------------------------------- below components
+def test_units_inside_components_parse_and_round_trip():
+    comps = ["backbone", "neck", "head"]
+    p = PrecisionPlan.parse("backbone=int8,head=int8,head/cls=fp16,re:/proj/|/out{1,2}/=fp32", comps)
+    assert p.precisions == {"backbone": "int8", "neck": "fp32", "head": "int8"}
+    assert p.exceptions == {"head/cls": "fp16", "re:/proj/|/out{1,2}/": "fp32"}
+    assert PrecisionPlan.parse(p.spec(), comps) == p and PrecisionPlan.from_dict(p.to_dict()) == p
+    assert p.label().startswith("int8-fp32-int8-x") and p.label() != PrecisionPlan.parse(
+        "backbone=int8,head=int8,head/cls=int8", comps).label()
+    assert PrecisionPlan.parse("*=fp32,neck/a=int8", comps).needs_calibration
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("nek/x=int8", "not inside a component"),
+    ("head/=fp16", "names no module"),
+    ("re:(=fp16", "not a valid regular expression"),
+    ("head/a=fp16,head/a=int8", "appears twice"),
+])
+def test_bad_units_are_one_clear_error(spec, problem):
+    with pytest.raises(EdgesegError, match=problem):
+        PrecisionPlan.parse(spec, ["backbone", "neck", "head"])

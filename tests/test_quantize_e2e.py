@@ -26,7 +26,8 @@ def test_export_plan_calib_on_mobileinst(tmp_path):
     assert res.exit_code == 0, res.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert [h["step"] for h in manifest["history"]] == ["export", "calibrate", "quantize"]
-    name = "mobileinst_test.int8-int8-fp16.onnx"
+    # The spelled-out plan is MobileInst's "mixed" preset: same file name as `quantize --plan mixed`.
+    name = "mobileinst_test.mixed.onnx"
     entry = manifest["artifacts"][name]
     assert entry["fidelity"]["num_images"] == 2  # 6 images, 4 calibrate, 2 held out
     assert all(o["cosine"] > 0.9 for o in entry["fidelity"]["outputs"])

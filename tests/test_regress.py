@@ -5,6 +5,7 @@ latency-ratio growth, missing plan), warns on improvements, refuses incomparable
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -147,6 +148,29 @@ def test_calibrations_compare_by_ranges_when_both_sides_have_them():
     assert any("calibration ranges differ (ranges_sha256" in n for n in _cmp(changed, base).notes)
 
 
+def _with_numerics(d: dict, accuracy: str, int8_dot: str = "AVX512-VNNI") -> dict:
+    out = json.loads(json.dumps(d))
+    out["numerics"] = {"accuracy": accuracy, "latency": "fused", "host_isa": "x86_64: ...", "host_int8_dot": int8_dot}
+    return out
+
+
+def test_ap_measured_with_other_int8_numerics_is_refused():
+    base = _with_numerics(report_dict(), "fused")
+    with pytest.raises(EdgesegError, match="fused int8 numerics, the result's with simulated") as e:
+        _cmp(_with_numerics(report_dict(), "simulated"), base)
+    assert "--numerics fused" in e.value.fix
+    assert _cmp(_with_numerics(report_dict(), "simulated"), _with_numerics(report_dict(), "simulated")).passed
+
+
+def test_numerics_notes_for_an_old_baseline_and_another_int8_path():
+    old = report_dict()  # written before sweeps recorded numerics (their AP used fused kernels)
+    rep = _cmp(_with_numerics(report_dict(), "simulated"), old)
+    assert any("does not record its int8 numerics" in n for n in rep.notes)
+    avx2 = _with_numerics(report_dict(), "simulated", "AVX2 without VNNI (VPMADDUBSW, saturating int16 pairs)")
+    rep = _cmp(avx2, _with_numerics(report_dict(), "simulated"))
+    assert rep.passed and any("int8 paths differ (AVX512-VNNI -> AVX2 without VNNI" in n for n in rep.notes)
+
+
 def test_bad_tolerances():
     base = report_dict()
     with pytest.raises(EdgesegError, match="--ap-tol"):
@@ -189,9 +213,28 @@ def test_cli_error_paths(tmp_path, case):
         _write(result, report_dict())
         base = tmp_path / "nope.json"
     code, out, err = run_cli(["regress", result, "--baseline", base])
-    assert code == 1
+    assert code == 2  # no verdict: CI must not read it as a regression (exit 1)
     assert "error:" in err and "fix:" in err
     assert "Traceback" not in err
+
+
+def test_cli_bad_option_value_is_a_usage_error_not_a_regression(tmp_path):
+    base = _write(tmp_path / "base.json", report_dict())
+    code, out, err = run_cli(["regress", base, "--baseline", base, "--ap-tol", "-1"])
+    assert code == 2 and "--ap-tol" in err and "Traceback" not in err
+
+
+def test_cli_missing_plan_is_a_configuration_problem_unless_another_plan_regressed(tmp_path):
+    base = _write(tmp_path / "base.json", report_dict())
+    fewer = report_dict()
+    fewer["plans"] = [p for p in fewer["plans"] if p["name"] != "int8"]
+    result = _write(tmp_path / "fewer.json", fewer)
+    code, out, err = run_cli(["regress", result, "--baseline", base, "--json", tmp_path / "verdict.json"])
+    assert code == 2 and "did not measure 1 plan" in err and "--plans" in err
+    assert json.loads((tmp_path / "verdict.json").read_text())["passed"] is False
+    worse = doctored(fewer, "mixed", ap=30.0)
+    code, out, err = run_cli(["regress", _write(tmp_path / "worse.json", worse), "--baseline", base])
+    assert code == 1 and "FAILED: 1 of" in err and "1 baseline plan(s) not measured" in err
 
 
 def test_update_baseline_rewrites_it_atomically(tmp_path):
@@ -213,3 +256,47 @@ def test_update_baseline_rewrites_it_atomically(tmp_path):
     code, out, _ = run_cli(["regress", result, "--baseline", base, "--update-baseline"])
     assert code == 0 and "replaced baseline" in out
     assert json.loads(base.read_text())["model"]["checkpoint_sha256"] == "9" * 64
+
+
+# ------------------------------------------------------------------ scripts/ci-regress.sh
+FAKE_EDGESEG = """#!/usr/bin/env bash
+# Stands in for edgeseg: logs each verb; `regress` exits with $FAKE_RC (first call) or
+# $FAKE_RC2 (later calls) and writes the verdict JSON the script reads.
+echo "$1" >> "$FAKE_LOG"
+if [ "$1" = regress ]; then
+  n=$(grep -c '^regress$' "$FAKE_LOG")
+  rc=$FAKE_RC; [ "$n" -gt 1 ] && rc=$FAKE_RC2
+  for ((i = 1; i <= $#; i++)); do
+    if [ "${!i}" = --json ]; then j=$((i + 1)); mkdir -p "$(dirname "${!j}")"
+      echo "{\\"latency_only_failure\\": $FAKE_LATENCY_ONLY}" > "${!j}"; fi
+  done
+  exit "$rc"
+fi
+exit 0
+"""
+
+
+@pytest.mark.parametrize("rc, latency_only, rc2, want_rc, want_sweeps", [
+    (0, "false", 0, 0, 1),
+    (2, "false", 0, 2, 1),   # no verdict: passed on as 2, nothing re-measured
+    (1, "false", 0, 1, 1),   # an AP regression: fails at once
+    (1, "true", 0, 0, 2),    # latency only: re-measured once, the second run decides
+    (1, "true", 1, 1, 2),
+])
+def test_ci_script_passes_the_gates_exit_codes_on(tmp_path, rc, latency_only, rc2, want_rc, want_sweeps):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    fake = tmp_path / "edgeseg"
+    fake.write_text(FAKE_EDGESEG)
+    fake.chmod(0o755)
+    log = tmp_path / "log"
+    env = dict(os.environ, EDGESEG=str(fake), PYTHON=sys.executable, CI_REGRESS_OUT=str(tmp_path / "out"),
+               FAKE_LOG=str(log), FAKE_RC=str(rc), FAKE_RC2=str(rc2),
+               FAKE_LATENCY_ONLY=latency_only)
+    proc = subprocess.run(["bash", str(root / "scripts" / "ci-regress.sh")], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == want_rc, proc.stderr
+    assert log.read_text().split().count("sweep") == want_sweeps

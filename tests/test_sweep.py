@@ -186,6 +186,13 @@ def test_sweep_end_to_end_outputs_agree(tiny_sweep):
     assert "Fastest plan within 1 AP of FP32" in tiny_sweep["stdout"]
     assert best.spec in tiny_sweep["stdout"]
     assert "[3/3] int8" not in tiny_sweep["stderr"] and "[3/3] mixed" in tiny_sweep["stderr"]  # progress
+    # AP with simulated Q/DQ (the same on every host), latency with the fused kernels; both
+    # read back from the runtimes, recorded with the host's ISA in JSON and Markdown.
+    assert data["numerics"]["accuracy"] == "simulated" and data["numerics"]["latency"] == "fused"
+    assert data["numerics"]["host_isa"] and data["numerics"]["host_int8_dot"]
+    assert data["latency"]["runtime"]["numerics"] == "fused"
+    assert isinstance(data["latency"]["device_before"]["isa"], dict)
+    assert "int8 numerics: AP simulated, latency fused" in (out / "sweep.md").read_text()
 
 
 def test_sweep_ap_is_what_eval_measures(tiny_sweep):
@@ -197,6 +204,7 @@ def test_sweep_ap_is_what_eval_measures(tiny_sweep):
     file = tiny_sweep["out"] / "work" / "mobileinst_test" / mixed.file
     res = evaluate_artifact(file, tiny_sweep["val_json"], tiny_sweep["val"])
     assert res.metrics["AP"] == mixed.metrics["AP"] and res.detections == mixed.detections
+    assert res.numerics == rep.numerics["accuracy"] == "simulated"
 
 
 def test_regress_on_a_real_sweep(tiny_sweep, tmp_path):
@@ -265,8 +273,32 @@ def test_work_dir_of_someone_else_is_refused(tiny_sweep_inputs, tmp_path):
     (work / "mobileinst_test" / "precious.txt").write_text("keep me")
     code, _, err = run_cli(["sweep", inp["ckpt"], "--plans", "fp16", "--dataset", inp["val_json"],
                             "--work-dir", work, "-o", tmp_path / "rep"])
-    assert code == 1 and "was not made by `edgeseg sweep`" in err
+    assert code == 1 and "not an edgeseg sweep work folder" in err and "--overwrite" in err
     assert (work / "mobileinst_test" / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_rerun_replaces_only_the_sweeps_own_files(tiny_sweep_inputs, tmp_path):
+    """Reports folder and work folder: a second sweep replaces what the first wrote, keeps
+    the user's files, and a foreign non-empty work folder is used only with --overwrite."""
+    inp = tiny_sweep_inputs
+    rep, work = tmp_path / "rep", tmp_path / "work"
+    (work / "mobileinst_test").mkdir(parents=True)
+    (work / "mobileinst_test" / "precious.txt").write_text("keep me")
+    args = ["sweep", inp["ckpt"], "--plans", "fp16", "--dataset", inp["val_json"], "--runs", "2",
+            "--repeats", "1", "--work-dir", work, "-o", rep]
+    code, _, err = run_cli(args + ["--overwrite"])
+    assert code == 0, err
+    assert (work / "mobileinst_test" / "precious.txt").read_text() == "keep me"
+    (rep / "my_notes.md").write_text("mine")
+    stale = work / "mobileinst_test" / "mobileinst_test.fp16.onnx"
+    assert stale.is_file()
+    code, _, err = run_cli(args[:3] + ["fp32"] + args[4:])  # an earlier sweep's folders: no --overwrite needed
+    assert code == 0, err
+    assert not stale.exists()  # the first sweep's artifact, recorded in the work manifest, is gone
+    assert (work / "mobileinst_test" / "precious.txt").read_text() == "keep me"
+    assert (rep / "my_notes.md").read_text() == "mine"
+    assert json.loads((rep / "sweep.json").read_text())["plans"][0]["precisions"]["backbone"] == "fp32"
 
 
 def test_sweep_with_an_existing_calibration_table(tiny_sweep, tmp_path):
@@ -308,7 +340,20 @@ def test_unknown_backend_and_source_are_clear_errors(tmp_path):
     from edgeseg.quantize.sweep import _check_backend, describe_source
 
     with pytest.raises(EdgesegError, match="unknown sweep backend"):
-        _check_backend("tensorrt")
+        _check_backend("coreml")
+    import sys
+
+    saved = sys.modules.get("tensorrt")
+    sys.modules["tensorrt"] = None  # `import tensorrt` fails, as on a machine without it
+    try:
+        with pytest.raises(EdgesegError, match="TensorRT Python package is not installed") as e:
+            _check_backend("tensorrt")  # a known backend: one clear error with the install line
+        assert "edgeseg[tensorrt]" in e.value.fix
+    finally:
+        if saved is None:
+            del sys.modules["tensorrt"]
+        else:
+            sys.modules["tensorrt"] = saved
     with pytest.raises(EdgesegError, match="neither a file"):
         describe_source(str(tmp_path / "nothing_here"))
     (tmp_path / "m.onnx").write_bytes(b"x")
@@ -397,3 +442,16 @@ def test_zoo_name_uses_the_shipped_checkpoint(tiny_sweep_inputs, tmp_path, monke
     kind, path, manifest = describe_source("mobileinst_test")
     assert kind == "checkpoint" and path == tmp_path / "mobileinst_test.safetensors"
     assert manifest.model == "mobileinst_test" and manifest.model_cfg["num_classes"] == 4
+
+
+def test_sweep_says_when_calib_num_exceeds_the_folder(tiny_sweep, tmp_path):
+    art = tiny_sweep["out"] / "work" / "mobileinst_test"
+    n = len(list(tiny_sweep["train"].glob("*.png")))
+    code, _, err = run_cli(["sweep", art, "--calib", tiny_sweep["train"], "--calib-num", 50, "--plans", "int8",
+                            "--dataset", tiny_sweep["val_json"], "--runs", "2", "--repeats", "1", "--warmup", "0",
+                            "-o", tmp_path / "rep"])
+    assert code == 0, err
+    assert "--calib-num asked for 50 images" in err and f"used all {n} readable ones" in err
+    rep = load_sweep(tmp_path / "rep" / "sweep.json")
+    assert rep.calibration["num_images"] == n and rep.calibration["num_requested"] == 50
+    assert "(--calib-num 50: the folder holds no more)" in (tmp_path / "rep" / "sweep.md").read_text()

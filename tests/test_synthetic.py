@@ -4,6 +4,7 @@ atomic output and the `edgeseg data synth` command."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -251,19 +252,38 @@ def test_failure_midway_leaves_no_partial_output(tmp_path, monkeypatch):
 def test_unwritable_output_is_one_clear_error(tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("a file where a folder should be")
-    with pytest.raises(EdgesegError, match="cannot write the dataset") as e:
+    with pytest.raises(EdgesegError, match="cannot be created: .*file.txt is a file") as e:
         S.generate(blocker / "data", SMALL)
-    assert "writable" in e.value.fix
+    assert "folder" in e.value.fix
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
 
 
-def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
+def test_foreign_folder_needs_overwrite_and_keeps_the_users_files(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("precious")
-    with pytest.raises(EdgesegError, match="not an edgeseg synthetic dataset"):
-        S.generate(foreign, SMALL, overwrite=True)
+    with pytest.raises(EdgesegError, match="not an edgeseg synthetic dataset") as e:
+        S.generate(foreign, SMALL)
+    assert "--overwrite" in e.value.fix
+    # Before the fix, --overwrite refused outright; now it adds the dataset beside the
+    # user's file and never touches it.
+    S.generate(foreign, SMALL, overwrite=True)
     assert (foreign / "thesis.tex").read_text() == "precious"
+    assert (foreign / "synth.json").is_file() and (foreign / "coco" / "annotations" / "train.json").is_file()
+
+
+def test_regenerating_replaces_only_the_files_synth_json_lists(tmp_path):
+    out = tmp_path / "data"
+    S.generate(out, SMALL)
+    listed = set(json.loads((out / "synth.json").read_text())["files"])
+    assert listed == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"synth.json"}
+    (out / "coco" / "train" / "my_extra_image.png").write_bytes(b"the user's")
+    (out / "notes.txt").write_text("mine")
+    S.generate(out, dataclasses.replace(SMALL, train=1))
+    assert len(list((out / "coco/train").glob("0*.png"))) == 1  # the old, more numerous images are gone
+    assert (out / "coco" / "train" / "my_extra_image.png").read_bytes() == b"the user's"
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 # ----------------------------------------------------------------------- CLI
@@ -278,12 +298,8 @@ def test_cli_synth_end_to_end(tmp_path):
     assert len(ann["images"]) == 2 and ann["images"][0]["width"] == 96 and ann["images"][0]["height"] == 64
     assert len(json.loads((out / "ytvis/annotations/train.json").read_text())["videos"]) == 1
 
-    again = edgeseg(*args)  # existing folder without --overwrite: one clear error
-    assert again.returncode != 0
-    assert "already exists" in again.stderr and "--overwrite" in again.stderr
-    assert "Traceback" not in again.stderr
-
-    res = edgeseg(*args, "--overwrite", "--train", 1)
+    # An earlier synthetic dataset is ours: regenerated in place without --overwrite.
+    res = edgeseg(*args, "--train", 1)
     assert res.returncode == 0, res.stderr
     assert len(list((out / "coco/train").glob("*.png"))) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]  # no temp leftovers

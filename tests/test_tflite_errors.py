@@ -149,7 +149,7 @@ def test_unknown_op_is_refused(tmp_path):
 
 def test_op_without_onnx2tf_converter_is_refused(tmp_path, monkeypatch):
     # Every standard op onnx2tf lacks is refused from its ops folder; simulate one going missing.
-    from edgeseg.export.compat import tflite as compat
+    from edgeseg.export.tflite import compat
 
     real = compat._onnx2tf_has
     monkeypatch.setattr(compat, "_onnx2tf_has", lambda op, d: False if op == "Relu" else real(op, d))
@@ -161,7 +161,7 @@ def test_op_without_onnx2tf_converter_is_refused(tmp_path, monkeypatch):
 def test_flex_op_inside_the_converter_fails_cleanly(tmp_path, monkeypatch):
     """With the preflight bypassed, Erf reaches TFLite's converter (builtins only): the child
     process must report the op by name, leave no artifact and keep its log."""
-    from edgeseg.export.compat import tflite as compat
+    from edgeseg.export.tflite import compat
 
     monkeypatch.setattr(compat, "FLEX_OPS", {})
     path = _one_op_model("Erf", tmp_path / "erf.onnx")

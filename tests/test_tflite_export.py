@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from edgeseg.export import tflite_flatbuffer as fb
+from edgeseg.export.tflite import flatbuffer as fb
 from edgeseg.export.manifest import Manifest
 from edgeseg.export.tflite import export_tflite
 from edgeseg.runtimes.base import load_runtime
@@ -146,7 +146,7 @@ def _int8_params(path):
 def test_ranges_written_equal_the_table(setup, int8):
     """Read the quantization parameters back from the flatbuffer: scale and zero point of
     every tensor we gave a range must be TFLite's asymmetric int8 encoding of that range."""
-    from edgeseg.export.tflite_convert import table_range
+    from edgeseg.export.tflite.worker import table_range
 
     side = json.loads(int8.report.read_text())
     written = side["calibration"]["ranges"]

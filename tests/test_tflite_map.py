@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgeseg.export.tflite_convert import StageError, flex_ops_in, io_layout, sanitize_key, table_range
-from edgeseg.export.tflite_flatbuffer import ModelView, OpView, TensorView
-from edgeseg.export.tflite_map import ConversionRecord, float_ops, map_model, ops_of_precision
+from edgeseg.export.tflite.worker import StageError, flex_ops_in, io_layout, sanitize_key, table_range
+from edgeseg.export.tflite.flatbuffer import ModelView, OpView, TensorView
+from edgeseg.export.tflite.mapping import ConversionRecord, float_ops, map_model, ops_of_precision
 
 pytestmark = pytest.mark.tflite
 

@@ -40,7 +40,7 @@ def test_litert_interpreter_runs_with_xnnpack(tmp_path):
     """One thread, and XNNPACK takes the graph (delegated ops show up as a DELEGATE node)."""
     from ai_edge_litert import interpreter as litert
 
-    from edgeseg.export.tflite_flatbuffer import describe
+    from edgeseg.export.tflite.flatbuffer import describe
     from edgeseg.runtimes.tflite import TFLiteRuntime
 
     import tensorflow as tf

@@ -58,13 +58,40 @@ def test_track_frame_folder_writes_results_and_overlay(tiny_mobileinst, synth_vi
     assert all(len(i["segmentations"]) == n for i in items)
     assert {tuple(s["size"]) for i in items for s in i["segmentations"] if s} == {FRAME_HW}
     assert len({i["track_id"] for i in items}) == len(items)
-    pngs = sorted(ov.iterdir())
+    pngs = sorted(ov.glob("*.png"))
     assert [p.name for p in pngs] == [f"{i:05d}.png" for i in range(n)]
+    # The frames are listed in the folder's marker: the only files a later overlay may replace.
+    assert json.loads((ov / ".edgeseg.json").read_text())["files"] == [p.name for p in pngs]
+    assert sorted(p.name for p in ov.iterdir()) == sorted([".edgeseg.json"] + [p.name for p in pngs])
     from PIL import Image
 
     first = np.asarray(Image.open(pngs[0]))
     raw = np.asarray(Image.open(folder / sorted(os.listdir(folder))[0]))
     assert first.shape == raw.shape and not np.array_equal(first, raw)  # tinted where masks are
+
+
+def test_track_outputs_never_replace_the_users_files(tiny_mobileinst, synth_videos, tmp_path):
+    """Before: --overlay DIR replaced the whole folder and -o overwrote any file."""
+    folder, video = _video0(synth_videos)
+    ov, res = tmp_path / "ov", tmp_path / "results.json"
+    ov.mkdir()
+    (ov / "holiday.png").write_bytes(b"the user's photo")
+    base = ["track", folder, "--artifact", tiny_mobileinst.folder, "--reuse", 3, *LOW]
+    code, _, err = run(*base, "--overlay", ov)
+    assert code == 1 and "is not empty" in err and "--overwrite" in err
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "data"}')
+    code, _, err = run(*base, "-o", mine)
+    assert code == 1 and "edgeseg did not write it" in err and mine.read_text() == '{"my": "data"}'
+
+    code, _, err = run(*base, "-o", res, "--overlay", ov, "--overwrite")
+    assert code == 0, err
+    assert (ov / "holiday.png").read_bytes() == b"the user's photo"
+    assert len(list(ov.glob("0*.png"))) == video["length"]
+    code, _, err = run(*base, "-o", res, "--overlay", ov)  # edgeseg's own outputs: replaced freely
+    assert code == 0, err
+    assert (ov / "holiday.png").read_bytes() == b"the user's photo"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.json", "ov", "results.json"]
 
 
 def test_T1_and_T3_share_keyframe_masks(tiny_mobileinst, synth_videos, tmp_path):
@@ -106,6 +133,13 @@ def test_track_video_file_and_mp4_overlay(tiny_mobileinst, synth_videos, tmp_pat
         decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(decoded) == len(frames) and decoded[0].shape == (*FRAME_HW, 3)
     check_results(json.loads((tmp_path / "r.json").read_text()), {1: len(frames)})
+    # The overlay video carries edgeseg's comment tag; the user's clip does not.
+    from edgeseg.utils.outputs import written_by_edgeseg
+
+    assert written_by_edgeseg(tmp_path / "tracked.mp4") and not written_by_edgeseg(clip)
+    code, _, err = run("track", clip, "--artifact", tiny_mobileinst.folder, "-o", tmp_path / "r.json",
+                       "--overlay", clip, "--overwrite", *LOW)
+    assert code == 1 and "is an input of this command" in err  # never over the input, even with --overwrite
 
 
 def test_results_of_ground_truth_score_100(synth_videos, tmp_path):

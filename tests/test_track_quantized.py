@@ -59,8 +59,12 @@ def test_quantized_frame_graph_alone_cannot_reuse(planned):
 def test_features_graph_is_made_at_the_same_plan_and_scales(planned, tmp_path):
     folder = tmp_path / "art"
     shutil.copytree(planned, folder)
-    rts = open_video_runtimes(folder / "mobileinst_test.mixed.onnx", reuse=3, make_features=True)
+    # Simulated Q/DQ: the comparison below is about the quantization of the two graphs, not
+    # about this CPU's int8 kernels.
+    rts = open_video_runtimes(folder / "mobileinst_test.mixed.onnx", reuse=3, make_features=True,
+                              numerics="simulated")
     try:
+        assert rts.frame.numerics == rts.features.numerics == "simulated"
         assert rts.made_features == features_name("mobileinst_test.mixed.onnx") == \
             "mobileinst_test.features.mixed.onnx"
         assert rts.features_file == rts.made_features
@@ -71,6 +75,14 @@ def test_features_graph_is_made_at_the_same_plan_and_scales(planned, tmp_path):
         assert entry["calibration"]["table"] == m.artifact("mobileinst_test.mixed.onnx")["calibration"]["table"]
         assert m.artifact("mobileinst_test.mixed.onnx")["features"] == rts.made_features
         assert entry["quantization"]["quantized_nodes"]  # really int8, not a copy of the fp32 graph
+        # Like the frame graph, the features graph keeps no float originals of its int8 weights.
+        import onnx
+
+        from tests.test_qdq_sizes import unused_initializers
+
+        for name in (rts.made_features, "mobileinst_test.mixed.onnx"):
+            assert unused_initializers(onnx.load(str(folder / name))) == [], name
+        assert entry["quantization"]["removed_unused"] > 0
         # Keyframes and reuse frames see the same quantized mask features...
         x = np.random.default_rng(1).standard_normal((1, 3, INPUT, INPUT)).astype(np.float32)
         a = rts.frame.run({"image": x})["mask_features"]

@@ -77,7 +77,7 @@ def test_checkpoint_evaluates_and_exports_with_no_other_flags_and_both_agree(tra
 def test_help_shows_an_example():
     code, out, _ = run("train", "--help")
     assert code == 0
-    assert "Example:" in out and "edgeseg train mobileinst_topformer_synth" in out and "--weights zoo" in out
+    assert "Examples:" in out and "edgeseg train mobileinst_topformer_synth" in out and "--weights zoo" in out
 
 
 def test_cli_errors_are_one_clear_message(trained, tmp_path):

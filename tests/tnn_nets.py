@@ -186,8 +186,9 @@ def minmax_table(model: onnx.ModelProto, onnx_path: Path | None, feeds_list: lis
 
 
 def ort_run(model_or_path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
+    """ONNX Runtime with simulated Q/DQ: the reference TNN's int8 is compared with must not
+    depend on this host's int8 kernels (they saturate on x86 without VNNI)."""
+    from edgeseg.runtimes.onnxruntime import make_session
 
-    src = str(model_or_path) if isinstance(model_or_path, (str, Path)) else model_or_path.SerializeToString()
-    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    sess = make_session(model_or_path, numerics="simulated")
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))

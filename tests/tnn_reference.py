@@ -12,6 +12,18 @@ in), output rounded to int8 with the output blob scale.
 It models layer arithmetic, not TNN's memory layouts: that an int8 network on ARM keeps
 every blob NC4HW4 (so NCHW-only kernels misread it) is enforced by the preflight and was
 found by running exports in a TNN build (benchmarks/tnn_vs_onnxruntime.py).
+
+``device`` models how a backend loads stored data types (read from TNN's sources,
+``device/*/acc/*_layer_acc.cc``, ``utils/blob_transfer_utils.cc``):
+
+* ``"arm"``: half layer resources and half constant blobs are converted to float
+  (ConvertHalfHandle in ArmLayerAcc::ReloadConstantBlobs);
+* ``"x86"`` and ``"naive"``: half resources of the layers in :data:`CONVERTED_RESOURCES`
+  are converted (ConvertHalfResource in their Init), but a constant blob is copied
+  byte for byte into a blob of its stored type (RawBuffer2Blob) and the kernels read it
+  as float32. A float16 constant is therefore read as float32 reinterpretations of its
+  bytes, and the second half of the elements lies past the buffer (undefined memory,
+  modelled as NaN): the bug that gave NaN outputs for fp16 LayerNorm on x86.
 """
 
 from __future__ import annotations
@@ -114,11 +126,51 @@ def _binary(op, a, b):
             "Maximum": np.maximum, "Minimum": np.minimum}[op](a, b)
 
 
-def run(model: TnnModel, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run every layer in order; return the model's outputs (float32)."""
+DEVICES = ("arm", "x86", "naive")
+# Layer types whose half resources x86 and naive convert to float32 when they load them.
+CONVERTED_RESOURCES = {"Convolution", "Deconvolution", "InnerProduct", "MatMul", "BatchNormCxx",
+                       "Add", "Sub", "Mul", "Div", "Maximum", "Minimum"}
+
+
+def read_as_float32(arr: np.ndarray) -> np.ndarray:
+    """What a float32 kernel sees in a buffer stored as ``arr.dtype`` and copied unconverted:
+    its bytes as float32 values, and NaN for elements past the end of the buffer."""
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype == np.float32:
+        return arr.astype(np.float64)
+    data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    seen = np.frombuffer(data[:len(data) // 4 * 4], dtype="<f4").astype(np.float64)
+    out = np.full(arr.size, np.nan)
+    out[:min(arr.size, seen.size)] = seen[:arr.size]
+    return out.reshape(arr.shape)
+
+
+def _constant(arr: np.ndarray, device: str) -> np.ndarray:
+    if arr.dtype.kind != "f":
+        return np.asarray(arr)
+    if device != "arm":
+        return read_as_float32(arr)
+    return np.asarray(arr, np.float64)
+
+
+def _check_resources(model: TnnModel, device: str) -> None:
+    if device == "arm":
+        return
+    for layer in model.layers:
+        half = [k for k, v in (layer.resource or {}).items() if isinstance(v, np.ndarray) and v.dtype == np.float16]
+        if half and base_type(layer.type) not in CONVERTED_RESOURCES:
+            raise NotImplementedError(f"{layer.name}: {device} reads the half resource(s) {half} of a "
+                                      f"{layer.type} layer as float32; the writer must not store them half")
+
+
+def run(model: TnnModel, feeds: dict[str, np.ndarray], device: str = "arm") -> dict[str, np.ndarray]:
+    """Run every layer in order as TNN's ``device`` backend would; return the outputs (float32)."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+    _check_resources(model, device)
     blobs: dict[str, np.ndarray] = {k: np.asarray(v, np.float64) for k, v in feeds.items()}
     for name, arr in model.constants.items():
-        blobs[name] = np.asarray(arr, np.float64) if arr.dtype.kind == "f" else np.asarray(arr)
+        blobs[name] = _constant(arr, device)
 
     def scale(blob):
         return float(model.blob_scales[blob]["scale"][0])

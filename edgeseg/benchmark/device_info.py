@@ -64,6 +64,9 @@ class DeviceState:
     cur_freq_mhz: float | str = UNAVAILABLE
     max_freq_mhz: float | str = UNAVAILABLE
     temperatures_c: dict[str, float] | str = UNAVAILABLE
+    # int8-relevant instruction sets (benchmark/cpu_isa.py): VNNI or not decides whether
+    # ONNX Runtime's fused x86 int8 kernels saturate; dot product / I8MM on ARM.
+    isa: dict[str, Any] | str = UNAVAILABLE
     extra: dict[str, Any] = field(default_factory=dict)  # nvpmodel, jetson_clocks, Android release...
     time: str = field(default_factory=_now)
 
@@ -77,7 +80,14 @@ class DeviceState:
         return {"model": self.model, "soc": self.soc, "cpu_model": self.cpu_model, "core": self.core,
                 "governor": self.governor, "cur_freq_mhz": self.cur_freq_mhz,
                 "max_freq_mhz": self.max_freq_mhz, "temperatures_c": self.temperatures_c,
+                "isa": dict(self.isa) if isinstance(self.isa, dict) else self.isa,
                 "extra": dict(self.extra), "time": self.time}
+
+    @property
+    def isa_summary(self) -> str:
+        if isinstance(self.isa, dict):
+            return f"{self.isa.get('summary', '?')} (int8: {self.isa.get('int8_dot', '?')})"
+        return str(self.isa)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DeviceState":
@@ -217,6 +227,11 @@ def state_from_sources(core: int | None, files: dict[str, str | None],
 
     state = DeviceState(model=model, soc=soc, core=core,
                         cpu_model=cpu_model_from_cpuinfo(cpuinfo, core) if cpuinfo else UNAVAILABLE)
+    from edgeseg.benchmark.cpu_isa import isa_from_cpuinfo
+
+    isa = isa_from_cpuinfo(cpuinfo, core) if cpuinfo else None
+    if isa is not None:
+        state.isa = isa.to_dict()
     if core is not None:
         base = f"/sys/devices/system/cpu/cpu{core}/cpufreq"
         gov = (files.get(f"{base}/scaling_governor") or "").strip()
@@ -259,6 +274,10 @@ def local_state(core: int | None) -> DeviceState:
         files[f"{zone}/type"] = _read(f"{zone}/type")
         files[f"{zone}/temp"] = _read(f"{zone}/temp")
     state = state_from_sources(core, files)
+    if state.isa == UNAVAILABLE:  # no readable /proc/cpuinfo: lscpu, else the architecture alone
+        from edgeseg.benchmark.cpu_isa import host_isa
+
+        state.isa = host_isa().to_dict()
     state.extra["kernel"] = os.uname().release
     return state
 

@@ -131,6 +131,7 @@ class BenchmarkReport:
             ("model", "model"), ("SoC", "soc"), ("CPU", "cpu_model"), ("core", "core"),
             ("governor", "governor"), ("cur freq (MHz)", "cur_freq_mhz"), ("max freq (MHz)", "max_freq_mhz"))]
         rows.append(("temperatures (°C)", temps(before), temps(after)))
+        rows.append(("ISA (int8 path)", before.isa_summary, after.isa_summary if after else UNAVAILABLE))
         keys = list(dict.fromkeys([*before.extra, *((after.extra if after else {}))]))
         for k in keys:
             rows.append((k, fmt(before.extra.get(k)), fmt(after.extra.get(k)) if after else UNAVAILABLE))
@@ -232,9 +233,11 @@ class BenchmarkReport:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically; the format follows the suffix (.json, .md, .html)."""
+        from edgeseg.utils.outputs import mark_text
+
         p = Path(path)
         text = self.render(p.suffix)  # render first: a bad suffix must not leave a file
-        return atomic.write_text(p, text)
+        return atomic.write_text(p, mark_text(text, p.suffix))
 
     def rich_table(self):
         """A rich renderable with the headline figures (for the terminal)."""
@@ -253,7 +256,8 @@ class BenchmarkReport:
                  ("threads", f"{fmt(self.runtime.get('threads_intra_op'))} intra / "
                              f"{fmt(self.runtime.get('threads_inter_op'))} inter"),
                  ("affinity", ",".join(map(str, self.runtime.get("affinity") or [])) or UNAVAILABLE),
-                 ("CPU", st.cpu_model), ("SoC", st.soc), ("governor", st.governor),
+                 ("numerics", fmt(self.runtime.get("numerics"))),
+                 ("CPU", st.cpu_model), ("ISA", st.isa_summary), ("SoC", st.soc), ("governor", st.governor),
                  ("freq (MHz)", _pair(fmt(st.cur_freq_mhz, 0), fmt(st.max_freq_mhz, 0), " / ")),
                  ("max temp (°C)", _pair(fmt(st.max_temperature_c, 1),
                                          fmt(self.device_after.max_temperature_c, 1) if self.device_after else None,

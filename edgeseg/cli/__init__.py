@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("edgeseg.cli.bench", "bench", "Benchmark an artifact on one pinned core, a phone (adb) or a Jetson (ssh)."),
     "eval": ("edgeseg.cli.eval", "eval", "Mask AP of an artifact on a COCO-format dataset."),
     "sweep": ("edgeseg.cli.sweep", "sweep", "Accuracy vs latency over precision plans (table + Pareto plot)."),
+    "sensitivity": ("edgeseg.cli.sensitivity", "sensitivity",
+                    "AP drop per component and layer group at int8/fp16; greedy plan search."),
     "regress": ("edgeseg.cli.regress", "regress", "Gate CI on accuracy/latency regressions against a baseline."),
     "track": ("edgeseg.cli.track", "track", "Video instance segmentation with kernel reuse + association."),
     "train": ("edgeseg.cli.train", "train", "Train or fine-tune a zoo model on a COCO-format dataset."),
@@ -63,7 +65,24 @@ def cli() -> None:
     """
 
 
+class _WarningPrinter:
+    """edgeseg's own warnings as one 'warning:' line (no source location); others as Python shows them."""
+
+    def __init__(self, default):
+        self.default = default
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if category.__module__.startswith("edgeseg."):
+            click.secho(f"warning: {message}", fg="yellow", err=True)
+        else:
+            self.default(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> None:
+    import warnings
+
+    if not isinstance(warnings.showwarning, _WarningPrinter):
+        warnings.showwarning = _WarningPrinter(warnings.showwarning)
     try:
         # standalone_mode=False: click returns ctx.exit()'s code instead of exiting, so
         # commands signal failure with ``ctx.exit(1)`` (e.g. the regression gate).

@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 
-@click.command("calibrate")
+_EPILOG = """\b
+Examples:
+  edgeseg calibrate out/mobileinst/mobileinst_topformer.onnx --images data/val --num 100
+  edgeseg calibrate model.onnx --images imgs --method percentile --percentile 99.9 \\
+      -o table.json --trt-cache model.calib
+"""
+
+
+@click.command("calibrate", epilog=_EPILOG)
 @click.argument("model", metavar="MODEL.onnx", type=click.Path())
 @click.option("--images", "images_dir", required=True, type=click.Path(),
               help="Folder of JPEG/PNG images (searched recursively).")
@@ -30,30 +38,29 @@ import click
               help="pow2: bins on a power-of-two grid, the same ranges whatever the image order; trt: "
                    "TensorRT's calibrator (2048 bins sized by the first image, doubled on overflow), to "
                    "reproduce TensorRT's own ranges.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing -o / --trt-cache file that edgeseg did not write.")
 def calibrate(model, images_dir, method, percentile, num, seed, out, trt_cache, trt_version, threads,
-              max_pass_mb, histogram) -> None:
+              max_pass_mb, histogram, overwrite) -> None:
     """Run images through MODEL.onnx and compute the range of every float activation.
 
     Activations are reduced to histograms as they arrive, so memory stays bounded
     whatever the number of images. One table serves every precision plan and backend.
-
-    \b
-    Example:
-      edgeseg calibrate out/mobileinst/mobileinst_topformer.onnx --images data/val --num 100
-      edgeseg calibrate model.onnx --images imgs --method percentile --percentile 99.9 \\
-          -o table.json --trt-cache model.calib
     """
     from rich.console import Console
     from rich.table import Table
 
-    from edgeseg.quantize.pipeline import run_calibration
+    from edgeseg.quantize.pipeline import check_outputs_beside, default_table_path, run_calibration
     from edgeseg.runtimes.base import resolve_artifact
 
     path = resolve_artifact(model)
+    check_outputs_beside(path, [(out or default_table_path(path, method), "-o"), (trt_cache, "--trt-cache")],
+                         overwrite)
     res = run_calibration(path, images_dir, method=method, percentile=percentile, num=num or None, seed=seed,
                           out=out, trt_cache=trt_cache, trt_version=trt_version if trt_cache else None,
                           threads=threads, max_pass_mb=max_pass_mb, histogram=histogram)
     console = Console()
+    if res.images.shortfall():
+        console.print(f"[yellow]note:[/yellow] --num {res.images.shortfall()}")
     if res.spec_source == "graph":
         console.print("[yellow]note:[/yellow] no manifest.json beside the model: preprocessing uses the "
                       "graph's input size and ImageNet mean/std")

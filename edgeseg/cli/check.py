@@ -41,26 +41,32 @@ def plan_for(onnx_path: Path, spec: str | None, onnx_model):
     return PrecisionPlan.parse(spec, components, presets)
 
 
-@click.command("check")
+_EPILOG = """\b
+Examples:
+  edgeseg check out/mobileinst/mobileinst_topformer.onnx --target tnn
+  edgeseg check out/mobileinst --target tnn --tnn-device x86 --json
+  edgeseg check out/mobileinst --target tflite --plan mixed
+"""
+
+
+@click.command("check", epilog=_EPILOG)
 @click.argument("model", metavar="MODEL")
 @click.option("--target", type=click.Choice(sorted(CHECKERS)), default="tnn", show_default=True,
               help="Backend to check against.")
-@click.option("--device", default=None, help="Target device: arm (phone, default) or x86 (TNN).")
+@click.option("--tnn-device", "device", type=click.Choice(["arm", "x86"]), default=None,
+              help="TNN: the device the network runs on, arm (a phone, default) or x86 (as in export --tnn-device).")
+@click.option("--device", "device_alias", type=click.Choice(["arm", "x86"]), default=None, hidden=True)
 @click.option("--plan", "plan_spec", default=None,
               help="Precision plan (backbone=int8,*=fp16): fp16 warnings only for fp16 components.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def check(ctx: click.Context, model: str, target: str, device: str | None, plan_spec: str | None,
-          as_json: bool) -> None:
+def check(ctx: click.Context, model: str, target: str, device: str | None, device_alias: str | None,
+          plan_spec: str | None, as_json: bool) -> None:
     """List every op of MODEL (an .onnx file or export folder) that TARGET cannot convert,
     every layer that would fail on the device, and every layer without a fast (fp16) kernel,
     each with its fix. Exits 1 when anything would fail.
-
-    \b
-    Example:
-      edgeseg check out/mobileinst/mobileinst_topformer.onnx --target tnn
-      edgeseg check out/mobileinst --target tnn --device x86 --json
     """
+    device = device or device_alias  # --device: the old spelling, kept working
     from edgeseg.export import compat
     from edgeseg.export.tnn.writer import _load
 

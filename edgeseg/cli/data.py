@@ -5,18 +5,20 @@ from __future__ import annotations
 import click
 
 
-@click.group("data")
+@click.group("data", epilog="""\b
+Examples:
+  edgeseg data synth -o data/shapes --train 200 --val 50 --videos 8 --frames 12
+""")
 def data() -> None:
-    """Generate datasets (synthetic COCO images and YouTube-VIS videos).
-
-    \b
-    Example:
-      edgeseg data synth -o data/shapes --train 200 --val 50 --videos 8 --frames 12
-    """
+    """Generate datasets (synthetic COCO images and YouTube-VIS videos)."""
 
 
-@data.command("synth")
-@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False),
+@data.command("synth", epilog="""\b
+Examples:
+  edgeseg data synth -o data/shapes --train 200 --val 50 --seed 0
+  edgeseg eval out/mobileinst --dataset data/shapes/coco/annotations/val.json --images data/shapes/coco/val
+""", context_settings={"max_content_width": 110})
+@click.option("-o", "--out", "out", required=True, type=click.Path(),
               help="Output folder (written atomically).")
 @click.option("--train", default=200, show_default=True, help="Training images (COCO).")
 @click.option("--val", default=50, show_default=True, help="Validation images (COCO).")
@@ -26,7 +28,8 @@ def data() -> None:
 @click.option("--size", default="256", show_default=True, help="Image size: N or HEIGHTxWIDTH.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, byte-identical files.")
 @click.option("--max-objects", default=5, show_default=True, help="Most shapes per image (videos: at most 4).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing synthetic dataset in --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Write into a non-empty folder that is not a synthetic dataset (your files there are kept).")
 def synth(out, train, val, videos, val_videos, frames, size, seed, max_objects, overwrite) -> None:
     """Synthetic COCO images and YouTube-VIS videos of textured shapes.
 
@@ -39,12 +42,10 @@ def synth(out, train, val, videos, val_videos, frames, size, seed, max_objects, 
     Writes:
       OUT/coco/{train,val}/*.png  OUT/coco/annotations/{train,val}.json
       OUT/ytvis/JPEGImages/<video>/*.jpg  OUT/ytvis/annotations/{train,val}.json
-      OUT/synth.json (settings and statistics)
+      OUT/synth.json (settings, statistics and the list of files written)
 
-    \b
-    Example:
-      edgeseg data synth -o data/shapes --train 200 --val 50 --seed 0
-      edgeseg eval out/mobileinst --dataset data/shapes/coco/annotations/val.json --images data/shapes/coco/val
+    An earlier synthetic dataset in OUT is replaced (the files its synth.json lists; any
+    other file stays). A non-empty folder of anything else needs --overwrite.
     """
     from rich.console import Console
     from rich.table import Table

@@ -1,4 +1,4 @@
-"""``edgeseg export``: zoo model -> tagged, parity-checked ONNX (+ manifest)."""
+"""``edgeseg export``: zoo model, your own nn.Module or a foreign ONNX -> tagged, parity-checked ONNX (+ manifest)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgeseg.errors import EdgesegError
+from edgeseg.quantize.pipeline import CALIB_HELP
 
 
 def build_model(name: str, input_size: str | None, num_classes: int | None, weights: str | None,
@@ -50,10 +51,35 @@ def build_model(name: str, input_size: str | None, num_classes: int | None, weig
         from edgeseg.models.checkpoints import load_weights
         from edgeseg.utils.hashing import sha256_file
 
-        load_weights(model, weights)
-        info = {"path": str(weights), "sha256": sha256_file(weights), "format": Path(weights).suffix.lstrip(".")}
+        report = load_weights(model, weights)
+        info = {"path": str(weights), "sha256": sha256_file(weights), "format": Path(weights).suffix.lstrip("."),
+                "load": report.to_dict()}  # what came from the file, what kept its initial values
     model.eval()
     return model, info
+
+
+def print_weights_summary(info: dict | None) -> None:
+    """What --weights filled and what kept its initial (random) values, per module."""
+    if not info or "load" not in info:
+        return
+    from rich.console import Console
+
+    load = info["load"]
+
+    def groups(counts: dict) -> str:
+        return ", ".join(f"{name} {n}" for name, n in counts.items())
+
+    console = Console()
+    console.print(f"weights: {Path(info['path']).name} ({load['source']}) into the {load['target']}")
+    console.print(f"  loaded {load['loaded']} tensors: {groups(load['loaded_by_module'])}")
+    if load["initial"]:
+        console.print(f"  [yellow]kept initial values[/yellow] ({load['initial']} tensors, not in the file): "
+                      f"{groups(load['initial_by_module'])}")
+    if load["ignored"]:
+        shown = ", ".join(load["ignored_examples"])
+        more = f", ... ({load['ignored'] - len(load['ignored_examples'])} more)" \
+            if load["ignored"] > len(load["ignored_examples"]) else ""
+        console.print(f"  not used from the file: {load['ignored']} tensors ({shown}{more})")
 
 
 def print_export_summary(result) -> None:
@@ -97,7 +123,23 @@ def build_any(model_name: str, input_size, num_classes, weights, components, out
     return build_model(model_name, input_size, num_classes, weights, clip_length)
 
 
-@click.command("export")
+_EPILOG = """\b
+Examples:
+  edgeseg export mobileinst_topformer --input-size 640 -o out/mobileinst
+  edgeseg export ifc_topformer_synth --weights zoo --clip-length 5 -o out/ifc_t5
+  edgeseg export mobileinst_topformer_tiny --weights ckpt.safetensors --num-classes 3
+  edgeseg export mobileinst_topformer_synth --weights zoo -o out/synth
+  edgeseg export mobileinst_topformer --plan backbone=int8,mask_decoder=int8,*=fp16 --calib data/val
+  edgeseg export mobileinst_topformer --to tnn --plan "*=fp16"
+  edgeseg export mobileinst_topformer --to tflite --plan mixed --calib data/val
+  edgeseg export examples/tiny_user_model.py:build_model --input-size 128 \\
+      --components backbone=backbone,neck=neck,head=head -o out/mine
+  edgeseg export their_model.onnx --components backbone=^/backbone/,head=^/head/ -o out/theirs
+  edgeseg export out/synth --to tensorrt --plan mixed --trt workspace=2048   # an existing export folder
+"""
+
+
+@click.command("export", epilog=_EPILOG, context_settings={"max_content_width": 100})
 @click.argument("model_name", metavar="MODEL")
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="Checkpoint: .safetensors, or .pt/.pth (loaded with weights_only=True); 'zoo' = the model's "
@@ -106,15 +148,17 @@ def build_any(model_name: str, input_size, num_classes, weights, components, out
 @click.option("--num-classes", type=int, help="Number of classes (default: the model's, 80 for COCO).")
 @click.option("--clip-length", type=int, default=None,
               help="Clip models (IFC): frames T per clip; the graph takes [T, 3, H, W] (default: the model's, 5).")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Artifact folder (default out/MODEL).")
+@click.option("-o", "--output", "out_dir", type=click.Path(), help="Artifact folder (default out/MODEL).")
+@click.option("--overwrite", is_flag=True,
+              help="Write into a non-empty folder that is not an edgeseg export (your files there are kept).")
 @click.option("--simplifier", type=click.Choice(["onnxslim", "onnxsim", "none"]), default="onnxslim", show_default=True)
 @click.option("--graphs", default=None, help="frame,features (default: every graph the model has).")
 @click.option("--plan", "plan_spec", help="Also quantize: precision plan, e.g. backbone=int8,mask_decoder=int8,*=fp16.")
-@click.option("--calib", "calib_dir", type=click.Path(file_okay=False),
-              help="Calibration images for --plan (KL, --calib-num of them); the rest are held out for fidelity.")
-@click.option("--calib-num", type=int, default=100, show_default=True)
-@click.option("--to", "targets", multiple=True, type=click.Choice(["tnn", "tflite"]),
-              help="Also convert every graph for a mobile runtime (repeatable); --plan applies to it.")
+@click.option("--calib", "calib", type=click.Path(), help="For --plan. " + CALIB_HELP)
+@click.option("--calib-num", type=int, default=100, show_default=True, help="Images to calibrate on (0 = all).")
+@click.option("--to", "targets", multiple=True, type=click.Choice(["tnn", "tflite", "tensorrt"]),
+              help="Also convert every graph for a target runtime (repeatable); --plan applies to it. "
+                   "tensorrt needs TensorRT here (a Jetson or a GPU host).")
 @click.option("--calib-source", type=click.Choice(["edgeseg", "tflite"]), default="edgeseg", show_default=True,
               help="--to tflite: INT8 ranges from edgeseg's calibration table, or TFLite's own min/max.")
 @click.option("--tnn-device", type=click.Choice(["arm", "x86"]), default="arm", show_default=True,
@@ -127,9 +171,12 @@ def build_any(model_name: str, input_size, num_classes, weights, components, out
 @click.option("--std", help="Your own model: per-channel std on 0..255 pixels (default ImageNet's: 58.395,57.12,57.375).")
 @click.option("--decoder", help="Your own model: how to decode its outputs for AP (eval, sweep): a family name "
                                 "(mobileinst, ...) or module:function.")
-def export(model_name, weights, input_size, num_classes, clip_length, out_dir, simplifier, graphs, plan_spec,
-           calib_dir, calib_num, targets, calib_source, tnn_device, components, output_names, mean, std,
-           decoder) -> None:
+@click.option("--trt", "trt_options", multiple=True, metavar="KEY=VALUE",
+              help="--to tensorrt: workspace=MiB, dla=CORE, gpu-fallback=0|1, timing-cache=FILE, "
+                   "typing=auto|strong|weak, constraints=obey|prefer, opt-level=0..5, engine-cache=DIR.")
+def export(model_name, weights, input_size, num_classes, clip_length, out_dir, overwrite, simplifier, graphs,
+           plan_spec, calib, calib_num, targets, calib_source, tnn_device, components, output_names, mean, std,
+           decoder, trt_options) -> None:
     """Export MODEL to ONNX (opset 17, static shapes), tag every node with its component,
     check parity against PyTorch, and write the artifact folder with manifest.json.
 
@@ -137,77 +184,221 @@ def export(model_name, weights, input_size, num_classes, clip_length, out_dir, s
     package.module:build_fn (imported, never unpickled; build_fn() returns the nn.Module),
     or an ONNX file from elsewhere (copied into the folder, tagged by --components patterns).
 
-    \b
-    Example:
-      edgeseg export mobileinst_topformer --input-size 640 -o out/mobileinst
-      edgeseg export mobileinst_topformer_tiny --weights ckpt.safetensors --num-classes 3
-      edgeseg export mobileinst_topformer_synth --weights zoo -o out/synth
-      edgeseg export mobileinst_topformer --plan backbone=int8,mask_decoder=int8,*=fp16 --calib data/val
-      edgeseg export mobileinst_topformer --to tnn --plan "*=fp16"
-      edgeseg export mobileinst_topformer --to tflite --plan mixed --calib data/val
-      edgeseg export ifc_topformer_synth --weights zoo --clip-length 5 -o out/ifc_t5
-      edgeseg export examples/tiny_user_model.py:build_model --input-size 128 \
-          --components backbone=backbone,neck=neck,head=head -o out/mine
-      edgeseg export their_model.onnx --components backbone=^/backbone/,head=^/head/ -o out/theirs
+    Everything is checked before the work: the output folder, the plan, --calib, the
+    TFLite toolchain; with --to, each graph is checked for the target right after its
+    ONNX export, before calibration. The ONNX, calibration, quantized and TNN files
+    appear together or not at all.
+
+    -o DIR: a new or empty folder, or an earlier export (its recorded files are replaced,
+    any other file stays). A non-empty folder of anything else needs --overwrite, and even
+    then no file edgeseg did not write is replaced or deleted.
     """
-    if model_name.endswith(".onnx"):
-        from edgeseg.export.foreign import export_foreign
-        from edgeseg.models.user import parse_mapping
+    from edgeseg.export.onnx import default_graphs, expected_files
+    from edgeseg.utils import outputs
 
-        given = [f for f, v in (("--weights", weights), ("--num-classes", num_classes), ("--input-size", input_size),
-                                ("--output-names", output_names), ("--graphs", graphs),
-                                ("--clip-length", clip_length)) if v]
-        if given:
-            raise EdgesegError(f"{', '.join(given)} cannot change an ONNX file", "drop them; re-export the source model")
-        if calib_dir and not plan_spec:
-            raise EdgesegError("--calib is only used with --plan", "add --plan SPEC, e.g. --plan backbone=int8,*=fp16")
-        patterns = parse_mapping(components, "--components", "backbone=^/backbone/,head=^/head/")
-        result = export_foreign(model_name, Path(out_dir or Path("out") / Path(model_name).stem), patterns,
-                                mean=mean, std=std, decoder=decoder)
-        print_export_summary(result)
-        _convert(result, plan_spec, calib_dir, calib_num, targets, calib_source, tnn_device)
+    # ---- checks before any work
+    trt_opts = None
+    if "tensorrt" in targets:  # options and TensorRT itself are checked before any export work
+        from edgeseg.export.tensorrt.build_plan import BuildOptions
+        from edgeseg.export.tensorrt.deps import import_tensorrt
+
+        trt_opts = BuildOptions.parse(trt_options)
+        import_tensorrt()
+    elif trt_options:
+        raise EdgesegError("--trt options apply to --to tensorrt", "add --to tensorrt, or drop --trt")
+    if (Path(model_name) / "manifest.json").is_file() and clip_length is not None:
+        raise EdgesegError("--clip-length cannot change an existing export", "re-export the zoo model with it")
+    if (Path(model_name) / "manifest.json").is_file():  # an existing export folder: convert it, no re-export
+        from edgeseg.cli.export_existing import convert_existing
+
+        convert_existing(Path(model_name), targets, plan_spec, calib, calib_num, calib_source, tnn_device,
+                         trt_opts)
         return
-    model, winfo = build_any(model_name, input_size, num_classes, weights, components, output_names, mean, std,
-                             decoder, clip_length)
-    _export_module(model, winfo, out_dir, simplifier, graphs, plan_spec, calib_dir, calib_num, targets,
-                   calib_source, tnn_device)
-
-
-def _export_module(model, winfo, out_dir, simplifier, graphs, plan_spec, calib_dir, calib_num,
-                   targets, calib_source, tnn_device) -> None:
-    from edgeseg.export.onnx import export_onnx
-
-    if calib_dir and not plan_spec:
+    if calib and not plan_spec:
         raise EdgesegError("--calib is only used with --plan", "add --plan SPEC, e.g. --plan backbone=int8,*=fp16")
-    if plan_spec:  # fail on a bad plan or image folder before the export work
+    if "tflite" in targets:
+        from edgeseg.export.tflite import check_toolchain
+
+        check_toolchain()
+    from edgeseg.quantize.pipeline import calib_num_arg, check_calib
+
+    calib_num = calib_num_arg(calib_num)
+    if calib:
+        check_calib(calib)
+    if model_name.endswith(".onnx") and clip_length is not None:
+        raise EdgesegError("--clip-length cannot change an ONNX file", "drop it; re-export the source model")
+    if model_name.endswith(".onnx"):
+        _export_foreign(model_name, out_dir, overwrite, weights, num_classes, input_size, output_names, graphs,
+                        components, mean, std, decoder, plan_spec, calib, calib_num, targets, calib_source,
+                        tnn_device, trt_opts)
+        return
+    from edgeseg.models.user import is_user_entry
+
+    graph_list = tuple(g.strip() for g in graphs.split(",")) if graphs else None
+    model = None
+    if is_user_entry(model_name):  # building the user's model is cheap and names its files
+        model, winfo = build_any(model_name, input_size, num_classes, weights, components, output_names, mean,
+                                 std, decoder, clip_length)
+    file_name = model.model_name if model is not None else model_name
+    out = Path(out_dir or Path("out") / file_name)
+    folder = outputs.check_output_folder(out, outputs.EXPORT, overwrite=overwrite,
+                                         inputs=[w for w in (weights, calib) if w and w != "zoo"],
+                                         expected=expected_files(file_name, graph_list or ("frame", "features")))
+    if model is None:
+        model, winfo = build_any(model_name, input_size, num_classes, weights, components, output_names, mean,
+                                 std, decoder, clip_length)
+    print_weights_summary(winfo)
+    plan = None
+    if plan_spec:  # fail on a bad plan or calibration before the export work
         from edgeseg.quantize.pipeline import check_plan_for_model
 
-        check_plan_for_model(model, plan_spec, calib_dir)
-    out = Path(out_dir or Path("out") / model.model_name)
-    result = export_onnx(model, out, simplifier=simplifier, weights=winfo,
-                         graphs=tuple(g.strip() for g in graphs.split(",")) if graphs else None)
+        plan = check_plan_for_model(model, plan_spec, calib)
+        if "tnn" in targets:  # known from the model's modules: refuse before exporting anything
+            from edgeseg.export.compat.tnn import model_blockers, model_blockers_error
+
+            blockers = model_blockers(model, tnn_device, plan)
+            if blockers:
+                raise model_blockers_error(blockers)
+        if "tflite" in targets and plan.needs_calibration and _tflite_images(calib) is None:
+            raise EdgesegError("--to tflite with int8 components needs representative images, and the table's "
+                               "image folder is not on this machine",
+                               "pass --calib DIR (a folder of images) instead of the table")
+
+    # ---- the work, in a temporary folder that replaces the output's edgeseg files at the end
+    from edgeseg.export.onnx import export_into, rebase
+    from edgeseg.utils import atomic
+
+    def preflight(graph: str, path: Path) -> None:
+        # The target's refusals need only the fp32 graph: make them before calibration.
+        if "tnn" in targets:
+            from edgeseg.export.tnn.writer import preflight as tnn_preflight
+
+            tnn_preflight(path, plan, tnn_device)
+        if "tflite" in targets:
+            from edgeseg.export.tflite import preflight as tflite_preflight
+
+            tflite_preflight(path, plan)
+
+    outcome = tnn_results = None
+    with atomic.atomic_directory(out, owned=folder.owned_now) as tmp:
+        result = export_into(model, tmp, simplifier=simplifier, weights=winfo,
+                             graphs=graph_list or default_graphs(model), on_graph=preflight)
+        paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
+        if plan_spec:
+            from edgeseg.quantize.pipeline import quantize_exported
+
+            outcome = quantize_exported(result.onnx_path, plan_spec, calib, num=calib_num)
+            if outcome.calibration is not None and outcome.calibration.images.shortfall():
+                click.secho(f"note: --calib-num {outcome.calibration.images.shortfall()}", fg="yellow", err=True)
+        table = _table_path(outcome, calib)
+        if "tnn" in targets:
+            from edgeseg.export.tnn.artifacts import export_tnn_graphs
+
+            tnn_results = export_tnn_graphs(paths, plan_spec, table, tnn_device)
+    moved = _mover(tmp, out)
+    result = rebase(result, out)
     print_export_summary(result)
-    _convert(result, plan_spec, calib_dir, calib_num, targets, calib_source, tnn_device)
+    if outcome is not None:
+        from edgeseg.cli.quantize import print_quantize_outcome
+
+        q = outcome.quantize
+        q.path, q.features_path = moved(q.path), moved(q.features_path)
+        q.fidelity_paths = tuple(moved(f) for f in q.fidelity_paths) if q.fidelity_paths else None
+        print_quantize_outcome(q)
+    if tnn_results is not None:
+        from edgeseg.export.tnn.artifacts import print_tnn_results
+
+        for r in tnn_results:
+            r.proto_path, r.model_path = moved(r.proto_path), moved(r.model_path)
+        print_tnn_results(tnn_results)
+    if "tflite" in targets:
+        # After the folder is in place: a converter failure keeps the complete ONNX
+        # artifacts and the conversion log for diagnosis.
+        from edgeseg.export.tflite import export_tflite_graphs, print_tflite_results
+
+        paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
+        print_tflite_results(export_tflite_graphs(paths, plan_spec, moved(_table_path(outcome, calib)),
+                                                  _tflite_images(calib), calib_source))
+    if "tensorrt" in targets:
+        from edgeseg.export.tensorrt.export import export_tensorrt_graphs, print_tensorrt_results
+
+        paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
+        print_tensorrt_results(export_tensorrt_graphs(paths, plan_spec, moved(_table_path(outcome, calib)), trt_opts))
 
 
-def _convert(result, plan_spec, calib_dir, calib_num, targets, calib_source, tnn_device) -> None:
-    """--plan and --to on a freshly exported folder."""
+def _export_foreign(path, out_dir, overwrite, weights, num_classes, input_size, output_names, graphs, components,
+                    mean, std, decoder, plan_spec, calib, calib_num, targets, calib_source, tnn_device,
+                    trt_opts=None) -> None:
+    """``edgeseg export their.onnx``: a tagged copy + manifest in an artifact folder, then
+    --plan / --to on it like any export."""
+    from edgeseg.export.foreign import export_foreign
+    from edgeseg.models.user import parse_mapping
+    from edgeseg.utils import outputs
+
+    given = [f for f, v in (("--weights", weights), ("--num-classes", num_classes), ("--input-size", input_size),
+                            ("--output-names", output_names), ("--graphs", graphs)) if v]
+    if given:
+        raise EdgesegError(f"{', '.join(given)} cannot change an ONNX file", "drop them; re-export the source model")
+    patterns = parse_mapping(components, "--components", "backbone=^/backbone/,head=^/head/")
+    out = Path(out_dir or Path("out") / Path(path).stem)
+    folder = outputs.check_output_folder(out, outputs.EXPORT, overwrite=overwrite, inputs=[path, calib],
+                                         expected=["manifest.json", f"{Path(path).stem}.onnx"])
+    result = export_foreign(path, out, patterns, mean=mean, std=std, decoder=decoder, owned=folder.owned_now)
+    print_export_summary(result)
+    paths = [result.onnx_path]
     outcome = None
     if plan_spec:
         from edgeseg.cli.quantize import print_quantize_outcome
         from edgeseg.quantize.pipeline import quantize_exported
 
-        outcome = quantize_exported(result.onnx_path, plan_spec, calib_dir, num=calib_num)
+        outcome = quantize_exported(result.onnx_path, plan_spec, calib, num=calib_num)
+        if outcome.calibration is not None and outcome.calibration.images.shortfall():
+            click.secho(f"note: --calib-num {outcome.calibration.images.shortfall()}", fg="yellow", err=True)
         print_quantize_outcome(outcome.quantize)
     if "tnn" in targets:
         from edgeseg.export.tnn.artifacts import export_tnn_graphs, print_tnn_results
 
-        table = outcome.calibration.table_path if outcome and outcome.calibration else None
-        paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
-        print_tnn_results(export_tnn_graphs(paths, plan_spec, table, tnn_device))
+        print_tnn_results(export_tnn_graphs(paths, plan_spec, _table_path(outcome, calib), tnn_device))
     if "tflite" in targets:
         from edgeseg.export.tflite import export_tflite_graphs, print_tflite_results
 
-        table = outcome.calibration.table_path if outcome and outcome.calibration else None
-        paths = [result.onnx_path] + [g.path for g in result.graphs.values() if g.path != result.onnx_path]
-        print_tflite_results(export_tflite_graphs(paths, plan_spec, table, calib_dir, calib_source))
+        print_tflite_results(export_tflite_graphs(paths, plan_spec, _table_path(outcome, calib),
+                                                  _tflite_images(calib), calib_source))
+    if "tensorrt" in targets:
+        from edgeseg.export.tensorrt.export import export_tensorrt_graphs, print_tensorrt_results
+
+        print_tensorrt_results(export_tensorrt_graphs(paths, plan_spec, _table_path(outcome, calib), trt_opts))
+
+
+def _tflite_images(calib) -> Path | None:
+    """TFLite's representative images: the --calib folder, or the folder a --calib table
+    was computed on when it is still there."""
+    if calib is None:
+        return None
+    if Path(calib).is_dir():
+        return Path(calib)
+    from edgeseg.quantize.cache import CalibrationTable
+
+    root = CalibrationTable.load(calib).settings.get("images_root")
+    return Path(root) if root and Path(root).is_dir() else None
+
+
+def _table_path(outcome, calib) -> Path | None:
+    """The calibration table of ``export --plan``: the one computed, or the one given."""
+    if outcome is None or not outcome.quantize.plan.needs_calibration:
+        return None
+    if outcome.calibration is not None:
+        return outcome.calibration.table_path
+    return Path(calib)
+
+
+def _mover(tmp: Path, final: Path):
+    """Maps paths inside the temporary export folder to where they are now."""
+    def moved(p):
+        if p is None:
+            return None
+        try:
+            return final / Path(p).relative_to(tmp)
+        except ValueError:
+            return Path(p)
+    return moved

@@ -129,7 +129,7 @@ def _print_onnx(data: dict[str, Any]) -> None:
 def inspect_tflite(path: Path) -> Inspection:
     """Ops and tensor dtypes of a .tflite, per component when the export's sidecar .json
     (op -> component map written by ``export --to tflite``) is beside it."""
-    from edgeseg.export.tflite_flatbuffer import describe
+    from edgeseg.export.tflite.flatbuffer import describe
 
     view = describe(path.read_bytes())
     sidecar = path.with_name(path.name + ".json")  # export --to tflite writes <file>.tflite.json
@@ -197,17 +197,20 @@ def _print_table(data: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- command
 
 
-@click.command("inspect")
+_EPILOG = """\b
+Examples:
+  edgeseg inspect out/mobileinst/mobileinst_topformer.tnnproto
+  edgeseg inspect out/mobileinst/mobileinst_topformer.onnx --json
+  edgeseg inspect out/mobileinst/mobileinst_topformer.kl.calib.json
+"""
+
+
+@click.command("inspect", epilog=_EPILOG)
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def inspect(path: str, as_json: bool) -> None:
     """Dump PATH: a .tnnproto/.tnnmodel (layers, params, weight dtypes and shapes), an .onnx
-    (nodes per component and op type) or a calibration table (.json).
-
-    \b
-    Example:
-      edgeseg inspect out/mobileinst/mobileinst_topformer.tnnproto
-      edgeseg inspect out/mobileinst/mobileinst_topformer.onnx --json
+    (nodes per component and op type), a .tflite or a calibration table (.json).
     """
     p = Path(path)
     target = INSPECTORS.get(p.suffix.lower())

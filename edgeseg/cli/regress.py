@@ -7,12 +7,18 @@ from pathlib import Path
 import click
 
 _EPILOG = """\b
+Exit status (CI can tell a regression from a gate that could not run):
+  0  passed (warnings included), or --update-baseline wrote the baseline
+  1  a plan regressed: its AP dropped or its latency ratio grew beyond tolerance
+  2  usage or configuration problem: result or baseline missing or not a sweep JSON,
+     sweeps that cannot be compared (other model, checkpoint, dataset, backend),
+     a baseline plan missing from the result, bad options
+
+\b
 Examples:
   edgeseg regress reports/sweep.json --baseline benchmarks/baselines/sweep_ci.json
   edgeseg regress reports/sweep.json --baseline base.json --ap-tol 0.5 --latency-tol 0.25
   edgeseg regress reports/sweep.json --baseline base.json --update-baseline
-\b
-Exit status: 0 passed (warnings included), 1 a plan regressed or went missing.
 """
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "missing": "bold red", "new": "cyan"}
@@ -60,21 +66,43 @@ def print_diff(report, result_path: Path, baseline_path: Path) -> None:
               help="Write RESULT over --baseline (atomically) after showing the diff; exits 0.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the verdict as JSON.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --json file that edgeseg did not write.")
 @click.pass_context
-def regress(ctx, result, baseline, ap_tol, latency_tol, latency_stat, update_baseline, json_out) -> None:
+def regress(ctx, result, baseline, ap_tol, latency_tol, latency_stat, update_baseline, json_out, overwrite) -> None:
     """Compare RESULT (from `edgeseg sweep`) with --baseline, plan by plan.
 
     FAILS (exit 1) when a plan's mask AP drops by more than --ap-tol or its latency ratio
     to FP32 (--latency-stat of the plan / of FP32, measured in the same run, so machine
-    speed cancels) grows by more than --latency-tol, or when a baseline plan is missing. WARNS when a figure improved beyond
-    tolerance (the baseline is stale). New plans are noted.
+    speed cancels) grows by more than --latency-tol. Exits 2 when the gate cannot give a
+    verdict: a missing or invalid file, incomparable sweeps, a baseline plan the result
+    lacks. WARNS when a figure improved beyond tolerance (the baseline is stale). New
+    plans are noted.
     """
-    from edgeseg.errors import EdgesegError
+    from edgeseg.errors import EdgesegError, UsageError
+
+    try:
+        _regress(ctx, result, baseline, ap_tol, latency_tol, latency_stat, update_baseline, json_out, overwrite)
+    except UsageError:
+        raise
+    except EdgesegError as e:
+        # Every error of the gate itself is "could not check" (exit 2), never "regressed" (1).
+        raise UsageError(e.problem, e.fix) from e
+
+
+def _regress(ctx, result, baseline, ap_tol, latency_tol, latency_stat, update_baseline, json_out,
+             overwrite=False) -> None:
+    from edgeseg.errors import EdgesegError, UsageError
     from edgeseg.eval.regress import check_tolerances, compare
     from edgeseg.quantize.sweep_report import load_sweep
     from edgeseg.utils import atomic
 
     check_tolerances(ap_tol, latency_tol)
+    from edgeseg.utils.outputs import check_output_file, check_writable
+
+    if json_out:
+        check_output_file(json_out, flag="--json", overwrite=overwrite)
+    if update_baseline:  # --update-baseline is the permission to replace it; it must be writable
+        check_writable(baseline, want_dir=False, flag="--baseline")
     res = load_sweep(result, "result")
     if update_baseline and not baseline.exists():
         atomic.write_json(baseline, res.to_dict())
@@ -97,16 +125,23 @@ def regress(ctx, result, baseline, ap_tol, latency_tol, latency_stat, update_bas
     print_diff(report, result, baseline)
     if json_out:
         atomic.write_json(json_out, report.to_dict())
-    n_fail, n_warn = len(report.failed), len(report.warned)
+    n_fail, n_missing, n_warn = len(report.regressed), len(report.missing), len(report.warned)
     if update_baseline:
         atomic.write_json(baseline, res.to_dict())
         click.echo(f"updated baseline {baseline} from {result}"
-                   + (f" (accepting {n_fail} regression(s))" if n_fail else ""))
+                   + (f" (accepting {n_fail + n_missing} regression(s))" if n_fail + n_missing else ""))
         return
     if n_warn:
         click.secho(f"warning: {n_warn} plan(s) improved beyond tolerance; the baseline is stale "
                     f"(refresh it with --update-baseline)", fg="yellow", err=True)
     if n_fail:
-        click.secho(f"FAILED: {n_fail} of {len(report.rows)} plan(s) regressed or are missing", fg="red", err=True)
+        also = f"; {n_missing} baseline plan(s) not measured" if n_missing else ""
+        click.secho(f"FAILED: {n_fail} of {len(report.rows)} plan(s) regressed{also}", fg="red", err=True)
         ctx.exit(1)
+    if n_missing:
+        labels = ", ".join(r.label for r in report.missing)
+        raise UsageError(f"{result} did not measure {n_missing} plan(s) of the baseline ({labels}), so the gate "
+                         "cannot say whether they regressed",
+                         "run the sweep with the baseline's --plans, or accept the new set of plans with "
+                         "--update-baseline")
     click.secho(f"passed: {len(report.rows)} plan(s) within tolerance", fg="green", err=True)

@@ -1,5 +1,5 @@
-"""``edgeseg track``: video instance segmentation with the video strategy of the artifact's
-family (MobileInst: kernel reuse; IFC: near-online clip matching), or the interval sweep."""
+"""``edgeseg track``: video instance segmentation with the family's video strategy (MobileInst:
+kernel reuse; IFC: near-online clip matching), or the interval sweep."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ import click
 from edgeseg.errors import EdgesegError
 
 
-@click.command("track")
+_EPILOG = """\b
+Examples:
+  edgeseg track clip.mp4 --artifact out/mobileinst --key-interval 3 -o results.json --overlay tracked.mp4
+  edgeseg track frames/ --artifact out/mobileinst --overlay overlay_pngs/
+  edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/mobileinst --key-interval 1,3,6 \\
+      -o sweep.md
+  edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/ifc_t5 --stride 1,2,3,4,5 -o ifc.md
+"""
+
+
+@click.command("track", epilog=_EPILOG, context_settings={"max_content_width": 110})
 @click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path())
 @click.option("--artifact", required=True, type=click.Path(),
               help="Artifact folder from `edgeseg export` (frame + features graphs), or its frame graph file.")
@@ -39,8 +49,15 @@ from edgeseg.errors import EdgesegError
 @click.option("--backend", help="Runtime (default: by file suffix, onnxruntime for .onnx).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Compute threads per runtime.")
 @click.option("--core", type=int, help="Core to pin the sweep to (default: the fastest allowed).")
+@click.option("--numerics", type=click.Choice(["fused", "simulated"]), default="fused", show_default=True,
+              help="How ONNX Runtime runs int8: fused (this CPU's int8 kernels, as deployed and timed) or "
+                   "simulated Q/DQ (what a phone or TensorRT computes; host-independent VIS AP).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace -o / --overlay files that edgeseg did not write; write overlay frames into a "
+                   "non-empty folder (your files there are kept).")
 def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, video_id, score_threshold,
-          match_threshold, max_gap, max_instances, backend, threads, core) -> None:
+          match_threshold, max_gap, max_instances, backend, threads, core, overwrite,
+          numerics) -> None:
     """Segment and track instances in a video (file or folder of frames) with the video
     strategy of the artifact's family. MobileInst's kernel reuse: every T-th frame runs the
     full graph, the frames in between run only the features graph and reuse the keyframe's
@@ -49,13 +66,6 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
     graph's clip length), instances of consecutive clips matched by soft mask IoU on their
     shared frames. Writes YouTube-VIS results and an optional overlay; with --dataset, VIS
     AP and latency per interval.
-
-    \b
-    Examples:
-      edgeseg track clip.mp4 --artifact out/mobileinst --key-interval 3 -o results.json --overlay tracked.mp4
-      edgeseg track frames/ --artifact out/mobileinst --overlay overlay_pngs/
-      edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/mobileinst --key-interval 1,3,6 -o sweep.md
-      edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/ifc_t5 --stride 1,2,3,4,5 -o ifc.md
     """
     from edgeseg.track.strategy import strategy_for
     from edgeseg.track.sweep import parse_reuse
@@ -76,19 +86,24 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
         if overlay:
             raise EdgesegError("--overlay draws one video; it does not combine with --dataset",
                                "track a single video (INPUT) to draw an overlay")
+        if output:
+            from edgeseg.track.sweep import report_paths
+            from edgeseg.utils.outputs import check_output_file
+
+            for path in report_paths(output):
+                check_output_file(path, flag="-o", overwrite=overwrite)
         _sweep(dataset, videos, artifact, reuses or [_default_interval(strategy)], options, output, backend,
-               threads, core)
+               threads, core, numerics)
         return
-    if not input_path:
-        raise EdgesegError("nothing to track", "pass a video file or frame folder (INPUT), or --dataset ANN.json")
     if reuses is not None and len(reuses) != 1:
         name = getattr(strategy, "interval_name", "T")
         raise EdgesegError(f"--key-interval {reuse_text}: one video is tracked at one {name}",
                            f"give a single {name}, or use --dataset to sweep several")
     if videos:
         raise EdgesegError("--videos is the frame folder of --dataset", "pass the video or frame folder as INPUT")
+    owned = _check_single_outputs(input_path, artifact, output, overlay, overwrite)
     _single(input_path, artifact, strategy, reuses[0] if reuses else _default_interval(strategy), options, output,
-            overlay, video_id, backend, threads)
+            overlay, video_id, backend, threads, owned, numerics)
 
 
 def _default_interval(strategy) -> int:
@@ -96,7 +111,25 @@ def _default_interval(strategy) -> int:
     return 1 if getattr(strategy, "interval_name", "T") == "S" else 3
 
 
-def _single(input_path, artifact, strategy, interval, options, output, overlay, video_id, backend, threads) -> None:
+def _check_single_outputs(input_path, artifact, output, overlay, overwrite):
+    """-o and --overlay, before any frame is read; returns the overlay frames edgeseg may replace."""
+    from edgeseg.track.video_io import VIDEO_SUFFIXES
+    from edgeseg.utils import outputs
+
+    if output:
+        outputs.check_output_file(output, flag="-o", overwrite=overwrite, inputs=[input_path, artifact])
+    if not overlay:
+        return ()
+    if Path(overlay).suffix.lower() in VIDEO_SUFFIXES:
+        outputs.check_output_file(overlay, flag="--overlay", overwrite=overwrite, inputs=[input_path, artifact])
+        return ()
+    folder = outputs.check_output_folder(overlay, outputs.OVERLAY_FRAMES, flag="--overlay", overwrite=overwrite,
+                                         inputs=[input_path, artifact])
+    return folder.owned_now
+
+
+def _single(input_path, artifact, strategy, interval, options, output, overlay, video_id, backend, threads,
+            owned=(), numerics="fused") -> None:
     from edgeseg.track.pipeline import blas_threads, track_video
     from edgeseg.track.results import check_results, video_results
     from edgeseg.track.video_io import OverlayWriter, open_frames
@@ -105,7 +138,7 @@ def _single(input_path, artifact, strategy, interval, options, output, overlay, 
     config = strategy.config(**options)
     source = open_frames(input_path)  # unreadable input: fails before anything is written
     session = strategy.open(artifact, backend=backend, threads=threads, max_interval=interval,
-                            make_missing=True)
+                            make_missing=True, numerics=numerics)
     for note in session.notes:
         click.echo(note, err=True)
     try:
@@ -113,7 +146,7 @@ def _single(input_path, artifact, strategy, interval, options, output, overlay, 
         class_names = _class_names(session.manifest)
         with blas_threads(threads):
             if overlay:
-                with OverlayWriter(overlay, fps=source.fps) as writer:
+                with OverlayWriter(overlay, fps=source.fps, owned=owned) as writer:
                     result = track_video(tracker, source, total=source.count, overlay=writer,
                                          class_names=class_names)
             else:
@@ -166,7 +199,7 @@ def _print_single(result, items, session, class_names, output, overlay) -> None:
             console.print(f"[green]wrote[/green] {what} {path}")
 
 
-def _sweep(dataset_path, videos, artifact, reuses, options, output, backend, threads, core) -> None:
+def _sweep(dataset_path, videos, artifact, reuses, options, output, backend, threads, core, numerics="fused") -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -179,7 +212,8 @@ def _sweep(dataset_path, videos, artifact, reuses, options, output, backend, thr
         raise EdgesegError(f"no --videos given and {frames_dir} does not exist",
                            "pass --videos DIR (the folder the annotation's file_names are relative to)")
     dataset = YtvisDataset(ann, frames_dir)
-    report = reuse_sweep(dataset, artifact, reuses, backend=backend, threads=threads, core=core, options=options)
+    report = reuse_sweep(dataset, artifact, reuses, backend=backend, threads=threads, core=core,
+                         numerics=numerics, options=options)
     s = report.settings
     clip = f", clips of T={s['clip_length']}" if s.get("clip_length") else ""
     table = Table(title=f"{str(s.get('strategy', 'kernel reuse')).capitalize()} on {len(dataset.videos)} videos ({s['frames_per_sweep']} frames), "

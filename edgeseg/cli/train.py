@@ -19,7 +19,29 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.1f}"
 
 
-@click.command("train")
+_EPILOG = """\b
+Examples:
+  edgeseg data synth -o data/shapes --train 200 --val 50
+  edgeseg train mobileinst_topformer_synth --dataset data/shapes/coco/annotations/train.json \\
+      --images data/shapes/coco/train --val-dataset data/shapes/coco/annotations/val.json \\
+      --val-images data/shapes/coco/val --epochs 12 -o runs/shapes.safetensors
+  edgeseg eval runs/shapes.safetensors --dataset data/shapes/coco/annotations/val.json
+
+\b
+  # fine-tune the shipped checkpoint on your own classes
+  edgeseg train mobileinst_topformer_synth --weights zoo --dataset my/train.json --images my/imgs \\
+      --iters 500 -o runs/mine.safetensors
+
+\b
+  # a clip model (IFC) on synthetic videos, VIS AP on the val videos
+  edgeseg data synth -o data/vis --train 0 --val 0 --videos 100 --val-videos 10 --frames 24
+  edgeseg train ifc_topformer_synth --dataset data/vis/ytvis/annotations/train.json \\
+      --images data/vis/ytvis/JPEGImages --val-dataset data/vis/ytvis/annotations/val.json \\
+      --val-images data/vis/ytvis/JPEGImages --iters 2000 --batch-size 2 -o runs/ifc.safetensors
+"""
+
+
+@click.command("train", epilog=_EPILOG, context_settings={"max_content_width": 110})
 @click.argument("model_name", metavar="MODEL")
 @click.option("--dataset", "train_json", required=True, type=click.Path(dir_okay=False),
               help="COCO instances JSON to train on (its categories set the number of classes); for clip "
@@ -72,10 +94,13 @@ def _fmt(x) -> str:
 @click.option("--log-every", type=int, default=20, show_default=True, help="Iterations between log lines.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (.safetensors, with the model's manifest embedded).")
-def train(model_name, train_json, train_images, val_json, val_images, val_interval, freeze, epochs, iters, batch_size, lr,
-          weight_decay, warmup_iters, clip_grad, input_size, scale_jitter, crop, zoom, loss_option, aux_semantic, weights,
-          threads, seed, val_every, val_limit, save_every, save_fp16, resume, log_every, output) -> None:
-    """Train MODEL (a zoo model whose family has a training objective) on a COCO-format dataset.
+@click.option("--overwrite", is_flag=True, help="Replace an existing -o file that edgeseg did not write.")
+def train(model_name, train_json, train_images, val_json, val_images, val_interval, freeze, epochs, iters,
+          batch_size, lr, weight_decay, warmup_iters, clip_grad, input_size, scale_jitter, crop, zoom, loss_option,
+          aux_semantic, weights, threads, seed, val_every, val_limit, save_every, save_fp16, resume, log_every,
+          output, overwrite) -> None:
+    """Train MODEL (a zoo model whose family has a training objective) on a COCO-format dataset,
+    or a clip model (IFC) on a YouTube-VIS-format dataset.
 
     The loop is generic (seeded batches, AdamW with warm-up and cosine decay, gradient
     clipping, periodic val AP, resumable state); the losses are the family's own, e.g.
@@ -85,24 +110,6 @@ def train(model_name, train_json, train_images, val_json, val_images, val_interv
     backbone trained from scratch learn the classes.
     The checkpoint embeds its manifest, so `edgeseg eval OUT` and
     `edgeseg export MODEL --weights OUT` need no other flags.
-
-    \b
-    Example:
-      edgeseg data synth -o data/shapes --train 200 --val 50
-      edgeseg train mobileinst_topformer_synth --dataset data/shapes/coco/annotations/train.json \\
-          --images data/shapes/coco/train --val-dataset data/shapes/coco/annotations/val.json \\
-          --val-images data/shapes/coco/val --epochs 12 -o runs/shapes.safetensors
-      edgeseg eval runs/shapes.safetensors --dataset data/shapes/coco/annotations/val.json
-    \b
-    A clip model (IFC) on synthetic videos, VIS AP on the val videos:
-      edgeseg data synth -o data/vis --train 0 --val 0 --videos 100 --val-videos 10 --frames 24
-      edgeseg train ifc_topformer_synth --dataset data/vis/ytvis/annotations/train.json \\
-          --images data/vis/ytvis/JPEGImages --val-dataset data/vis/ytvis/annotations/val.json \\
-          --val-images data/vis/ytvis/JPEGImages --iters 2000 --batch-size 2 -o runs/ifc.safetensors
-    \b
-    Fine-tune the shipped checkpoint on your own classes:
-      edgeseg train mobileinst_topformer_synth --weights zoo --dataset my/train.json --images my/imgs \\
-          --iters 500 -o runs/mine.safetensors
     """
     from rich.console import Console
     from rich.table import Table
@@ -114,6 +121,13 @@ def train(model_name, train_json, train_images, val_json, val_images, val_interv
     from edgeseg.train.trainer import TrainConfig
     from edgeseg.train.trainer import train as run_training
 
+    from edgeseg.train.state import state_path
+    from edgeseg.utils.outputs import check_output_file
+
+    # The checkpoint and its resumable state beside it: checked now, not after the first save.
+    inputs = [train_json, val_json, weights if weights != "zoo" else None]
+    check_output_file(output, flag="-o", overwrite=overwrite, inputs=inputs)
+    check_output_file(state_path(output), flag="", overwrite=overwrite, inputs=inputs)
     try:
         lo, hi = (float(v) for v in scale_jitter.split(","))
     except ValueError:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.data.rle import segmentation_problem
 from edgeseg.errors import EdgesegError
 
 SYNTH_HINT = "e.g. DIR/coco/annotations/val.json written by `edgeseg data synth -o DIR`"
@@ -169,17 +170,27 @@ class CocoDataset:
         self._by_id = {im.id: im for im in self.images}
         self._instances: dict[int, list[CocoInstance]] = {im.id: [] for im in self.images}
         stray = []
+        bad_segm: list[str] = []
         for a in data["annotations"]:
-            if a.get("image_id") not in self._by_id:
-                stray.append(a.get("image_id"))
+            if not isinstance(a, dict) or a.get("image_id") not in self._by_id:
+                stray.append(a.get("image_id") if isinstance(a, dict) else a)
                 continue
             if "category_id" not in a:
                 raise EdgesegError(f"{self.annotation_file}: annotation {a.get('id')} has no category_id",
                                    "every annotation needs a category_id from 'categories'")
+            im = self._by_id[a["image_id"]]
+            if a.get("segmentation") is not None and len(bad_segm) < 5:
+                problem = segmentation_problem(a["segmentation"], im.height, im.width)
+                if problem:
+                    bad_segm.append(f"annotation {a.get('id')} (image {im.id}): {problem}")
             self._instances[a["image_id"]].append(CocoInstance(
                 int(a.get("id", 0)), int(a["category_id"]), self.categories.label_of(a["category_id"]),
                 [float(x) for x in a.get("bbox", [0, 0, 0, 0])], float(a.get("area", 0.0)),
                 int(a.get("iscrowd", 0)), a.get("segmentation")))
+        if bad_segm:
+            raise EdgesegError(f"{self.annotation_file} has unreadable segmentations: {'; '.join(bad_segm)}",
+                               "fix or drop those annotations: a segmentation is a list of polygons [x1, y1, x2, "
+                               "y2, ...] or RLE {'size': [height, width], 'counts': ...} covering the image")
         if stray:
             raise EdgesegError(
                 f"{len(stray)} annotations in {self.annotation_file} refer to image ids that are not in its "

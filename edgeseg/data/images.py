@@ -80,6 +80,14 @@ class ImageSet:
     def sha256(self) -> str:
         return sha256_lines(self.names)
 
+    def shortfall(self) -> str | None:
+        """A sentence when fewer images were used than asked for (the folder holds fewer)."""
+        if self.num is None or len(self.files) >= self.num:
+            return None
+        skipped = f", {len(self.skipped)} of them unreadable" if self.skipped else ""
+        return (f"asked for {self.num} images but {self.root} holds {self.available} image files{skipped}: "
+                f"used all {len(self.files)} readable ones")
+
     def settings(self) -> dict:
         return {"num_requested": self.num, "seed": self.seed, "images_found": self.available,
                 "images_skipped": len(self.skipped), "input": self.spec.to_dict()}
@@ -198,29 +206,56 @@ def _select_clips(root: Path, files: list[Path], spec: InputSpec, num: int | Non
                    available=len(files), num=num, seed=seed, clips=chosen)
 
 
+def _graph_inputs(onnx_model) -> list:
+    inits = {i.name for i in onnx_model.graph.initializer}
+    return [i for i in onnx_model.graph.input if i.name not in inits]
+
+
+def _dims(value_info) -> list[int]:
+    return [d.dim_value if d.HasField("dim_value") else 0 for d in value_info.type.tensor_type.shape.dim]
+
+
+def _check_graph_input(onnx_model, spec: InputSpec, model_path: Path, manifest_path: Path) -> None:
+    """The graph must take the input the manifest describes (else ONNX Runtime fails mid-run)."""
+    inputs = {i.name: _dims(i) for i in _graph_inputs(onnx_model)}
+    want = list(spec.shape)
+    got = inputs.get(spec.name)
+    if got is not None and all(g in (0, w) for g, w in zip(got, want)) and len(got) == len(want):
+        return
+    takes = ", ".join(f"{n!r} {d}" for n, d in inputs.items()) or "no inputs"
+    raise EdgesegError(f"{model_path.name} takes {takes}, but {manifest_path} describes input {spec.name!r} "
+                       f"{want}: the file is not the model that manifest belongs to",
+                       f"move {model_path.name} to a folder of its own (without manifest.json) to calibrate it "
+                       "as a bare model, or re-export the model with `edgeseg export`")
+
+
 def spec_for_model(model_path: str | os.PathLike, onnx_model=None) -> tuple[InputSpec, str]:
     """The input spec to preprocess with: the manifest's when there is one, else from the graph.
 
     Returns ``(spec, source)``; ``source`` says where it came from so the CLI can warn
     when ImageNet mean/std are only a guess.
     """
-    from edgeseg.export.manifest import Manifest, find_manifest, input_spec_of
+    from edgeseg.export.manifest import Manifest, find_manifest, input_spec_of, verify_artifact
 
-    if find_manifest(model_path) is not None:
-        manifest = Manifest.load(model_path)
+    found = find_manifest(model_path)
+    if found is not None:
+        verify_artifact(model_path)  # a foreign or replaced file is not the model the manifest describes
+        manifest = Manifest.load(found)
         if manifest.input:
-            return input_spec_of(manifest), "manifest"
+            spec = input_spec_of(manifest)
+            if onnx_model is not None:
+                _check_graph_input(onnx_model, spec, Path(model_path), found)
+            return spec, "manifest"
     if onnx_model is None:
         from edgeseg.quantize.calibrate import load_onnx
 
         onnx_model = load_onnx(model_path)
-    inits = {i.name for i in onnx_model.graph.initializer}
-    inputs = [i for i in onnx_model.graph.input if i.name not in inits]
+    inputs = _graph_inputs(onnx_model)
     if len(inputs) != 1:
         raise EdgesegError(f"{Path(model_path).name} has {len(inputs)} inputs; calibration feeds one image tensor",
                            "export a single-input image model with `edgeseg export`")
     inp = inputs[0]
-    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inp.type.tensor_type.shape.dim]
+    dims = _dims(inp)
     if len(dims) != 4 or any(d <= 0 for d in dims[1:]):
         raise EdgesegError(f"input {inp.name!r} has shape {dims}; need a static 4-D image shape",
                            "export with a fixed --input-size, or put manifest.json beside the model")

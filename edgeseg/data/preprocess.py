@@ -75,6 +75,28 @@ class InputSpec:
         return cls(**d)
 
 
+# Largest input side accepted. Edge instance segmentation runs at 320-1280; at 4096x4096
+# the float32 image tensor alone is 192 MiB and a network's activations are tens of
+# times that, so a bigger value is a typo (100032 for 1024) that would otherwise end in a
+# MemoryError after the model is built.
+MAX_INPUT_SIDE = 4096
+
+
+def check_input_side(height: int, width: int) -> None:
+    """Refuse sizes that are not positive or too big to be meant, before anything is allocated."""
+    for v in (height, width):
+        if v <= 0:
+            raise EdgesegError(f"input size {height}x{width} has a side of {v}; sides must be positive",
+                               "give a positive size, e.g. 640 (or 512x640 for height x width)")
+    if max(height, width) > MAX_INPUT_SIDE:
+        nbytes = 3 * height * width * 4
+        size = f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+        raise EdgesegError(
+            f"input size {height}x{width} is larger than the {MAX_INPUT_SIDE} pixels per side edgeseg accepts: "
+            f"the float32 image tensor alone would take {size} and the activations many times more",
+            f"use at most {MAX_INPUT_SIDE} per side (edge models typically run at 320 to 1280, e.g. --input-size 640)")
+
+
 def parse_input_size(text: str | int | None, stride: int = 32) -> tuple[int, int] | None:
     """``640`` -> (640, 640); ``512x640`` -> (512, 640) as height x width.
 
@@ -90,8 +112,9 @@ def parse_input_size(text: str | int | None, stride: int = 32) -> tuple[int, int
                            "give one number (640) or HEIGHTxWIDTH (512x640)")
     h = int(m.group(1))
     w = int(m.group(2)) if m.group(2) else h
+    check_input_side(h, w)
     for v in (h, w):
-        if v <= 0 or v % stride:
+        if v % stride:
             raise EdgesegError(f"input size {h}x{w} is not a multiple of {stride}",
                                f"use multiples of {stride}, e.g. {max(stride, round(v / stride) * stride)}")
     return h, w
@@ -139,12 +162,34 @@ def _preprocess_one(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     return np.ascontiguousarray(x[None])
 
 
+def to_rgb8(im) -> np.ndarray:
+    """A decoded PIL image -> HxWx3 uint8 RGB, scaling instead of clipping deeper pixels.
+
+    Pillow opens 16-bit grayscale PNGs as integer modes (``I;16``, ``I;16B``, ``I``) and
+    its ``convert("RGB")`` clips those values to 255, so nearly every pixel of a real
+    16-bit image came out white. They are scaled here by 255/65535 (rounded). 16-bit
+    colour PNGs already arrive as 8-bit RGB/RGBA (Pillow keeps the high byte). Palette,
+    L, LA, RGBA and CMYK images go through Pillow's own conversion; alpha is dropped
+    (the colour under it is kept), as camera frames and OpenCV's ``imread`` have none.
+    """
+    if im.mode.startswith("I"):  # I;16, I;16B, I;16L, I (32-bit integer holding 16-bit data)
+        deep = np.asarray(im, dtype=np.float64)
+        if deep.ndim != 2:  # pragma: no cover - Pillow's integer modes are single-channel
+            deep = deep[..., 0]
+        gray = np.clip(np.rint(deep / 257.0), 0, 255).astype(np.uint8)  # 65535 / 255 = 257
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode == "F":
+        raise EdgesegError(f"{im.mode!r} (32-bit float) images have no defined 0..255 range",
+                           "save the image as 8- or 16-bit PNG or as JPEG")
+    return np.asarray(im.convert("RGB"))
+
+
 def load_image(path) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB; raise EdgesegError when unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return to_rgb8(im)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise EdgesegError(f"cannot read image {path}: {e}", "check the file is a valid JPEG or PNG") from e

@@ -79,6 +79,78 @@ def to_compressed(segm: Any, height: int, width: int) -> dict[str, Any]:
     return {"size": list(segm["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
+# ------------------------------------------------------------------------ validation
+# pycocotools trusts its input: a wrong segmentation ends in a bare "input type is not
+# supported", a TypeError, or (counts that do not cover the image) a decode that never
+# returns. Readers check every segmentation with these pure-Python rules first.
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _compressed_counts(text: str) -> list[int] | None:
+    """Run lengths of COCO's compressed RLE string (None when it is not one).
+
+    Each count is a variable-length group of 6-bit characters (value + 48): 5 data bits,
+    bit 5 "more follows", bit 4 of the last group the sign; from the third count on a
+    count is stored as the difference to the count two places before.
+    """
+    counts: list[int] = []
+    pos = 0
+    while pos < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(text):
+                return None  # the string ends inside a count
+            c = ord(text[pos]) - 48
+            if not 0 <= c < 64:
+                return None
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 5
+            if not more and c & 0x10:
+                value -= 1 << shift  # negative: sign-extend
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
+def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
+    """Why ``segm`` is not a valid COCO segmentation of an HxW image (None when it is)."""
+    if isinstance(segm, list):
+        for i, poly in enumerate(segm):
+            if not isinstance(poly, list) or not all(_number(v) for v in poly):
+                return f"polygon {i} is not a list of numbers"
+            if len(poly) < 6 or len(poly) % 2:
+                return f"polygon {i} has {len(poly)} coordinates (need x,y pairs, at least 3 points)"
+        return None
+    if not isinstance(segm, dict):
+        return f"segmentation is a {type(segm).__name__} ({str(segm)[:40]!r}), not polygons or RLE"
+    if "counts" not in segm or "size" not in segm:
+        return "RLE needs 'size' and 'counts'"
+    size = segm["size"]
+    if not isinstance(size, list) or [int(v) if _number(v) else None for v in size] != [height, width]:
+        return f"RLE size {size!r} is not the image's [{height}, {width}]"
+    counts = segm["counts"]
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            return "RLE counts are not all integers"
+    elif isinstance(counts, (str, bytes)):
+        text = counts.decode("ascii", "replace") if isinstance(counts, bytes) else counts
+        counts = _compressed_counts(text)
+        if counts is None:
+            return "RLE counts string is not COCO's compressed encoding"
+    else:
+        return f"RLE counts is a {type(counts).__name__}, not a list or a string"
+    if any(c < 0 for c in counts):
+        return "RLE has a negative run length"
+    if sum(counts) != height * width:
+        return f"RLE runs cover {sum(counts)} pixels, the image has {height * width}"
+    return None
+
+
 def decode(segm: Any, height: int, width: int) -> np.ndarray:
     """Any COCO segmentation -> HxW bool mask."""
     if isinstance(segm, dict) and isinstance(segm.get("counts"), list):

@@ -40,7 +40,7 @@ from edgeseg.errors import EdgesegError
 CLASSES: tuple[str, ...] = ("circle", "triangle", "rectangle", "star")
 TEXTURES: tuple[str, ...] = ("solid", "stripes", "noise")
 SPLITS: tuple[str, ...] = ("train", "val")
-MARKER = "synth.json"  # marks a folder as ours, so --overwrite never deletes foreign data
+MARKER = "synth.json"  # marks a folder as ours and lists its files (utils/outputs.py)
 
 LAYOUT = {
     "coco_images": "coco/{split}",
@@ -599,29 +599,17 @@ def _write_ytvis_split(root: Path, split: str, count: int, cfg: SynthConfig, pro
     return stats
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise EdgesegError(f"{out} exists and is not a folder", "choose another -o path")
-    if not any(out.iterdir()):
-        return
-    if not overwrite:
-        raise EdgesegError(f"{out} already exists and is not empty", "pass --overwrite or choose another -o path")
-    if not (out / MARKER).is_file():
-        # Refuse to replace a folder we did not write, even with --overwrite (-o ~ must not
-        # wipe a home directory).
-        raise EdgesegError(f"{out} is not an edgeseg synthetic dataset (no {MARKER}); refusing to replace it",
-                           "choose an empty or new -o path")
-
-
 def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), overwrite: bool = False) -> SynthReport:
     """Write the synthetic COCO + YouTube-VIS dataset to ``out`` (atomically)."""
     from edgeseg.utils.progress import track
 
     cfg.validate()
+    from edgeseg.utils import outputs
+
     out = Path(out)
-    _check_output(out, overwrite)
+    # An earlier synthetic dataset there is replaced (its recorded files only); any other
+    # non-empty folder needs --overwrite, and even then no file of yours is touched.
+    checked = outputs.check_output_folder(out, outputs.SYNTH, overwrite=overwrite)
     start = time.perf_counter()
     total = cfg.train + cfg.val + cfg.videos + cfg.val_videos
     ticks = iter(track(range(total), "synthesising data", total=total))
@@ -630,7 +618,7 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), overwrite: bool 
         next(ticks, None)
 
     try:
-        report = _generate_into(out, cfg, progress)
+        report = _generate_into(out, cfg, progress, checked.owned_now)
     except OSError as e:  # read-only disk, no space, a file where a folder should be...
         raise EdgesegError(f"cannot write the dataset to {out}: {e.strerror or e}",
                            "choose a writable -o folder with free space") from e
@@ -639,12 +627,12 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), overwrite: bool 
     return report
 
 
-def _generate_into(out: Path, cfg: SynthConfig, progress) -> SynthReport:
+def _generate_into(out: Path, cfg: SynthConfig, progress, owned) -> SynthReport:
     from edgeseg.utils.atomic import atomic_directory
 
     coco_stats: list[CocoSplitStats] = []
     vis_stats: list[VideoSplitStats] = []
-    with atomic_directory(out, overwrite=True) as tmp:
+    with atomic_directory(out, owned=owned) as tmp:
         for split, n in (("train", cfg.train), ("val", cfg.val)):
             if n:
                 coco_stats.append(_write_coco_split(tmp, split, n, cfg, progress))
@@ -657,5 +645,7 @@ def _generate_into(out: Path, cfg: SynthConfig, progress) -> SynthReport:
         marker.pop("root")  # keep synth.json identical wherever the data is written
         marker["layout"] = LAYOUT
         marker["classes"] = list(CLASSES)
+        # Every file written: all that a later `data synth` here may replace or remove.
+        marker["files"] = sorted(q.relative_to(tmp).as_posix() for q in tmp.rglob("*") if q.is_file())
         _dump_json(tmp / MARKER, marker)
     return report

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgeseg.data.coco import CategoryMap, _examples, check_categories, read_annotation_json
+from edgeseg.data.rle import segmentation_problem
 from edgeseg.errors import EdgesegError
 
 
@@ -111,6 +112,13 @@ class YtvisDataset:
                     "give one segmentation (or null) per frame")
             if "category_id" not in a:
                 raise EdgesegError(f"{self.source}: track {a.get('id')} has no category_id", "add one per annotation")
+            video = self._by_id[vid]
+            for t, seg in enumerate(segs):
+                problem = None if seg is None else segmentation_problem(seg, video.height, video.width)
+                if problem:
+                    raise EdgesegError(f"{self.source}: track {a.get('id')} of video {vid}, frame {t}: {problem}",
+                                       "fix or drop that track: each frame's segmentation is null, polygons or RLE "
+                                       "{'size': [height, width], 'counts': ...} covering the frame")
             self._tracks[vid].append(Track(int(a.get("id", 0)), vid, int(a["category_id"]),
                                            self.categories.label_of(a["category_id"]), segs,
                                            int(a.get("iscrowd", 0))))

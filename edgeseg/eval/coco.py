@@ -181,6 +181,10 @@ class EvalResult:
     seconds: float = 0.0
     threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    # How int8 was computed (edgeseg.runtimes.numerics): "simulated" | "fused" on ONNX
+    # Runtime, "native" elsewhere; and the host's int8 instruction path.
+    numerics: str = "simulated"
+    host_isa: str = ""
 
     @property
     def ap(self) -> float:
@@ -192,7 +196,7 @@ class EvalResult:
     def save(self, path: str | os.PathLike) -> Path:
         from edgeseg.utils.atomic import write_json
 
-        return write_json(path, self.to_dict())
+        return write_json(path, {"format": "edgeseg-eval", **self.to_dict()})
 
 
 def predict_dataset(run: Callable[[np.ndarray], dict[str, np.ndarray]], dataset: CocoDataset, spec,
@@ -229,22 +233,28 @@ def evaluate_artifact(artifact_path: str | os.PathLike, dataset_json: str | os.P
                       images_dir: str | os.PathLike, backend: str | None = None, limit: int | None = None,
                       threads: int = 1, box: bool = False,
                       postprocess: Callable[[dict[str, np.ndarray], tuple[int, int]], list[Any]] | None = None,
-                      ) -> EvalResult:
+                      numerics: str = "simulated") -> EvalResult:
     """Run an artifact over a COCO dataset and measure mask AP.
 
     The manifest (beside the artifact, or embedded in an edgeseg checkpoint) says how to
     preprocess (input spec) and which model's post-processing to apply; the runtime is
     chosen by suffix unless ``backend`` is given. ``limit`` evaluates the first N images.
+    ``numerics``: how ONNX Runtime computes int8 (simulated Q/DQ by default, the same AP on
+    every host; ``fused`` for ONNX Runtime's kernels of this CPU).
     """
-    from edgeseg.export.manifest import input_spec_of, manifest_for_artifact
+    from edgeseg.benchmark.cpu_isa import host_isa
+    from edgeseg.export.manifest import input_spec_of, manifest_for_artifact, verify_artifact
     from edgeseg.runtimes.base import load_runtime, resolve_artifact
+    from edgeseg.runtimes.numerics import check_numerics, warn_if_saturating
 
     if limit is not None and limit < 1:
         raise EdgesegError(f"--limit must be at least 1, got {limit}", "drop --limit to evaluate every image")
+    check_numerics(numerics)
     # Dataset first: a wrong path fails in milliseconds, before a model is loaded.
     dataset = CocoDataset(dataset_json, images_dir)
     images = dataset.images[:limit] if limit else dataset.images
     file = resolve_artifact(artifact_path)
+    verify_artifact(file)  # a foreign file beside a manifest would be decoded as the recorded model
     manifest = manifest_for_artifact(file)
     _check_classes(manifest, dataset)
     spec = input_spec_of(manifest)
@@ -252,8 +262,11 @@ def evaluate_artifact(artifact_path: str | os.PathLike, dataset_json: str | os.P
         from edgeseg.models.contract import decoder_for_manifest
 
         postprocess = decoder_for_manifest(manifest)
+    info = manifest.artifacts.get(file.name, {}) if manifest.artifacts else {}
     start = time.perf_counter()
-    with load_runtime(file, backend=backend, threads=threads) as runtime:
+    with load_runtime(file, backend=backend, threads=threads, numerics=numerics) as runtime:
+        if _may_hold_int8(info):
+            warn_if_saturating(runtime.numerics, "mask AP")
         input_name = spec.name
         names = [i.name for i in runtime.inputs()]
         if input_name not in names and len(names) == 1:
@@ -261,12 +274,19 @@ def evaluate_artifact(artifact_path: str | os.PathLike, dataset_json: str | os.P
         detections = predict_dataset(lambda x: runtime.run({input_name: x}), dataset, spec, postprocess,
                                      images)
         backend_name = runtime.backend
+        numerics_used = runtime.numerics
     figures = evaluate_detections(dataset, detections, box=box, image_ids=[im.id for im in images])
-    info = manifest.artifacts.get(file.name, {}) if manifest.artifacts else {}
     return EvalResult(
         artifact=str(artifact_path), file=str(file), backend=backend_name, model=manifest.model,
         dataset=str(dataset_json), images_dir=str(images_dir), images=figures["images"],
         detections=figures["detections"], metrics={k: figures[k] for k in STAT_NAMES},
         per_class=figures["per_class"], precision=info.get("precision"), box=figures.get("box"),
         seconds=round(time.perf_counter() - start, 3), threads=threads,
+        numerics=numerics_used, host_isa=host_isa().summary(),
     )
+
+
+def _may_hold_int8(artifact_info: Mapping[str, Any]) -> bool:
+    """Whether the manifest's record of a file allows int8 (a bare file: it may)."""
+    precisions = (artifact_info.get("precision") or {}).get("precisions")
+    return not precisions or "int8" in precisions.values()

@@ -12,8 +12,10 @@ Per plan (matched by its canonical spec), two-sided:
   decile is what it disturbs least (measured: benchmarks/sweep_variance.py).
 * **warn** when a figure improved beyond the same tolerance (AP up by more than ``ap_tol``,
   ratio below ``ratio_base * (1 - tol)``): the baseline is stale and hides the gain; update it.
-* a plan of the baseline **missing** from the result fails (the gate would otherwise
-  pass by measuring less); a plan only in the result is a **new** note.
+* a plan of the baseline **missing** from the result does not pass (the gate would
+  otherwise pass by measuring less); it is a configuration problem (the sweep ran other
+  ``--plans``), not a regression, so the CLI exits 2 for it; a plan only in the result is a
+  **new** note.
 
 Runs that cannot be compared at all (another model or checkpoint, another dataset,
 another backend) are refused with one clear error instead of a meaningless diff.
@@ -76,6 +78,16 @@ class RegressionReport:
         return [r for r in self.rows if r.status in (FAIL, MISSING)]
 
     @property
+    def regressed(self) -> list[PlanDiff]:
+        """Plans measured in both runs that got worse beyond tolerance (exit 1)."""
+        return [r for r in self.rows if r.status == FAIL]
+
+    @property
+    def missing(self) -> list[PlanDiff]:
+        """Baseline plans the result did not measure: the sweeps were configured differently."""
+        return [r for r in self.rows if r.status == MISSING]
+
+    @property
     def warned(self) -> list[PlanDiff]:
         return [r for r in self.rows if r.status == WARN]
 
@@ -90,7 +102,7 @@ class RegressionReport:
         return bool(self.failed) and all(set(r.failed_on) == {"latency"} for r in self.failed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "latency_only_failure": self.latency_only,
+        return {"format": "edgeseg-regress", "passed": self.passed, "latency_only_failure": self.latency_only,
                 "ap_tol": self.ap_tol, "latency_tol": self.latency_tol, "latency_stat": self.latency_stat,
                 "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes)}
 
@@ -128,7 +140,7 @@ def check_comparable(result: SweepReport, baseline: SweepReport) -> list[str]:
     if result.dataset.get("images") != baseline.dataset.get("images"):
         raise EdgesegError(f"the baseline evaluated {baseline.dataset.get('images')} images, the result "
                            f"{result.dataset.get('images')}", "run the sweep with the same --limit as the baseline")
-    notes = []
+    notes = _numerics_notes(result, baseline)
     if not (rc and bc):
         notes.append("checkpoint hash missing on one side: the model could only be matched by name")
     # Compared by their ranges when both sides recorded them (the table file also holds the
@@ -149,6 +161,25 @@ def check_comparable(result: SweepReport, baseline: SweepReport) -> list[str]:
     rr, br = result.reference().runs, baseline.reference().runs
     if rr != br:
         notes.append(f"latency runs per plan differ ({br} -> {rr})")
+    return notes
+
+
+def _numerics_notes(result: SweepReport, baseline: SweepReport) -> list[str]:
+    """Refuse AP measured with other int8 numerics; note a baseline that predates the record
+    and a host whose int8 path differs (int8 latency ratios depend on it)."""
+    rn, bn = result.numerics or {}, baseline.numerics or {}
+    ra, ba = rn.get("accuracy"), bn.get("accuracy")
+    if ra and ba and ra != ba:
+        raise EdgesegError(f"the baseline's AP was measured with {ba} int8 numerics, the result's with {ra}",
+                           f"re-run the sweep with --numerics {ba}, or accept the new run with --update-baseline")
+    notes = []
+    for side, have, other in (("baseline", ba, ra), ("result", ra, ba)):
+        if other and not have:
+            notes.append(f"the {side} does not record its int8 numerics (older edgeseg: ONNX Runtime's fused "
+                         f"kernels of its host); the other side's AP uses {other}")
+    ri, bi = rn.get("host_int8_dot"), bn.get("host_int8_dot")
+    if ri and bi and ri != bi:
+        notes.append(f"the hosts' int8 paths differ ({bi} -> {ri}): int8 latency ratios to FP32 depend on it")
     return notes
 
 

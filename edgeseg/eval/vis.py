@@ -9,6 +9,9 @@ Conventions follow the YouTube-VIS variant of the COCO API (``YTVOSeval``):
 * Matching is done per (video, category): predictions in descending score order (stable
   sort), at most 100 per (video, category), each greedily takes the unmatched ground
   truth of highest IoU >= the threshold; crowd tracks are "ignore" regions.
+* Videos are evaluated in ascending id order, each id once (YTVOSeval sorts and
+  de-duplicates ``vidIds``): when predictions of different videos tie on score, that order
+  ranks them in the precision curve, whatever order the JSON lists the videos in.
 * Precision is interpolated (monotone envelope) and read at 101 recall points, per
   category, over IoU thresholds 0.50:0.05:0.95; AP is the mean over thresholds, recall
   points and the categories that have ground truth. AR@k is the maximum recall with the
@@ -184,7 +187,11 @@ def evaluate_vis(gt: str | os.PathLike | dict[str, Any] | YtvisDataset,
     """
     dataset = gt if isinstance(gt, YtvisDataset) else YtvisDataset(gt, check_files=False)
     results = load_results(results)
-    vids = [dataset.video(int(v)).id for v in video_ids] if video_ids is not None else [v.id for v in dataset.videos]
+    # Ascending, de-duplicated video ids, as YTVOSeval evaluates them: the order decides how
+    # equal scores of different videos rank in the per-category precision curve, and a
+    # repeated id must not count its tracks twice.
+    vids = sorted({dataset.video(int(v)).id for v in (video_ids if video_ids is not None else
+                                                        [v.id for v in dataset.videos])})
     cat_ids = dataset.categories.ids
 
     preds: dict[tuple[int, int], list[_Track]] = {}

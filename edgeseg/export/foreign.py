@@ -161,7 +161,7 @@ def adopt(path: str | Path, patterns: dict[str, str] | None, *, mean=None, std=N
 
 
 def export_foreign(path: str | Path, out_dir: str | Path, patterns: dict[str, str] | None, *, mean=None, std=None,
-                   decoder: str | None = None):
+                   decoder: str | None = None, owned=()):
     """``edgeseg export their.onnx --components ...``: an artifact folder holding a tagged copy
     of the file and its manifest, so every later step treats it like an edgeseg export."""
     import os
@@ -195,7 +195,7 @@ def export_foreign(path: str | Path, out_dir: str | Path, patterns: dict[str, st
         patterns, counts = {WHOLE_MODEL: "."}, {WHOLE_MODEL: len(model.graph.node)}
     name = src.stem
     final = Path(out_dir)
-    with atomic.atomic_directory(final) as tmp:
+    with atomic.atomic_directory(final, owned=owned) as tmp:
         dst = tmp / f"{name}.onnx"
         onnx.save(model, os.fspath(dst))
         manifest = Manifest(model=name, input=spec.to_dict(), outputs=[{"name": o.name} for o in model.graph.output],

@@ -58,6 +58,9 @@ class Manifest:
     source: dict[str, Any] | None = None  # user models: {"kind": "user", "entry": "file.py:fn"} / foreign ONNX
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> info
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Every file edgeseg wrote into the folder (relative paths): the only files a later
+    # export, conversion or ``--overwrite`` may replace or remove (utils/outputs.py).
+    files: list[str] = field(default_factory=list)
     schema: int = SCHEMA_VERSION
 
     # ----------------------------------------------------------------- artifacts
@@ -65,6 +68,28 @@ class Manifest:
         entry = self.artifacts.setdefault(filename, {})
         entry.update(info)
         return entry
+
+    def add_files(self, *names: str) -> None:
+        """Record files edgeseg wrote into the folder (side files such as logs and reports)."""
+        self.files = sorted(set(self.files) | {str(n) for n in names if n})
+
+    def written_files(self) -> set[str]:
+        """Every file of the folder that edgeseg wrote: the manifest, the artifacts and the
+        side files recorded with them (also for manifests written before ``files`` existed)."""
+        out = {MANIFEST_NAME, *self.artifacts, *self.files}
+        for name, info in self.artifacts.items():
+            if not isinstance(info, dict):
+                continue
+            for key in ("log", "report"):  # TFLite's conversion log and I/O report
+                if isinstance(info.get(key), str):
+                    out.add(info[key])
+            tnn = info.get("tnn")
+            if isinstance(tnn, dict) and isinstance(tnn.get("model_file"), str):
+                out.add(tnn["model_file"])
+            if info.get("fidelity"):
+                stem = name[:-len(".onnx")] if name.endswith(".onnx") else name
+                out.update({f"{stem}.fidelity.json", f"{stem}.fidelity.md"})
+        return out
 
     def artifact(self, filename: str) -> dict[str, Any]:
         if filename not in self.artifacts:
@@ -118,6 +143,7 @@ class Manifest:
             "source": self.source,
             "artifacts": self.artifacts,
             "history": self.history,
+            "files": self.files,
         }
 
     @classmethod
@@ -130,7 +156,8 @@ class Manifest:
             presets=d.get("presets", {}),
             weights=d.get("weights"), artifacts=d.get("artifacts", {}),
             family=d.get("family"), decoder=d.get("decoder"), source=d.get("source"),
-            history=d.get("history", []), schema=d.get("schema", SCHEMA_VERSION),
+            history=d.get("history", []), files=list(d.get("files", [])),
+            schema=d.get("schema", SCHEMA_VERSION),
         )
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -162,6 +189,68 @@ def find_manifest(path: str | os.PathLike) -> Path | None:
         if c.is_file():
             return c
     return None
+
+
+def read_written_files(folder: str | os.PathLike) -> set[str] | None:
+    """The files an edgeseg ``manifest.json`` in ``folder`` says edgeseg wrote; None when the
+    folder has no manifest, or one edgeseg cannot read (then it is the user's file)."""
+    p = Path(folder) / MANIFEST_NAME
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or "model" not in data or not isinstance(data.get("artifacts", {}), dict):
+            return None
+        return Manifest.from_dict(data).written_files()
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _bare_model_fix(name: str) -> str:
+    return f"move {name} to a folder of its own (without manifest.json) to use it as a bare model"
+
+
+def verify_artifact(path: str | os.PathLike, sha256: str | None = None) -> dict[str, Any] | None:
+    """The manifest entry of ``path`` after checking that it is the file edgeseg recorded.
+
+    A manifest speaks for the files it lists: the model name, input spec and precision
+    plan it records are only true of those files. A file beside it that it does not list
+    (a foreign model dropped into an export folder), or a listed file whose sha256 no
+    longer matches (replaced or edited after edgeseg wrote it), would otherwise be
+    calibrated, evaluated or benchmarked as the recorded model. Returns ``None`` when
+    there is no manifest beside ``path``, ``{}`` for a hand-written manifest that lists
+    no artifacts (nothing to compare); ``sha256`` saves hashing a file twice.
+    """
+    p = Path(path)
+    found = find_manifest(p)
+    if found is None or p.name == MANIFEST_NAME:
+        return None
+    manifest = Manifest.load(found)
+    if not manifest.artifacts:
+        return {}
+    entry = manifest.artifacts.get(p.name)
+    if entry is None:
+        listed = ", ".join(list(manifest.artifacts)[:6]) + (", ..." if len(manifest.artifacts) > 6 else "")
+        raise EdgesegError(f"{p.name} is not one of the files recorded in {found} ({listed}), so that manifest "
+                           f"cannot say which model it is or how to feed it",
+                           _bare_model_fix(p.name) + ", or pass a file the manifest lists")
+    checks = [(p, entry.get("sha256"))]
+    companion = (entry.get("tnn") or {}).get("model_file")
+    if companion and (entry.get("tnn") or {}).get("model_sha256"):
+        checks.append((p.parent / companion, entry["tnn"]["model_sha256"]))
+    for file, recorded in checks:
+        if not recorded or not file.is_file():
+            continue
+        from edgeseg.utils.hashing import sha256_file
+
+        actual = sha256 if (sha256 and file == p) else sha256_file(file)
+        if actual != recorded:
+            raise EdgesegError(
+                f"{file.name} is not the file recorded in {found}: its sha256 is {actual[:12]}..., the manifest "
+                f"records {recorded[:12]}... (it was replaced or changed after edgeseg wrote it)",
+                f"re-run the step that wrote {file.name} (e.g. `edgeseg export`) into a fresh folder, or "
+                + _bare_model_fix(file.name))
+    return entry
 
 
 def input_spec_of(manifest: Manifest):

@@ -27,14 +27,14 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.export import tags
-from edgeseg.export.manifest import Manifest, tool_versions
-from edgeseg.utils import atomic
+from edgeseg.export.manifest import MANIFEST_NAME, Manifest, tool_versions
+from edgeseg.utils import atomic, progress
 from edgeseg.utils.hashing import sha256_file
 
 OPSET = 17
@@ -178,11 +178,21 @@ def check_parity(onnx_path: Path, module, example_np: np.ndarray, input_name: st
     return result
 
 
+# The steps of one graph's export, in order (what the progress bar shows).
+EXPORT_STEPS = ("tracing", "simplifying", "tagging", "checking", "parity")
+
+
 def export_graph(module, input_spec, component_map, output_names: list[str], path: Path,
-                 simplifier: str = "onnxslim", seed: int = 0, graph: str = "frame") -> GraphExport:
-    """Export one nn.Module to a tagged, simplified, parity-checked ONNX file at ``path``."""
+                 simplifier: str = "onnxslim", seed: int = 0, graph: str = "frame",
+                 step: Callable[[str], None] | None = None) -> GraphExport:
+    """Export one nn.Module to a tagged, simplified, parity-checked ONNX file at ``path``.
+
+    ``step(name)`` is called as each of :data:`EXPORT_STEPS` starts (progress display).
+    """
     import onnx
     import torch
+
+    step = step or (lambda name: None)
 
     module.eval()
     rng = np.random.default_rng(seed)
@@ -192,6 +202,7 @@ def export_graph(module, input_spec, component_map, output_names: list[str], pat
     example = torch.from_numpy(example_np)
 
     raw_path = path.with_name(path.stem + ".raw.onnx")
+    step("tracing")
     try:
         _torch_export(module, example, raw_path, input_spec.name, output_names)
     except Exception as e:
@@ -202,12 +213,15 @@ def export_graph(module, input_spec, component_map, output_names: list[str], pat
     raw_path.unlink()
     nodes_before, scoped_before = len(raw.graph.node), _count_scoped(raw, component_map)
 
+    step("simplifying")
     slim = simplify(raw, simplifier)
+    step("tagging")
     counts = tags.tag_graph(slim, component_map)
     leftover = tags.untagged_nodes(slim)
     if leftover:  # tag_graph raises first; this guards against future edits
         raise EdgesegError(f"{len(leftover)} nodes have no component", "report this as a bug")
     slim.producer_name = "edgeseg"
+    step("checking")
     onnx.save(slim, os.fspath(path))
     try:
         onnx.checker.check_model(os.fspath(path))
@@ -215,6 +229,7 @@ def export_graph(module, input_spec, component_map, output_names: list[str], pat
         raise EdgesegError(f"the exported {graph} graph is not valid ONNX: {e}",
                            f"retry with --simplifier none (current: {simplifier})") from e
 
+    step("parity")
     parity = check_parity(path, module, example_np, input_spec.name, output_names)
     bad = [p for p in parity if not p.ok]
     if bad:
@@ -249,45 +264,81 @@ def default_graphs(model) -> tuple[str, ...]:
     return ("frame", *extra)
 
 
-def export_onnx(model, out_dir: str | os.PathLike, *, simplifier: str = "onnxslim",
-                graphs: tuple[str, ...] | None = None, weights: dict[str, Any] | None = None,
-                seed: int = 0, overwrite: bool = True) -> ExportResult:
-    """Export a zoo model into an artifact folder: ``<name>.onnx`` (+ ``<name>.features.onnx``) and
-    ``manifest.json``. The folder appears complete or not at all."""
+def export_into(model, folder: str | os.PathLike, *, simplifier: str = "onnxslim",
+                graphs: tuple[str, ...] | None = None, weights: dict[str, Any] | None = None, seed: int = 0,
+                on_graph: Callable[[str, Path], None] | None = None) -> ExportResult:
+    """Export a zoo model into ``folder`` (an existing, usually temporary, folder):
+    ``<name>.onnx`` (+ ``<name>.features.onnx``) and ``manifest.json``.
+
+    ``on_graph(graph, path)`` runs after each graph is written and checked, before the next
+    one is exported: target preflights use it to refuse a plan within seconds.
+    """
+    import onnx
+
     name = getattr(model, "model_name", type(model).__name__.lower())
     spec = model.input_spec
     graphs = tuple(graphs or default_graphs(model))
     modules = _graphs_of(model, graphs)
-    final = Path(out_dir)
+    folder = Path(folder)
     results: dict[str, GraphExport] = {}
-    with atomic.atomic_directory(final, overwrite=overwrite) as tmp:
+    with progress.steps(f"exporting {name}", total=len(modules) * len(EXPORT_STEPS)) as steps:
         for g, module in modules.items():
             fname = f"{name}.onnx" if g == "frame" else f"{name}.{g}.onnx"
             results[g] = export_graph(module, spec, module.component_map, list(module.output_names),
-                                      tmp / fname, simplifier=simplifier, seed=seed, graph=g)
+                                      folder / fname, simplifier=simplifier, seed=seed, graph=g,
+                                      step=lambda what, g=g: steps.step(f"{g} graph: {what}"))
+            if on_graph is not None:
+                on_graph(g, results[g].path)
 
-        manifest = Manifest.from_model(model, weights=weights)
-        manifest.outputs = [{"name": p.name, "shape": p.shape} for p in results[graphs[0]].parity]
-        import onnx
+    manifest = Manifest.from_model(model, weights=weights)
+    manifest.outputs = [{"name": p.name, "shape": p.shape} for p in results[graphs[0]].parity]
+    for g, res in results.items():
+        proto = onnx.load(os.fspath(res.path), load_external_data=False)
+        manifest.add_artifact(
+            res.path.name, kind="onnx", graph=g, primary=(g == "frame"), opset=OPSET,
+            precision={"name": "fp32", "spec": ",".join(f"{c}=fp32" for c in model.component_map.names()),
+                       "precisions": {c: "fp32" for c in model.component_map.names()}},
+            outputs=[{"name": p.name, "shape": p.shape} for p in res.parity],
+            sha256=sha256_file(res.path),
+            simplifier={"name": res.simplifier, "nodes_before": res.nodes_before_simplify,
+                        "nodes_after": res.nodes_after_simplify,
+                        "scoped_before": res.scoped_before, "scoped_after": res.scoped_after},
+            components=tags.nodes_by_component(proto),
+            parity=[p.to_dict() for p in res.parity],
+        )
+    manifest.record("export", graphs=list(graphs), simplifier=simplifier, opset=OPSET,
+                    versions=tool_versions("torch", "onnx", "onnxruntime", simplifier))
+    manifest.save(folder)
+    return ExportResult(folder, manifest, results)
 
-        for g, res in results.items():
-            proto = onnx.load(os.fspath(res.path), load_external_data=False)
-            manifest.add_artifact(
-                res.path.name, kind="onnx", graph=g, primary=(g == "frame"), opset=OPSET,
-                precision={"name": "fp32", "spec": ",".join(f"{c}=fp32" for c in model.component_map.names()),
-                           "precisions": {c: "fp32" for c in model.component_map.names()}},
-                outputs=[{"name": p.name, "shape": p.shape} for p in res.parity],
-                sha256=sha256_file(res.path),
-                simplifier={"name": res.simplifier, "nodes_before": res.nodes_before_simplify,
-                            "nodes_after": res.nodes_after_simplify,
-                            "scoped_before": res.scoped_before, "scoped_after": res.scoped_after},
-                components=tags.nodes_by_component(proto),
-                parity=[p.to_dict() for p in res.parity],
-            )
-        manifest.record("export", graphs=list(graphs), simplifier=simplifier, opset=OPSET,
-                        versions=tool_versions("torch", "onnx", "onnxruntime", simplifier))
-        manifest.save(tmp)
-    # Paths inside the (renamed) final folder.
-    for res in results.values():
-        res.path = final / res.path.name
-    return ExportResult(final, manifest, results)
+
+def expected_files(model_name: str, graphs: tuple[str, ...] = ("frame", "features")) -> list[str]:
+    """The files an export of ``model_name`` writes (checked for clashes before the work)."""
+    return [MANIFEST_NAME] + [f"{model_name}.onnx" if g == "frame" else f"{model_name}.{g}.onnx" for g in graphs]
+
+
+def export_onnx(model, out_dir: str | os.PathLike, *, simplifier: str = "onnxslim",
+                graphs: tuple[str, ...] | None = None, weights: dict[str, Any] | None = None,
+                seed: int = 0, overwrite: bool = False) -> ExportResult:
+    """Export a zoo model into an artifact folder (see :func:`export_into`). The new files
+    appear together or not at all; an earlier export there is replaced, files edgeseg did
+    not write are kept, and a non-empty foreign folder needs ``overwrite``
+    (:mod:`edgeseg.utils.outputs`)."""
+    from edgeseg.utils import outputs
+
+    name = getattr(model, "model_name", type(model).__name__.lower())
+    graphs = tuple(graphs or default_graphs(model))
+    checked = outputs.check_output_folder(out_dir, outputs.EXPORT, overwrite=overwrite,
+                                          expected=expected_files(name, graphs))
+    final = Path(out_dir)
+    with atomic.atomic_directory(final, owned=checked.owned_now) as tmp:
+        result = export_into(model, tmp, simplifier=simplifier, graphs=graphs, weights=weights, seed=seed)
+    return rebase(result, final)
+
+
+def rebase(result: ExportResult, final: Path) -> ExportResult:
+    """The same result with its paths inside ``final`` (after the temporary folder moved there)."""
+    for res in result.graphs.values():
+        res.path = Path(final) / res.path.name
+    result.folder = Path(final)
+    return result

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,26 +38,52 @@ SAFETENSORS_SUFFIX = ".safetensors"
 _CONTAINER_KEYS = ("state_dict_ema", "state_dict", "model_ema", "model", "module", "net", "weights")
 # Prefixes added by wrappers: DataParallel/DDP, torch.compile, Lightning-style modules.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
-# Keys of classification / segmentation heads that backbone checkpoints carry and a
-# detection model does not use: dropped silently when loading only the backbone.
-_HEAD_PREFIXES = ("head.", "classifier.", "fc.", "features.18.", "decode_head.", "auxiliary_head.", "neck.")
-# Backbone parts that official pre-training does not have: TopFormer's ImageNet model
-# has no Semantics Injection Module, torchvision's MobileNetV2 has no stride-64 block.
-_NOT_PRETRAINED = ("SIM.", "global_block.")
+# Keys of segmentation heads that mmseg/detectron2-style backbone checkpoints carry and a
+# detection model does not use: dropped silently when loading only the backbone. Each
+# backbone class adds its own (``checkpoint_head_prefixes``: TopFormer's ``head.``,
+# MobileNetV2's ``classifier.``...) and names the parts official pre-training lacks
+# (``not_pretrained_prefixes``), so no backbone is special-cased here.
+_HEAD_PREFIXES = ("decode_head.", "auxiliary_head.", "neck.")
 _SHOW = 5
+
+
+# BatchNorm's update counter: a buffer, not a weight. PyTorch before 0.4.1 did not save
+# it; it only matters for training with momentum=None, so a file without it is complete.
+_BN_COUNTER = "num_batches_tracked"
+
+
+def _is_bn_counter(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] == _BN_COUNTER
 
 
 @dataclass
 class LoadReport:
-    """What :func:`load_weights` did, for the CLI to print."""
+    """What :func:`load_weights` did, for the CLI to print and the manifest to record."""
 
     path: str
     target: str                 # "model" or "backbone"
     source: str                 # what the file looked like
     loaded: int
-    missing: list[str] = field(default_factory=list)    # model keys left at their initial values
+    missing: list[str] = field(default_factory=list)    # target keys left at their initial values
     ignored: list[str] = field(default_factory=list)    # file keys not used
     stripped_prefix: str | None = None
+    # Whole-model view (full key names, model order): what came from the file and what
+    # kept its initial values, e.g. the decoder when only a backbone was loaded.
+    loaded_keys: list[str] = field(default_factory=list)
+    initial_keys: list[str] = field(default_factory=list)
+
+    def by_module(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(loaded, initial) tensor counts per component, split one level further where a
+        component is partly loaded (``backbone.SIM`` kept its initial values, ``backbone.tpm``
+        did not)."""
+        return group_by_module(self.loaded_keys, self.initial_keys)
+
+    def to_dict(self) -> dict[str, Any]:
+        loaded, initial = self.by_module()
+        return {"target": self.target, "source": self.source, "loaded": self.loaded,
+                "loaded_by_module": loaded, "initial": len(self.initial_keys), "initial_by_module": initial,
+                "ignored": len(self.ignored), "ignored_examples": self.ignored[:_SHOW],
+                "stripped_prefix": self.stripped_prefix}
 
     def summary(self) -> str:
         text = f"loaded {self.loaded} tensors from {Path(self.path).name} ({self.source}) into the {self.target}"
@@ -67,6 +94,24 @@ class LoadReport:
         if self.ignored:
             text += f"; ignored {len(self.ignored)} ({_preview(self.ignored)})"
         return text
+
+
+def group_by_module(loaded: list[str], initial: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Count keys per top-level module; a module with keys in both lists is split by its
+    sub-modules so the summary says which part kept its initial values."""
+    def prefix(key: str, depth: int) -> str:
+        return ".".join(key.split(".")[:depth])
+
+    mixed = {prefix(k, 1) for k in loaded} & {prefix(k, 1) for k in initial}
+
+    def count(keys: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for k in keys:
+            group = prefix(k, 2) if prefix(k, 1) in mixed else prefix(k, 1)
+            out[group] = out.get(group, 0) + 1
+        return out
+
+    return count(loaded), count(initial)
 
 
 def _preview(keys: list[str], n: int = _SHOW) -> str:
@@ -88,11 +133,47 @@ def _unsafe_globals(path: Path, error: Exception) -> list[str]:
     return re.findall(r"Unsupported global: GLOBAL (\S+)", str(error))
 
 
+# What a file torch.load can read starts with: a zip archive (torch.save since 1.6), a
+# pickle (the legacy format; protocol 2+ opens with 0x80) or a tar archive (pre-0.4).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
+_TAR_MAGIC_OFFSET, _TAR_MAGIC = 257, b"ustar"
+_READ_FIX = "check the file is complete (re-download it) and is a .pth/.pt state dict"
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_TAR_MAGIC_OFFSET + len(_TAR_MAGIC))
+    except OSError as e:
+        raise EdgesegError(f"cannot read {path}: {e}", "check the file's permissions") from e
+    return (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)
+            or head[_TAR_MAGIC_OFFSET:] == _TAR_MAGIC)
+
+
+def _describe_content(path: Path) -> str:
+    """'empty', 'text starting "..."' or 'binary data' (for the error message)."""
+    head = path.read_bytes()[:64]
+    if not head:
+        return "it is empty"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it holds other binary data"
+    first = text.splitlines()[0][:40] if text.strip() else ""
+    return f"it is text (starting {first!r})" if first else "it is blank text"
+
+
 def _torch_load(path: Path) -> Any:
     import argparse
 
     import torch
 
+    if not _looks_like_torch_file(path):
+        # A text file renamed .pth would otherwise reach the unpickler and fail with a
+        # KeyError from deep inside torch.
+        raise EdgesegError(f"cannot read {path} as a PyTorch checkpoint: {_describe_content(path)}, "
+                           "not a file written by torch.save", _READ_FIX)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -100,7 +181,7 @@ def _torch_load(path: Path) -> Any:
         names = _unsafe_globals(path, e)
         if not names:
             raise EdgesegError(f"cannot read {path} as a PyTorch checkpoint (not a torch.save file, or damaged)",
-                               "check the file is complete (re-download it) and is a .pth/.pt state dict") from e
+                               _READ_FIX) from e
         raise EdgesegError(
             f"refusing to load {path}: it contains Python objects other than tensors "
             f"({', '.join(names[:_SHOW])}), and unpickling them could run arbitrary code",
@@ -108,8 +189,11 @@ def _torch_load(path: Path) -> Any:
             f"c = torch.load('{path}', weights_only=False); torch.save(c.get('state_dict', c), 'clean.pth')\" "
             "(or save a .safetensors file)") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise EdgesegError(f"cannot read {path} as a PyTorch checkpoint: {e}",
-                           "check the file is complete (re-download it) and is a .pth/.pt state dict") from e
+        raise EdgesegError(f"cannot read {path} as a PyTorch checkpoint: {e}", _READ_FIX) from e
+    except (KeyError, IndexError, AttributeError, TypeError, struct.error) as e:
+        # A damaged pickle that starts like a real one: the unpickler's own errors.
+        raise EdgesegError(f"cannot read {path} as a PyTorch checkpoint: the file is damaged "
+                           f"({type(e).__name__}: {e})", _READ_FIX) from e
 
 
 def _safetensors_load(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -178,16 +262,9 @@ def _strip_wrappers(state: dict[str, Any], model_keys: set[str]) -> tuple[dict[s
     return state, "".join(stripped) or None
 
 
-def _describe_source(keys: set[str]) -> str:
-    if any(k.startswith("tpm.") for k in keys):
-        if any(k.startswith("head.") for k in keys):
-            return "official TopFormer ImageNet checkpoint"
-        return "TopFormer backbone"
-    if any(k.startswith("backbone.tpm.") for k in keys):
-        return "official TopFormer segmentation checkpoint (mmseg)"
-    if any(k.startswith("features.") for k in keys):
-        return "MobileNetV2 (torchvision layout)"
-    return "backbone weights"
+def _describe_source(backbone, keys: set[str]) -> str:
+    describe = getattr(backbone, "describe_checkpoint", None)
+    return (describe(keys) if describe else None) or "backbone weights"
 
 
 # ------------------------------------------------------------------------------ loading
@@ -196,7 +273,8 @@ def load_weights(model, path: str | Path, strict: bool = True) -> LoadReport:
 
     With ``strict`` every model key must be filled from a full checkpoint with the same
     shape; for a backbone checkpoint every backbone key must be filled except the parts
-    official pre-training lacks (TopFormer's SIM, MobileNetV2's stride-64 block). A
+    official pre-training lacks (each backbone's ``not_pretrained_prefixes``: TopFormer's SIM,
+    MobileNetV2's stride-64 block). A
     mismatch raises :class:`EdgesegError` naming the keys and the likely cause. Without
     ``strict``, whatever matches by name and shape is loaded and the rest reported.
     """
@@ -212,21 +290,31 @@ def load_weights(model, path: str | Path, strict: bool = True) -> LoadReport:
     if not has_backbone or keys & decoder_keys:
         report = _load_into(model, model_state, state, p, strict, target="model",
                             source="edgeseg checkpoint", meta=meta, stripped=stripped)
-        return report
+        return _with_model_view(report, model_state, "")
 
     # A backbone-only file: mmseg-style "backbone." keys, or bare backbone keys.
-    source = _describe_source(keys)
+    source = _describe_source(model.backbone, keys)
     if any(k.startswith("backbone.") for k in keys):
         ignored = sorted(k for k in keys if not k.startswith("backbone."))
         sub = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     else:
         ignored, sub = [], dict(state)
     backbone_state = model.backbone.state_dict()
-    heads = sorted(k for k in sub if k not in backbone_state and k.startswith(_HEAD_PREFIXES))
+    head_prefixes = _HEAD_PREFIXES + tuple(getattr(model.backbone, "checkpoint_head_prefixes", ()))
+    heads = sorted(k for k in sub if k not in backbone_state and k.startswith(head_prefixes))
     sub = {k: v for k, v in sub.items() if k not in heads}
     report = _load_into(model.backbone, backbone_state, sub, p, strict, target="backbone", source=source,
-                        meta=meta, stripped=stripped, allowed_missing=_NOT_PRETRAINED, full_model=model)
+                        meta=meta, stripped=stripped,
+                        allowed_missing=tuple(getattr(model.backbone, "not_pretrained_prefixes", ())),
+                        full_model=model)
     report.ignored = ignored + heads + report.ignored
+    return _with_model_view(report, model_state, "backbone.")
+
+
+def _with_model_view(report: LoadReport, model_state: dict[str, Any], prefix: str) -> LoadReport:
+    loaded = {prefix + k for k in report.loaded_keys}
+    report.loaded_keys = [k for k in model_state if k in loaded]
+    report.initial_keys = [k for k in model_state if k not in loaded and not _is_bn_counter(k)]
     return report
 
 
@@ -250,7 +338,7 @@ def _family_weights_map(model, state: dict[str, Any]) -> dict[str, Any]:
 def _load_into(module, module_state: dict[str, Any], state: dict[str, Any], path: Path, strict: bool, *,
                target: str, source: str, meta: dict[str, str], stripped: str | None,
                allowed_missing: tuple[str, ...] = (), full_model=None) -> LoadReport:
-    missing = sorted(k for k in module_state if k not in state)
+    missing = sorted(k for k in module_state if k not in state and not _is_bn_counter(k))
     unexpected = sorted(k for k in state if k not in module_state)
     mismatched = sorted(k for k in state if k in module_state and tuple(state[k].shape) != tuple(module_state[k].shape))
     # BatchNorm's step counter is no weight: detectron2's FrozenBatchNorm2d (FastInst, IFC
@@ -272,7 +360,8 @@ def _load_into(module, module_state: dict[str, Any], state: dict[str, Any], path
 
     module.load_state_dict(matched, strict=False)
     return LoadReport(str(path), target, source, loaded=len(matched), missing=missing,
-                      ignored=sorted(set(unexpected) | set(mismatched)), stripped_prefix=stripped)
+                      ignored=sorted(set(unexpected) | set(mismatched)), stripped_prefix=stripped,
+                      loaded_keys=list(matched))
 
 
 def _diagnose(model, path: Path, state, module_state, missing, unexpected, mismatched, target, meta) -> tuple[str, str]:
@@ -303,8 +392,9 @@ def _diagnose(model, path: Path, state, module_state, missing, unexpected, misma
         return problem, ("the file mixes DataParallel 'module.' prefixes with plain keys; "
                          "re-save it from model.module.state_dict()")
     if target == "backbone":
-        guess = _guess_topformer_size(state)
-        hint = f"the file looks like a TopFormer-{guess} backbone; " if guess else ""
+        guesser = getattr(getattr(model, "backbone", None), "guess_checkpoint", None)
+        guess = guesser(state) if guesser else None
+        hint = f"the file looks like a {guess} backbone; " if guess else ""
         return problem, (f"{hint}use the zoo variant with that backbone (`edgeseg models`), "
                          "or pass strict=False to load only the matching layers")
     guess = saved_as or _guess_variant(state, exclude=name)
@@ -312,19 +402,6 @@ def _diagnose(model, path: Path, state, module_state, missing, unexpected, misma
         return problem, f"the file looks like {guess}: create that model instead (or pass its options)"
     return problem, ("the file was saved from a different variant or configuration; `edgeseg models` "
                      "lists the variants, or pass strict=False to load what matches")
-
-
-def _guess_topformer_size(state: dict[str, Any]) -> str | None:
-    from edgeseg.models.backbones.topformer import TOPFORMER_CONFIGS, TopFormer
-
-    sig = {k: tuple(v.shape) for k, v in state.items() if k.startswith(("tpm.", "trans."))}
-    if not sig:
-        return None
-    for size, cfg in TOPFORMER_CONFIGS.items():
-        ref = {k: tuple(v.shape) for k, v in TopFormer(cfg).state_dict().items() if k in sig}
-        if ref == sig:
-            return {"tiny": "Tiny", "small": "Small", "base": "Base"}.get(size, size)
-    return None
 
 
 def _guess_variant(state: dict[str, Any], exclude: str | None) -> str | None:

@@ -246,24 +246,20 @@ def config_from(cls: type, name: str, cfg: Mapping[str, Any]):
     return config
 
 
-# Beyond this side the activations of even the smallest model no longer fit in memory on a
-# phone or in this process (a 100032-pixel square at fp32 is ~120 GB for the image alone).
-MAX_INPUT_SIDE = 4096
-
-
 def input_size_of(value: Any, stride: int, why: str = "") -> tuple[int, int]:
     """``640`` / ``(512, 640)`` -> (height, width), checked: positive, at most
-    :data:`MAX_INPUT_SIDE`, and a multiple of the family's ``stride``."""
+    ``MAX_INPUT_SIDE`` per side (:func:`edgeseg.data.preprocess.check_input_side`), and a
+    multiple of the family's ``stride``."""
+    from edgeseg.data.preprocess import check_input_side
+
     if isinstance(value, int):
         value = (value, value)
     try:
         h, w = (int(v) for v in value)
     except (TypeError, ValueError):
         raise EdgesegError(f"cannot read input_size {value!r}", "give (height, width), e.g. (640, 640)") from None
+    check_input_side(h, w)
     for v in (h, w):
-        if v <= 0 or v > MAX_INPUT_SIDE:
-            raise EdgesegError(f"input size {h}x{w} is outside 1..{MAX_INPUT_SIDE} pixels per side",
-                               f"use a size like {max(stride, 640 // stride * stride)}")
         if v % stride:
             near = max(stride, round(v / stride) * stride)
             raise EdgesegError(f"input size {h}x{w} is not a multiple of {stride}" + (f" ({why})" if why else ""),

@@ -98,15 +98,24 @@ class CalibrationTable:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CalibrationTable":
+        """An edgeseg table (JSON) or a TensorRT calibration cache, told apart by content."""
         p = Path(path)
         if not p.is_file():
             raise EdgesegError(f"calibration table {p} not found",
                                "create one with `edgeseg calibrate MODEL.onnx --images DIR -o table.json`")
+        with open(p, "rb") as f:
+            head = f.read(64)
+        if head.startswith(TRT_CACHE_PREFIX):
+            # trtexec's or `edgeseg calibrate --trt-cache`'s file: the same ranges as scales.
+            return read_trt_cache(p)
         try:
             return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise EdgesegError(f"cannot read calibration table {p}: {e}",
-                               "re-create it with `edgeseg calibrate`") from e
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+            what = "text" if head.strip() and _is_text(head) else "binary data"
+            raise EdgesegError(f"{p} is neither an edgeseg calibration table (JSON) nor a TensorRT calibration "
+                               f"cache (first line TRT-<version>-<calibrator>); it holds {what} ({e})",
+                               "pass the table written by `edgeseg calibrate MODEL.onnx --images DIR -o "
+                               "table.json` (or its --trt-cache file)") from e
 
     def check_model(self, model_sha256: str, what: str = "model") -> None:
         """Refuse a table computed on a different graph (tensor names would silently not match)."""
@@ -117,6 +126,14 @@ class CalibrationTable:
                 "re-run `edgeseg calibrate` on this ONNX file")
 
 
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 # ---------------------------------------------------------------- TensorRT calibration cache
 # trtexec --calib=FILE (and IInt8Calibrator.readCalibrationCache) reads a text file:
 #   TRT-<NV_TENSORRT_VERSION>-<calibrator>
@@ -124,6 +141,7 @@ class CalibrationTable:
 # with scale = amax / 127. Writing it from our table lets a Jetson build an INT8 engine
 # on exactly the ranges every other backend uses, without calibrating on the device.
 
+TRT_CACHE_PREFIX = b"TRT-"
 DEFAULT_TRT_VERSION = "8.5.2"  # JetPack 5 (Xavier / Orin) ships TensorRT 8.5.2
 TRT_CALIBRATOR = "EntropyCalibration2"
 
@@ -158,13 +176,12 @@ def _scale_hex(amax: float) -> str:
     return struct.pack(">f", scale).hex()
 
 
-def write_trt_cache(table: CalibrationTable, path: str | os.PathLike,
-                    trt_version: str | int | None = None) -> Path:
-    """Write ``table`` as a TensorRT calibration cache (atomically).
+def trt_cache_bytes(table: CalibrationTable, trt_version: str | int | None = None) -> bytes:
+    """``table`` as the bytes of a TensorRT calibration cache (what ``read_calibration_cache`` returns).
 
     ``trt_version`` defaults to the version a table read from a cache came with, else
     TensorRT 8.5.2 (JetPack 5). TensorRT ignores a cache whose version line differs from
-    its own, so pass the version of the device that will read it.
+    its own, so pass the version of the TensorRT that will read it.
     """
     version = trt_version if trt_version is not None else table.settings.get("trt_version", DEFAULT_TRT_VERSION)
     calibrator = table.settings.get("trt_calibrator", TRT_CALIBRATOR)
@@ -174,7 +191,13 @@ def write_trt_cache(table: CalibrationTable, path: str | os.PathLike,
             raise EdgesegError(f"tensor name {name!r} contains a newline and cannot go into a TensorRT cache",
                                "rename the tensor in the ONNX graph")
         lines.append(f"{name}: {_scale_hex(rng.amax)}")
-    return atomic.write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def write_trt_cache(table: CalibrationTable, path: str | os.PathLike,
+                    trt_version: str | int | None = None) -> Path:
+    """Write ``table`` as a TensorRT calibration cache file (atomically); see :func:`trt_cache_bytes`."""
+    return atomic.write_bytes(path, trt_cache_bytes(table, trt_version))
 
 
 def read_trt_cache(path: str | os.PathLike) -> CalibrationTable:

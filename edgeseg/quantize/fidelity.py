@@ -88,6 +88,9 @@ class FidelityReport:
     outputs: list[TensorFidelity] = field(default_factory=list)
     components: dict[str, list[TensorFidelity]] = field(default_factory=dict)
     plan: dict[str, str] | None = None
+    # How ONNX Runtime computed the candidate's int8 (edgeseg.runtimes.numerics) and on what CPU.
+    numerics: str = "simulated"
+    host_isa: str = ""
 
     def worst_component(self) -> str | None:
         """The component with the lowest SQNR at its outputs."""
@@ -112,6 +115,7 @@ class FidelityReport:
 
         return {"reference": self.reference, "candidate": self.candidate, "num_images": self.num_images,
                 "images_sha256": self.images_sha256, "plan": self.plan,
+                "numerics": self.numerics, "host_isa": self.host_isa,
                 "outputs": [row(o) for o in self.outputs],
                 "components": {c: [row(t) for t in rows] for c, rows in self.components.items()},
                 "worst_component": self.worst_component()}
@@ -120,6 +124,7 @@ class FidelityReport:
         lines = [f"Fidelity of `{self.candidate}` vs `{self.reference}` on {self.num_images} held-out images", ""]
         if self.plan:
             lines += ["Plan: " + ", ".join(f"{c}={p}" for c, p in self.plan.items()), ""]
+        lines += [f"Int8 numerics: {self.numerics} (host {self.host_isa or 'unknown'})", ""]
         lines += ["| where | tensor | shape | max abs err | cosine | SQNR (dB) |", "|---|---|---|---:|---:|---:|"]
 
         def fmt(where: str, t: TensorFidelity) -> str:
@@ -138,10 +143,11 @@ class FidelityReport:
 
     def save(self, json_path: str | os.PathLike, markdown_path: str | os.PathLike | None = None) -> None:
         from edgeseg.utils import atomic
+        from edgeseg.utils.outputs import mark_text
 
-        atomic.write_json(json_path, self.to_dict())
+        atomic.write_json(json_path, {"format": "edgeseg-fidelity", **self.to_dict()})
         if markdown_path:
-            atomic.write_text(markdown_path, self.to_markdown())
+            atomic.write_text(markdown_path, mark_text(self.to_markdown(), ".md"))
 
 
 def _candidate_names(candidate: str | os.PathLike, tensors: list[str]) -> dict[str, str]:
@@ -161,11 +167,20 @@ def _candidate_names(candidate: str | os.PathLike, tensors: list[str]) -> dict[s
 
 
 def fidelity_report(reference: str | os.PathLike, candidate: str | os.PathLike, images,
-                    plan: dict[str, str] | None = None, threads: int = 0) -> FidelityReport:
-    """Compare ``candidate`` (quantized) with ``reference`` (FP32) on an ImageSet."""
+                    plan: dict[str, str] | None = None, threads: int = 0,
+                    numerics: str = "simulated") -> FidelityReport:
+    """Compare ``candidate`` (quantized) with ``reference`` (FP32) on an ImageSet.
+
+    ``numerics``: the candidate's int8 as a correct int8 engine computes it (simulated Q/DQ,
+    the same on every host), or ONNX Runtime's fused kernels of this CPU (``fused``).
+    """
+    from edgeseg.benchmark.cpu_isa import host_isa
     from edgeseg.export.tags import component_boundary_tensors
     from edgeseg.quantize.calibrate import load_onnx
+    from edgeseg.runtimes.numerics import check_numerics, warn_if_saturating
     from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
+
+    check_numerics(numerics)
 
     ref_model = load_onnx(reference)
     outputs = [o.name for o in ref_model.graph.output]
@@ -180,8 +195,11 @@ def fidelity_report(reference: str | os.PathLike, candidate: str | os.PathLike, 
     # Where two adjacent components both run in fp16, their boundary tensor exists in the
     # candidate only under the fp16 name the converter gave it (no Cast back to fp32).
     cand_names = _candidate_names(candidate, extra)
-    ref_rt = OnnxRuntimeRuntime(reference, threads=threads, extra_outputs=extra)
-    cand_rt = OnnxRuntimeRuntime(candidate, threads=threads, extra_outputs=[cand_names[t] for t in extra])
+    ref_rt = OnnxRuntimeRuntime(reference, threads=threads, extra_outputs=extra, numerics=numerics)
+    cand_rt = OnnxRuntimeRuntime(candidate, threads=threads, extra_outputs=[cand_names[t] for t in extra],
+                                 numerics=numerics)
+    if plan is None or "int8" in plan.values():
+        warn_if_saturating(cand_rt.numerics, "the fidelity report")
     names = outputs + extra
     acc = {n: _Accumulator() for n in names}
     from edgeseg.utils.progress import track
@@ -198,7 +216,7 @@ def fidelity_report(reference: str | os.PathLike, candidate: str | os.PathLike, 
         raise EdgesegError("no held-out images for the fidelity report", "pass a folder with JPEG/PNG images")
     return FidelityReport(
         reference=Path(reference).name, candidate=Path(candidate).name, num_images=n,
-        images_sha256=images.sha256, plan=plan,
+        images_sha256=images.sha256, plan=plan, numerics=cand_rt.numerics, host_isa=host_isa().summary(),
         outputs=[acc[o].result(o, None) for o in outputs],
         components={c: [acc[t].result(t, c) for t in ts] for c, ts in comp_tensors.items() if ts},
     )

@@ -40,6 +40,62 @@ def _in_folder(path: Path, folder: Path) -> str | None:
         return None
 
 
+# ============================================================================ --calib
+CALIB_HELP = ("Calibration: a folder of images (calibrated here with KL on --calib-num of them; the others are "
+              "held out for fidelity) or a table from `edgeseg calibrate` (JSON).")
+
+
+def calib_num_arg(num: int | None, flag: str = "--calib-num") -> int | None:
+    """``--calib-num``: how many images to calibrate on (0 = all of them), checked up front."""
+    if num is None or num == 0:
+        return None
+    if num < 0:
+        raise EdgesegError(f"{flag} must be 0 (all images) or more, got {num}", f"e.g. {flag} 100")
+    return num
+
+
+def calib_kind(calib: str | os.PathLike, flag: str = "--calib") -> str:
+    """What ``--calib`` names, the same in every verb: ``"images"`` (a folder of images to
+    calibrate on) or ``"table"`` (a calibration table file); a clear error otherwise."""
+    p = Path(calib)
+    if p.is_dir():
+        return "images"
+    if p.is_file():
+        return "table"
+    raise EdgesegError(f"{flag} {calib} does not exist",
+                       f"pass {flag} DIR (a folder of JPEG/PNG images) or {flag} TABLE.json "
+                       "(a table from `edgeseg calibrate`)")
+
+
+def check_calib(calib: str | os.PathLike, flag: str = "--calib") -> str:
+    """Validate ``--calib`` before any work: a folder must hold images, a table must load."""
+    kind = calib_kind(calib, flag)
+    if kind == "images":
+        from edgeseg.data.images import list_images
+
+        if not list_images(calib):
+            raise EdgesegError(f"{flag} {calib} holds no JPEG/PNG images",
+                               "put calibration images in it, or make some with `edgeseg data synth`")
+    else:
+        CalibrationTable.load(calib)
+    return kind
+
+
+def check_outputs_beside(model_path: Path, files: list[tuple[str | os.PathLike | None, str]],
+                         overwrite: bool = False) -> None:
+    """Before the work: every output file (path, flag) can be written without replacing a
+    file edgeseg did not write, and the model's manifest (updated at the end) is writable."""
+    from edgeseg.export.manifest import find_manifest
+    from edgeseg.utils.outputs import check_output_file, check_writable
+
+    for path, flag in files:
+        if path is not None:
+            check_output_file(path, flag=flag, overwrite=overwrite, inputs=[model_path])
+    found = find_manifest(model_path)
+    if found is not None:
+        check_writable(found, want_dir=False, flag="")
+
+
 # ============================================================================ calibrate
 @dataclass
 class CalibrationOutcome:
@@ -49,6 +105,12 @@ class CalibrationOutcome:
     images: Any  # ImageSet
     spec_source: str  # "manifest" or "graph"
     seconds: float
+
+
+def default_table_path(model_path: str | os.PathLike, method: str = "kl") -> Path:
+    """Where a calibration table goes unless named: ``MODEL.<method>.calib.json`` beside the model."""
+    p = Path(model_path)
+    return p.with_name(f"{p.stem}.{method}.calib.json")
 
 
 def run_calibration(model_path: str | os.PathLike, images_dir: str | os.PathLike, *, method: str = "kl",
@@ -73,7 +135,7 @@ def run_calibration(model_path: str | os.PathLike, images_dir: str | os.PathLike
     table.settings["images_root"] = str(Path(images_dir).resolve())
     table.settings["images"] = images.names
     table.settings["model_file"] = model_path.name
-    table_path = Path(out) if out else model_path.with_name(f"{model_path.stem}.{method}.calib.json")
+    table_path = Path(out) if out else default_table_path(model_path, method)
     table.save(table_path)
     cache_path = None
     if trt_cache:
@@ -119,10 +181,11 @@ def parse_plan(model_path: Path, spec: str, onnx_model=None,
     which are then recorded in a manifest beside it (:mod:`edgeseg.export.foreign`).
     """
     from edgeseg.export import foreign
-    from edgeseg.export.manifest import Manifest, find_manifest
+    from edgeseg.export.manifest import Manifest, find_manifest, verify_artifact
     from edgeseg.export.tags import nodes_by_component
 
     if find_manifest(model_path) is not None:
+        verify_artifact(model_path)  # the manifest's components and presets are only true of its own files
         manifest = Manifest.load(model_path)
         if components and not foreign.patterns_of(manifest):
             raise EdgesegError(f"{model_path.name} was exported by edgeseg with its components "
@@ -150,23 +213,29 @@ def parse_plan(model_path: Path, spec: str, onnx_model=None,
 
 
 def default_output(model_path: Path, plan: PrecisionPlan) -> Path:
-    return model_path.with_name(f"{model_path.stem}.{plan.name or plan.label()}.onnx")
+    return model_path.with_name(f"{model_path.stem}.{plan.file_label()}.onnx")
 
 
 def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.PathLike | CalibrationTable | None,
                  *, out: str | os.PathLike | None = None, fidelity_images: str | os.PathLike | None = None,
                  fidelity_num: int = 20, seed: int = 0, activation_type: str = "uint8",
                  threads: int = 0, with_fidelity: bool = True, with_features: bool = True,
-                 components: dict[str, str] | None = None) -> QuantizeOutcome:
+                 calib_num: int | None = 100, calib_method: str = "kl",
+                 components: dict[str, str] | None = None,
+                 numerics: str = "simulated") -> QuantizeOutcome:
     """Quantize, check the artifact runs, and report fidelity on held-out images.
 
     Held-out images come from ``fidelity_images``, else from the calibration folder
     recorded in the table when it holds images calibration did not use. When the export
     also wrote a features graph (video kernel reuse), it is quantized with the same plan
-    and table (``with_features``).
+    and table (``with_features``). ``numerics``: how the fidelity report runs int8
+    (:mod:`edgeseg.runtimes.numerics`; simulated Q/DQ unless ``fused`` is asked for).
     """
     from edgeseg.quantize.calibrate import load_onnx
     from edgeseg.quantize.qdq import quantize_file
+    from edgeseg.runtimes.numerics import check_numerics
+
+    check_numerics(numerics)
 
     model_path = Path(model_path)
     onnx_model = load_onnx(model_path)
@@ -174,17 +243,25 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
     del onnx_model
     table = None
     calib_name = None
-    if isinstance(calib, CalibrationTable):
-        table = calib
-    elif calib is not None:
-        table = CalibrationTable.load(calib)
-        calib_name = Path(calib).name
-    if plan.needs_calibration and table is None:
-        raise EdgesegError(f"plan {plan.spec()} has int8 components and needs a calibration table",
-                           f"run `edgeseg calibrate {model_path} --images DIR -o table.json`, then pass --calib table.json")
+    if plan.needs_calibration and calib is None:
+        raise EdgesegError(f"plan {plan.spec()} has int8 components and needs calibration",
+                           "pass --calib DIR (images to calibrate on) or --calib TABLE.json "
+                           f"(from `edgeseg calibrate {model_path} --images DIR`)")
     out_path = Path(out) if out else default_output(model_path, plan)
     if out_path.resolve() == model_path.resolve():
         raise EdgesegError("the output would overwrite the FP32 source model", "pass another -o path")
+    if isinstance(calib, CalibrationTable):
+        table = calib
+    elif calib is not None and calib_kind(calib) == "images":
+        if plan.needs_calibration:  # the same folder then serves fidelity with the images it did not use
+            calibration = run_calibration(model_path, calib, method=calib_method, num=calib_num, seed=seed,
+                                          threads=threads)
+            table, calib_name = calibration.table, calibration.table_path.name
+        elif with_fidelity and fidelity_images is None:
+            fidelity_images = calib  # nothing calibrated: every image is held out
+    elif calib is not None:
+        table = CalibrationTable.load(calib)
+        calib_name = Path(calib).name
     t0 = time.perf_counter()
     result = quantize_file(model_path, plan, table if plan.needs_calibration else None, out_path,
                            activation_dtype=activation_type)
@@ -196,7 +273,7 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
         fidelity_images = _held_out_folder(table)
     if with_fidelity and fidelity_images is not None:
         fidelity, fidelity_paths = _fidelity(model_path, out_path, plan, table, fidelity_images,
-                                             fidelity_num, seed, threads)
+                                             fidelity_num, seed, threads, numerics)
 
     def record(m) -> None:
         folder = model_path.parent
@@ -212,6 +289,8 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
                            precision=plan.to_dict(), calibration=calibration,
                            quantization=result.report.to_dict(), sha256=result.sha256,
                            fidelity=fidelity.to_dict() if fidelity else None)
+        if key and fidelity_paths:
+            m.add_files(*(k for f in fidelity_paths if (k := _in_folder(f, folder))))
         m.record("quantize", model=model_path.name, output=str(key or out_path), plan=plan.spec(),
                  activation_type=activation_type, seconds=round(seconds, 2),
                  fidelity=str(fidelity_paths[0].name) if fidelity_paths else None)
@@ -245,7 +324,7 @@ def _held_out_folder(table: CalibrationTable | None) -> Path | None:
 
 
 def _fidelity(model_path: Path, out_path: Path, plan: PrecisionPlan, table: CalibrationTable | None,
-              folder: str | os.PathLike, num: int, seed: int, threads: int):
+              folder: str | os.PathLike, num: int, seed: int, threads: int, numerics: str = "simulated"):
     from edgeseg.data.images import select_images, spec_for_model
     from edgeseg.quantize.fidelity import fidelity_report
 
@@ -254,7 +333,8 @@ def _fidelity(model_path: Path, out_path: Path, plan: PrecisionPlan, table: Cali
     if table is not None and table.settings.get("images_root") == str(Path(folder).resolve()):
         exclude = set(table.settings.get("images", []))  # held out: never the calibration images
     images = select_images(folder, spec, num=num, seed=seed, exclude=exclude)
-    report = fidelity_report(model_path, out_path, images, plan=dict(plan.precisions), threads=threads)
+    report = fidelity_report(model_path, out_path, images, plan=dict(plan.precisions), threads=threads,
+                             numerics=numerics)
     json_path = out_path.with_name(out_path.stem + ".fidelity.json")
     md_path = out_path.with_name(out_path.stem + ".fidelity.md")
     report.save(json_path, md_path)
@@ -264,16 +344,12 @@ def _fidelity(model_path: Path, out_path: Path, plan: PrecisionPlan, table: Cali
 # ============================================================================ export --plan
 def check_plan_for_model(model, plan_spec: str, calib_dir: str | os.PathLike | None) -> PrecisionPlan:
     """Validate ``--plan``/``--calib`` against a zoo model *before* spending time on export."""
-    from edgeseg.data.images import list_images
-
     plan = PrecisionPlan.parse(plan_spec, model.component_map.names(), dict(getattr(model, "precision_presets", {})))
-    if plan.needs_calibration:
-        if calib_dir is None:
-            raise EdgesegError(f"plan {plan.spec()} has int8 components and needs calibration images",
-                               "add --calib DIR (a folder of JPEG/PNG images)")
-        if not list_images(calib_dir):
-            raise EdgesegError(f"{calib_dir} holds no JPEG/PNG images",
-                               "put calibration images in it, or make some with `edgeseg data synth`")
+    if plan.needs_calibration and calib_dir is None:
+        raise EdgesegError(f"plan {plan.spec()} has int8 components and needs calibration",
+                           "add --calib DIR (a folder of JPEG/PNG images) or --calib TABLE.json")
+    if calib_dir is not None:
+        check_calib(calib_dir)
     return plan
 
 
@@ -295,11 +371,14 @@ def quantize_exported(onnx_path: str | os.PathLike, plan_spec: str, calib_dir: s
     plan = parse_plan(onnx_path, plan_spec)
     calibration = None
     table_path = None
-    if plan.needs_calibration:
+    images = calib_dir is not None and calib_kind(calib_dir) == "images"
+    if plan.needs_calibration and images:
         calibration = run_calibration(onnx_path, calib_dir, method=method, num=num, seed=seed, threads=threads)
         table_path = calibration.table_path
+    elif plan.needs_calibration:
+        table_path = Path(calib_dir)  # a table: it must have been computed on this very export
     fidelity_dir = None
-    if calib_dir is not None and calibration is None:  # fp16-only plan: every image is held out
+    if images and calibration is None:  # fp16-only plan: every image is held out
         fidelity_dir = calib_dir
     # With a calibration, run_quantize holds out the folder's images that it did not use.
     outcome = run_quantize(onnx_path, plan_spec, table_path, fidelity_images=fidelity_dir,

@@ -10,9 +10,12 @@
    user's folder is never written into.
 3. **Calibrate once** (only if a plan has an INT8 component): one KL table serves all plans.
 4. **Build** each plan's artifact (QDQ/FP16 ONNX, or ``.tflite`` with ``backend="tflite"``).
-5. **Evaluate** mask AP of each artifact on the dataset (``evaluate_artifact``).
+5. **Evaluate** mask AP of each artifact on the dataset (``sweep_device.evaluate_plan_ap``:
+   the target's numerics on the host).
 6. **Time** all artifacts on one pinned core in interleaved rounds
-   (:mod:`edgeseg.quantize.sweep_latency`); latency ratios are to FP32 from this same run.
+   (:mod:`edgeseg.quantize.sweep_latency`), or, with ``settings.device``, each plan's
+   target artifact on the phone / Jetson itself (:mod:`edgeseg.quantize.sweep_device`);
+   latency ratios are to FP32 from this same run.
 7. Mark the Pareto front and return a :class:`~edgeseg.quantize.sweep_report.SweepReport`;
    :func:`write_reports` writes JSON, Markdown and PNG together (all or none).
 """
@@ -28,10 +31,11 @@ from typing import Any, Callable
 
 from edgeseg.errors import EdgesegError
 from edgeseg.quantize.plan import GENERIC_PRESETS, PrecisionPlan, all_combinations
+from edgeseg.quantize.sweep_device import evaluate_plan_ap
 from edgeseg.quantize.sweep_latency import LatencySettings
 from edgeseg.quantize.sweep_report import SweepReport
 
-BACKENDS = ("onnxruntime", "tflite")
+BACKENDS = ("onnxruntime", "tflite", "tensorrt")
 WORK_MARKER = ".edgeseg-sweep-work"  # only folders holding this are ever cleared by the sweep
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 REPORT_NAMES = ("sweep.json", "sweep.md", "sweep_pareto.png")
@@ -48,6 +52,10 @@ class SweepSettings:
     calib_num: int | None = 100
     calib_seed: int = 0
     max_ap_drop: float | None = None
+    device: Any = None  # sweep_device.DeviceSweepSettings: latency on that target; None: this host
+    # How AP runs int8 on ONNX Runtime (edgeseg.runtimes.numerics): simulated Q/DQ, the
+    # same on every host; latency always times the fused kernels deployment runs.
+    numerics: str = "simulated"
 
 
 @dataclass
@@ -145,17 +153,24 @@ def describe_source(source: str | os.PathLike):
                        "pass an export folder, an .onnx beside its manifest.json, or a .safetensors checkpoint")
 
 
-def prepare_work(work: Path, model_name: str) -> Path:
-    """``WORK/<model>/``, emptied if an earlier sweep made it; refused if someone else's."""
+def prepare_work(work: Path, model_name: str, *, overwrite: bool = False, inputs=()) -> Path:
+    """``WORK/<model>/``, cleared of the files an earlier sweep wrote there (only those:
+    anything else stays); a non-empty folder the sweep did not make needs ``overwrite``."""
+    from edgeseg.utils import outputs
+
     folder = work / model_name
-    if folder.exists():
-        if not folder.is_dir():
-            raise EdgesegError(f"work path {folder} is a file", "pass another --work-dir")
-        if (folder / WORK_MARKER).exists():
-            shutil.rmtree(folder)
-        elif any(folder.iterdir()):
-            raise EdgesegError(f"work folder {folder} exists and was not made by `edgeseg sweep`",
-                               "pass an empty or new --work-dir (the sweep clears its own work folder)")
+    checked = outputs.check_output_folder(folder, outputs.SWEEP_WORK, flag="--work-dir", overwrite=overwrite,
+                                          inputs=inputs)
+    for name in sorted(checked.owned, key=lambda n: -n.count("/")):
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)  # a recorded folder (a kept SavedModel) is the sweep's own
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        parent = target.parent
+        while parent != folder and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
     return folder
 
 
@@ -174,8 +189,9 @@ def materialize_source(kind: str, path: Path, manifest, folder: Path, origin: st
         load_weights(model, path)
         model.eval()
         weights = {"path": str(path), "sha256": sha256_file(path), "format": path.suffix.lstrip(".")}
-        # Only the frame graph: the sweep measures images, not video kernel reuse.
-        result = export_onnx(model, folder, graphs=("frame",), weights=weights)
+        # Only the frame graph: the sweep measures images, not video kernel reuse. The
+        # folder was checked and cleared by prepare_work (files of yours there stay).
+        result = export_onnx(model, folder, graphs=("frame",), weights=weights, overwrite=True)
         (folder / WORK_MARKER).write_text("made by edgeseg sweep; cleared on the next sweep\n")
         return SweepSource(result.onnx_path, result.manifest, {"path": str(path), "sha256": weights["sha256"]},
                            origin)
@@ -189,8 +205,11 @@ def materialize_source(kind: str, path: Path, manifest, folder: Path, origin: st
         raise EdgesegError(f"{src.name} is already quantized ({(info.get('precision') or {}).get('spec')})",
                            "pass the FP32 export: the sweep builds every plan from it")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / WORK_MARKER).write_text("made by edgeseg sweep; cleared on the next sweep\n")
     dst = folder / src.name
+    if dst.exists() or (folder / "manifest.json").exists():
+        raise EdgesegError(f"{dst.name} or manifest.json in the work folder {folder} was not written by the sweep",
+                           "move it elsewhere, or pass another --work-dir")
+    (folder / WORK_MARKER).write_text("made by edgeseg sweep; cleared on the next sweep\n")
     shutil.copyfile(src, dst)
     copy = Manifest.from_dict(manifest.to_dict())
     copy.artifacts = {src.name: dict(info, primary=True)}  # the other files were not copied
@@ -212,14 +231,13 @@ def check_dataset(dataset_json, images_dir, manifest):
     return dataset
 
 
-def check_output_dir(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgesegError(f"cannot create the report folder {out_dir}: {e.strerror or e}",
-                           "pass a writable -o folder") from e
-    if not os.access(out_dir, os.W_OK):
-        raise EdgesegError(f"the report folder {out_dir} is not writable", "pass a writable -o folder")
+def check_output_dir(out_dir: Path, *, overwrite: bool = False, inputs=()) -> None:
+    """The report folder, before any work: writable, and a new or empty folder or an earlier
+    sweep's (its reports are replaced); anything else needs ``overwrite`` (files there stay)."""
+    from edgeseg.utils import outputs
+
+    outputs.check_output_folder(out_dir, outputs.SWEEP_REPORTS, overwrite=overwrite, inputs=inputs,
+                                expected=REPORT_NAMES)
 
 
 def _tool_versions(backend: str) -> dict[str, str]:
@@ -228,12 +246,18 @@ def _tool_versions(backend: str) -> dict[str, str]:
     mods = ["numpy", "torch", "onnx", "onnxruntime", "onnxslim", "pycocotools"]
     if backend == "tflite":
         mods += ["tensorflow-cpu", "tensorflow", "ai-edge-litert", "onnx2tf"]
+    if backend == "tensorrt":
+        mods += ["tensorrt", "cuda-python", "pycuda"]
     return tool_versions(*mods)
 
 
 # ============================================================================ building
 def build_artifact(src: SweepSource, plan: PrecisionPlan, table, backend: str, images) -> Path:
     """One plan's artifact in the work folder (the FP32 ONNX itself for FP32 on ONNX Runtime)."""
+    if backend == "tensorrt":  # an engine built here (a GPU host or a Jetson): AP and latency on TensorRT
+        from edgeseg.export.tensorrt.export import export_tensorrt
+
+        return export_tensorrt(src.onnx, plan=plan, table=table if plan.needs_calibration else None).path
     if backend == "tflite":
         from edgeseg.export.tflite import build_tflite_artifact
 
@@ -243,7 +267,7 @@ def build_artifact(src: SweepSource, plan: PrecisionPlan, table, backend: str, i
         return src.onnx
     from edgeseg.quantize.pipeline import run_quantize
 
-    out = src.onnx.with_name(f"{src.onnx.stem}.{plan.label()}.onnx")
+    out = src.onnx.with_name(f"{src.onnx.stem}.{plan.file_label()}.onnx")
     # No fidelity report: the sweep measures AP itself, which is what fidelity predicts;
     # no features graph: the sweep times single images.
     return run_quantize(src.onnx, plan.spec(), table if plan.needs_calibration else None, out=out,
@@ -253,6 +277,10 @@ def build_artifact(src: SweepSource, plan: PrecisionPlan, table, backend: str, i
 def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise EdgesegError(f"unknown sweep backend {backend!r}", f"use one of: {', '.join(BACKENDS)}")
+    if backend == "tensorrt":
+        from edgeseg.export.tensorrt.deps import import_tensorrt
+
+        import_tensorrt()  # one clear error with the install line, before any work
     if backend == "tflite":
         try:
             from edgeseg.export.tflite import check_toolchain
@@ -266,18 +294,22 @@ def _check_backend(backend: str) -> None:
 def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images_dir: str | os.PathLike,
               calib: str | os.PathLike | None, work_dir: str | os.PathLike,
               settings: SweepSettings | None = None,
-              progress: Callable[[str], None] | None = None) -> SweepReport:
+              progress: Callable[[str], None] | None = None, overwrite: bool = False) -> SweepReport:
     from edgeseg.benchmark.stats import percentile
-    from edgeseg.eval.coco import evaluate_artifact
     from edgeseg.quantize.cache import CalibrationTable
     from edgeseg.quantize.sweep_latency import measure_interleaved
     from edgeseg.quantize.sweep_report import PlanResult
+    from edgeseg.runtimes.numerics import check_numerics
     from edgeseg.utils.hashing import sha256_file
 
     settings = settings or SweepSettings()
     say = progress or (lambda msg: None)
     # ---- 1. cheap checks, before any heavy work
+    if settings.device is not None:
+        settings.device.check()
+        settings.backend = settings.device.host_backend  # AP on the host with the target's artifact/numerics
     _check_backend(settings.backend)
+    check_numerics(settings.numerics)
     settings.latency.validate()
     if settings.limit is not None and settings.limit < 1:
         raise EdgesegError(f"--limit must be at least 1, got {settings.limit}", "drop --limit to evaluate every image")
@@ -304,7 +336,8 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
     if Path(path).resolve() == target or target in Path(path).resolve().parents:
         raise EdgesegError(f"{path} lies in the sweep's own work folder {target}, which every sweep clears",
                            "copy the artifact elsewhere, or pass another --work-dir")
-    folder = prepare_work(Path(work_dir), manifest.model)
+    folder = prepare_work(Path(work_dir), manifest.model, overwrite=overwrite,
+                          inputs=[path, dataset_json, images_dir, calib_path])
     say(f"preparing FP32 ONNX of {manifest.model} in {folder}")
     t0 = time.perf_counter()
     src = materialize_source(kind, path, manifest, folder, str(source))
@@ -324,11 +357,14 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
                                       seed=settings.calib_seed,
                                       out=folder / f"{src.onnx.stem}.{settings.calib_method}.calib.json")
             table, table_path = outcome.table, outcome.table_path
+            if outcome.images.shortfall():
+                say(f"note: --calib-num {outcome.images.shortfall()}")
         else:
             table_path = calib_path
             table = CalibrationTable.load(calib_path)
             table.check_model(onnx_sha, what=f"model than {src.onnx.name} (exported from {source})")
         calibration = {"method": table.method, "num_images": table.num_images,
+                       "num_requested": settings.calib_num if calib_path.is_dir() else None,
                        "table": str(table_path), "table_sha256": sha256_file(table_path),
                        # The table file also records where its images were (a path that
                        # differs per machine); the ranges alone say whether it calibrates the same.
@@ -347,15 +383,34 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
         file = build_artifact(src, plan, table, settings.backend, rep_images)
         built[plan.spec()] = (plan, file, time.perf_counter() - t0)
         say(f"{tag}: evaluating {file.name}")
-        res = evaluate_artifact(file, dataset_json, images_dir, limit=settings.limit, threads=settings.eval_threads)
+        res = evaluate_plan_ap(file, dataset_json, images_dir, limit=settings.limit, threads=settings.eval_threads,
+                               numerics=settings.numerics)
         evals[plan.spec()] = res
         say(f"{tag}: AP {res.metrics['AP']}, AP50 {res.metrics['AP50']} ({res.seconds:.1f} s)")
 
-    # ---- 6. latency, interleaved, one pinned core
+    # ---- 6. latency, interleaved: one pinned core here, or on the target device
     lat = settings.latency
-    say(f"timing {len(plans)} plans on one pinned core: {lat.runs} runs each in {lat.repeats} interleaved rounds")
-    timing = measure_interleaved({spec: f for spec, (_, f, _) in built.items()}, lat,
-                                 on_round=lambda r, n: say(f"  round {r}/{n} done"))
+    sources: dict[str, dict[str, str]] = {}
+    if settings.device is not None:
+        from edgeseg.quantize.sweep_device import build_device_artifact, measure_on_device
+
+        dev = settings.device
+        say(f"building {len(plans)} plans for {dev.spec.kind} {dev.spec.address} ({dev.artifact})")
+        files = {spec: (plan, build_device_artifact(src, plan, table, dev, f)) for spec, (plan, f, _) in built.items()}
+        timing = measure_on_device(files, dev, lat, table_path=Path(table_path) if table is not None else None,
+                                   say=say, evaluation={"dataset_json": Path(dataset_json),
+                                                        "images_dir": Path(images_dir), "limit": settings.limit,
+                                                        "manifest_path": src.onnx.parent / "manifest.json"})
+        for spec in built:
+            on_device = timing.ap_on_device.get(spec)
+            if on_device:  # the device's own AP; the host's stays in the record for comparison
+                timing.per_plan[spec]["host_metrics"] = dict(evals[spec].metrics)
+                evals[spec].metrics = dict(on_device["metrics"])
+            sources[spec] = {"ap": dev.ap_source(settings.backend), "latency": timing.latency_sources[spec]}
+    else:
+        say(f"timing {len(plans)} plans on one pinned core: {lat.runs} runs each in {lat.repeats} interleaved rounds")
+        timing = measure_interleaved({spec: f for spec, (_, f, _) in built.items()}, lat,
+                                     on_round=lambda r, n: say(f"  round {r}/{n} done"))
     ref_spec = plans[0].spec()
 
     def p10(spec: str) -> float:
@@ -377,7 +432,8 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
             latency_ratio=float(st.p50_ms) / ref["p50"],
             latency_ratios={"p10": p10(spec) / ref["p10"], "p50": float(st.p50_ms) / ref["p50"]},
             file=file.name, file_sha256=sha256_file(file),
-            seconds={"build": round(build_s, 2), "eval": ev.seconds}))
+            seconds={"build": round(build_s, 2), "eval": ev.seconds}, sources=sources.get(spec, {}),
+            device=timing.per_plan.get(spec, {}) if settings.device is not None else {}))
     images_evaluated = next(iter(evals.values())).images
     report = SweepReport(
         model={"name": manifest.model, "components": manifest.component_names(),
@@ -392,11 +448,28 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
         latency={"runs": lat.runs, "warmup": lat.warmup, "repeats": lat.repeats, "rewarm": lat.rewarm,
                  "interleaved": True, "core": timing.runtime.get("core"),
                  "threads": timing.runtime.get("threads_intra_op", 1), "runtime": timing.runtime,
-                 "device_before": timing.device_before, "device_after": timing.device_after},
+                 "device_before": timing.device_before, "device_after": timing.device_after,
+                 "target": settings.device.target if settings.device is not None else "local",
+                 "statistic": getattr(timing, "statistic", "per-run latencies")},
         plans=results, calibration=calibration, tool_versions=_tool_versions(settings.backend),
-        max_ap_drop=settings.max_ap_drop)
+        max_ap_drop=settings.max_ap_drop, numerics=_numerics_record(evals, timing))
     report.mark_pareto()
     return report
+
+
+def _numerics_record(evals: dict[str, Any], timing) -> dict[str, Any]:
+    """How int8 was computed for AP and for latency, read back from the runtimes, and the host."""
+    from edgeseg.benchmark.cpu_isa import host_isa
+    from edgeseg.runtimes.numerics import DESCRIPTIONS
+
+    accuracy = sorted({ev.numerics for ev in evals.values()})
+    latency = timing.runtime.get("numerics", "native")
+    isa = host_isa()
+    return {"accuracy": accuracy[0] if len(accuracy) == 1 else ",".join(accuracy), "latency": latency,
+            "accuracy_description": DESCRIPTIONS.get(accuracy[0], "") if len(accuracy) == 1 else "",
+            "latency_description": DESCRIPTIONS.get(latency, ""),
+            "host_isa": isa.summary(), "host_int8_dot": isa.int8_dot,
+            "ort_fused_int8_saturates": isa.ort_fused_int8_saturates}
 
 
 def write_reports(report: SweepReport, out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -406,14 +479,16 @@ def write_reports(report: SweepReport, out_dir: str | os.PathLike) -> dict[str, 
     from edgeseg.quantize.sweep_plot import plot_pareto
     from edgeseg.utils.atomic import atomic_path
 
+    from edgeseg.utils.outputs import mark_text
+
     out = Path(out_dir)
-    check_output_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / REPORT_NAMES[0], "markdown": out / REPORT_NAMES[1], "plot": out / REPORT_NAMES[2]}
     # Every file goes to a temporary sibling first; the renames happen only once all
     # three are written, so a failed plot never leaves a JSON that disagrees with it.
     with contextlib.ExitStack() as stack:
         tmp = {k: stack.enter_context(atomic_path(p)) for k, p in paths.items()}
         report.save(tmp["json"])
-        tmp["markdown"].write_text(report.to_markdown(), encoding="utf-8")
+        tmp["markdown"].write_text(mark_text(report.to_markdown(), ".md"), encoding="utf-8")
         plot_pareto(report, tmp["plot"])
     return paths

@@ -53,6 +53,11 @@ class PlanResult:
     # uses p10 by default: contention only ever adds time, so the fastest decile is the
     # part of the distribution a busy machine disturbs least (benchmarks/sweep_variance.py).
     latency_ratios: dict[str, float] = field(default_factory=dict)
+    # Where the figures came from: {"ap": "host: ...", "latency": "adb SERIAL: TNNTest on core 7"}
+    # (empty for the host sweep, whose every figure is this machine's), and the device's
+    # runtime facts for this plan (TensorRT version, typing, engine, per-component time...).
+    sources: dict[str, str] = field(default_factory=dict)
+    device: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -89,7 +94,9 @@ class PlanResult:
                 "latency_ms": dict(self.latency_ms), "runs": self.runs,
                 "latency_ratio": self.latency_ratio, "latency_ratios": dict(self.latency_ratios),
                 "speedup": self.speedup, "pareto": self.pareto,
-                "file": self.file, "file_sha256": self.file_sha256, "seconds": dict(self.seconds)}
+                "file": self.file, "file_sha256": self.file_sha256, "seconds": dict(self.seconds),
+                **({"sources": dict(self.sources)} if self.sources else {}),
+                **({"device": dict(self.device)} if self.device else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PlanResult":
@@ -98,7 +105,8 @@ class PlanResult:
                    latency_ratio=float(d["latency_ratio"]), name=d.get("name"), file=d.get("file", ""),
                    file_sha256=d.get("file_sha256", ""), detections=int(d.get("detections", 0)),
                    pareto=bool(d.get("pareto", False)), seconds=dict(d.get("seconds", {})),
-                   latency_ratios={k: float(v) for k, v in (d.get("latency_ratios") or {}).items()})
+                   latency_ratios={k: float(v) for k, v in (d.get("latency_ratios") or {}).items()},
+                   sources=dict(d.get("sources") or {}), device=dict(d.get("device") or {}))
 
 
 @dataclass
@@ -112,6 +120,9 @@ class SweepReport:
     tool_versions: dict[str, str] = field(default_factory=dict)
     max_ap_drop: float | None = None
     created: str = field(default_factory=_now)
+    # {"accuracy": simulated|fused|native, "latency": fused|..., "host_isa": ...}; None in
+    # results written before edgeseg recorded it (their AP used fused numerics).
+    numerics: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- queries
     @property
@@ -146,6 +157,7 @@ class SweepReport:
                 "model": self.model, "dataset": self.dataset, "backend": self.backend,
                 "calibration": self.calibration, "latency": self.latency,
                 "tool_versions": self.tool_versions, "max_ap_drop": self.max_ap_drop,
+                "numerics": self.numerics,
                 "reference": self.reference().spec if self.plans else None,
                 "plans": [p.to_dict() for p in self.plans]}
 
@@ -164,7 +176,7 @@ class SweepReport:
             report = cls(model=dict(d["model"]), dataset=dict(d["dataset"]), backend=str(d["backend"]),
                          latency=dict(d.get("latency") or {}), plans=plans, calibration=d.get("calibration"),
                          tool_versions=dict(d.get("tool_versions") or {}), max_ap_drop=d.get("max_ap_drop"),
-                         created=str(d.get("created", "")))
+                         created=str(d.get("created", "")), numerics=d.get("numerics"))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise EdgesegError(f"{source} is missing or has a malformed field: {type(e).__name__}: {e}", fix) from e
         for p in plans:
@@ -239,24 +251,46 @@ def render_markdown(report: SweepReport) -> str:
     ref = report.reference()
     lines = [f"# Precision sweep: {report.model.get('name', '?')}", ""]
     size = report.model.get("input_size")
+    target = report.latency.get("target") or "local"
+    where = (f"one pinned core (#{report.latency.get('core')}), {report.latency.get('threads', 1)} thread, "
+             f"p50 of {ref.runs} runs per plan") if target == "local" else \
+        (f"latency on **{target}**, median of {ref.runs} {report.latency.get('statistic', 'runs')} per plan")
     facts = [f"backend **{report.backend}**",
              f"input {size[0]}x{size[1]}" if size else None,
              f"{report.dataset.get('images', '?')} val images ({Path(str(report.dataset.get('annotations', '?'))).name})",
-             (f"one pinned core (#{report.latency.get('core')}), {report.latency.get('threads', 1)} thread, "
-              f"p50 of {ref.runs} runs per plan")]
+             where]
+    if report.numerics:
+        n = report.numerics
+        facts.append(f"int8 numerics: AP {n.get('accuracy', '?')}, latency {n.get('latency', '?')} "
+                     f"(host {n.get('host_isa', '?')})")
     if report.calibration:
-        facts.append(f"INT8 ranges: one {report.calibration.get('method', '?')} calibration on "
-                     f"{report.calibration.get('num_images', '?')} images")
+        cal = report.calibration
+        asked = cal.get("num_requested")
+        used = cal.get("num_images")
+        fewer = f" (--calib-num {asked}: the folder holds no more)" if asked and asked > (used or 0) else ""
+        facts.append(f"INT8 ranges: one {cal.get('method', '?')} calibration on {used or '?'} images{fewer}")
     lines.append("; ".join(f for f in facts if f) + ".")
     lines.append("")
+    # Where each figure came from, as footnote letters (one per distinct source).
+    notes: dict[str, str] = {}
+    with_sources = any(p.sources for p in report.plans)
     header = [*comps, *TABLE_METRICS, "p50 ms", "speed-up vs FP32", "Pareto"]
+    align = [":---:"] * len(comps) + ["---:"] * (len(TABLE_METRICS) + 2) + [":---:"]
+    if with_sources:
+        header += ["AP from", "latency from"]
+        align += [":---:", ":---:"]
     lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join([":---:"] * len(comps) + ["---:"] * (len(TABLE_METRICS) + 2) + [":---:"]) + "|")
+    lines.append("|" + "|".join(align) + "|")
     for p in report.plans:
         row = [_precision_cell(p.precisions.get(c, "?")) for c in comps]
         row += [fmt_ap(p.metrics.get(m)) for m in TABLE_METRICS]
         row += [fmt_ms(p.p50), fmt_speedup(p.speedup), "yes" if p.pareto else ""]
+        if with_sources:
+            row += [_note(notes, p.sources.get("ap", "host")), _note(notes, p.sources.get("latency", "host"))]
         lines.append("| " + " | ".join(row) + " |")
+    if notes:
+        lines.append("")
+        lines += [f"- [{letter}] {text}" for text, letter in notes.items()]
     lines.append("")
     lines.append("Speed-up is FP32's p50 / the plan's p50, both measured in this run (interleaved rounds "
                  "on the same core), so it does not depend on how fast the machine is. Pareto: no other "
@@ -267,6 +301,12 @@ def render_markdown(report: SweepReport) -> str:
         lines.append(fastest_sentence(report, report.max_ap_drop, best))
     lines.append("")
     return "\n".join(lines)
+
+
+def _note(notes: dict[str, str], text: str) -> str:
+    if text not in notes:
+        notes[text] = "abcdefghijklmnopqrstuvwxyz"[len(notes) % 26]
+    return f"[{notes[text]}]"
 
 
 def fastest_sentence(report: SweepReport, max_ap_drop: float, best: PlanResult) -> str:

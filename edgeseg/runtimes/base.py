@@ -34,6 +34,9 @@ class Runtime(abc.ABC):
     """Load once, run many times. ``threads`` is the number of compute threads (1 = one core)."""
 
     backend: str = "?"
+    # How int8 is computed (edgeseg.runtimes.numerics): ONNX Runtime sets simulated or
+    # fused per session; every other backend runs its own kernels ("native").
+    numerics: str = "native"
 
     def __init__(self, path: str | os.PathLike, threads: int = 1, **options: Any):
         self.path = Path(path)
@@ -84,12 +87,14 @@ class Runtime(abc.ABC):
         return feeds
 
 
-# backend name -> "module:Class"; imported on first use only. TensorRT engines are built
-# and timed on the Jetson itself by trtexec (benchmark/targets/ssh.py), not run in-process.
+# backend name -> "module:Class"; imported on first use only. TensorRT engines run in
+# process where TensorRT is installed (a Jetson, a GPU host); elsewhere trtexec times them
+# on the device (benchmark/targets/ssh.py).
 BACKENDS: dict[str, str] = {
     "onnxruntime": "edgeseg.runtimes.onnxruntime:OnnxRuntimeRuntime",
     "torch": "edgeseg.runtimes.torch_eager:TorchEagerRuntime",
     "tflite": "edgeseg.runtimes.tflite:TFLiteRuntime",
+    "tensorrt": "edgeseg.runtimes.tensorrt:TensorRTRuntime",
 }
 
 # file suffix -> backend
@@ -99,6 +104,7 @@ SUFFIXES: dict[str, str] = {
     ".pt": "torch",
     ".pth": "torch",
     ".safetensors": "torch",
+    ".engine": "tensorrt",
 }
 
 
@@ -128,17 +134,28 @@ def resolve_artifact(path: str | os.PathLike) -> Path:
 
 
 def load_runtime(path: str | os.PathLike, backend: str | None = None, threads: int = 1,
-                 **options: Any) -> Runtime:
-    """Open an artifact with the right backend (by suffix unless ``backend`` is given)."""
+                 numerics: str | None = None, **options: Any) -> Runtime:
+    """Open an artifact with the right backend (by suffix unless ``backend`` is given).
+
+    ``numerics`` (``simulated`` | ``fused``, see :mod:`edgeseg.runtimes.numerics`) applies to
+    ONNX Runtime; ``None`` keeps the runtime's default (simulated). Other backends run
+    their own kernels whatever is asked (their ``numerics`` reads ``native``).
+    """
+    from edgeseg.runtimes.numerics import check_numerics
+
     p = resolve_artifact(path)
     name = backend or backend_for(p)
     if name not in BACKENDS:
         raise EdgesegError(f"unknown backend {name!r}", f"use one of: {', '.join(BACKENDS)}")
+    if numerics is not None:
+        check_numerics(numerics)
+        if name == "onnxruntime":
+            options["numerics"] = numerics
     module, cls = BACKENDS[name].split(":")
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        extra = {"tflite": "pip install 'edgeseg[tflite]'"}
+        extra = {"tflite": "pip install 'edgeseg[tflite]'", "tensorrt": "pip install 'edgeseg[tensorrt]'"}
         raise EdgesegError(f"the {name} backend is not available: {e}",
                            extra.get(name, "reinstall edgeseg")) from e
     return getattr(mod, cls)(p, threads=threads, **options)

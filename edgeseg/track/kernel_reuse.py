@@ -431,13 +431,15 @@ def _closest_name(frame_file: str, names: list[str]) -> str:
 
 
 def open_video_runtimes(artifact: str | os.PathLike, backend: str | None = None, threads: int = 1,
-                        reuse: int = 3, make_features: bool = False) -> VideoRuntimes:
+                        reuse: int = 3, make_features: bool = False, numerics: str = "fused") -> VideoRuntimes:
     """Open the frame and features graphs of an artifact folder (or of a frame graph file in
     one) with the right runtime. With ``reuse`` 1 the features graph is optional.
 
     A quantized frame graph needs its features graph at the same plan; with
     ``make_features`` it is made from the export's features graph when missing
     (:func:`edgeseg.quantize.features_graph.quantize_features_graph`, recorded in the manifest).
+    ``numerics``: ONNX Runtime's fused int8 kernels by default (tracking is timed as
+    deployed); ``simulated`` for Q/DQ as float ops (see :mod:`edgeseg.runtimes.numerics`).
     """
     from edgeseg.export.manifest import Manifest
     from edgeseg.runtimes.base import load_runtime
@@ -465,11 +467,11 @@ def open_video_runtimes(artifact: str | os.PathLike, backend: str | None = None,
                                f"(artifacts: {', '.join(manifest.artifacts)})",
                                "re-export with `edgeseg export MODEL` (it writes <model>.features.onnx by default), "
                                "or track with --reuse 1")
-    frame_rt = load_runtime(folder / frame_file, backend=backend, threads=threads)
+    frame_rt = load_runtime(folder / frame_file, backend=backend, threads=threads, numerics=numerics)
     features_rt = None
     if features_file is not None:
         try:
-            features_rt = load_runtime(folder / features_file, backend=backend, threads=threads)
+            features_rt = load_runtime(folder / features_file, backend=backend, threads=threads, numerics=numerics)
         except BaseException:
             frame_rt.close()
             raise
@@ -488,6 +490,7 @@ class KernelReuseSession:
                        "calibration (recorded in manifest.json)"] if runtimes.made_features else [])
         self.backend = runtimes.frame.backend
         self.default_interval = 3  # MobileInst's choice
+        self.numerics = runtimes.frame.numerics  # how int8 runs (edgeseg.runtimes.numerics)
 
     def tracker(self, interval: int, config: TrackerConfig | None = None) -> KernelReuseTracker:
         from dataclasses import replace
@@ -534,6 +537,7 @@ class KernelReuse:
 
     @staticmethod
     def open(artifact: str | os.PathLike, *, backend: str | None = None, threads: int = 1,
-             max_interval: int = 3, make_missing: bool = True) -> KernelReuseSession:
+             max_interval: int = 3, make_missing: bool = True, numerics: str = "fused") -> KernelReuseSession:
         return KernelReuseSession(open_video_runtimes(artifact, backend=backend, threads=threads,
-                                                      reuse=max_interval, make_features=make_missing))
+                                                      reuse=max_interval, make_features=make_missing,
+                                                      numerics=numerics))

@@ -8,7 +8,7 @@ A family names its strategy in ``Family.video`` (``"module:Class"``). The class 
     interval_name: str              # the swept knob's letter: "T" (key interval), "S" (clip stride)
     interval_help: str              # what --key-interval means for it
     config(**options) -> config     # its tracker config from `edgeseg track` options, with its defaults
-    open(artifact, *, backend, threads, max_interval, make_missing) -> VideoSession
+    open(artifact, *, backend, threads, max_interval, make_missing, numerics) -> VideoSession
     open_module(model) -> VideoSession   # optional: an in-memory module (validation in training)
 
 and a :class:`VideoSession` holds the opened runtimes of one artifact and makes one
@@ -40,6 +40,7 @@ class VideoSession(Protocol):
     graphs: dict[str, str | None]   # role -> artifact file (for reports), e.g. {"frame": ..., "features": ...}
     notes: list[str]                 # what opening did (e.g. a graph made on the fly)
     backend: str
+    numerics: str                    # how ONNX Runtime runs int8: "fused" (timed as deployed) or "simulated"
 
     def tracker(self, interval: int, config: Any) -> Any: ...
 

@@ -64,7 +64,8 @@ class SweepReport:
         lines = [f"# {str(s.get('strategy', 'kernel reuse')).capitalize()} sweep: {s.get('model', '?')} on "
                  f"{s.get('dataset', '?')}", "",
                  f"{s.get('videos')} videos, {s.get('frames_per_sweep')} frames per {name}{clip}; latency on core "
-                 f"{s.get('core')} with {s.get('threads')} thread(s), {s.get('backend')}; "
+                 f"{s.get('core')} with {s.get('threads')} thread(s), {s.get('backend')} "
+                 f"({s.get('numerics', '?')} int8 numerics, host {s.get('host_isa', '?')}); "
                  f"weights: {s.get('weights') or 'random init (AP meaningless)'}.", "",
                  f"| {name} | VIS AP | AP50 | AP75 | ms/frame (model + host) | model ms | host ms | keyframe ms | "
                  "reuse-frame ms | CPU ms/frame |",
@@ -128,12 +129,16 @@ def _timed_video(tracker, frames: list[np.ndarray]):
 
 def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base=None,
                 backend: str | None = None, threads: int = 1, core: int | None = None,
-                options: dict[str, Any] | None = None) -> SweepReport:
+                numerics: str = "fused", options: dict[str, Any] | None = None) -> SweepReport:
     """Track every video of ``dataset`` (a :class:`~edgeseg.data.ytvis.YtvisDataset` with its
     frame folder) at each interval in ``reuses``; VIS AP and latency per interval.
 
     ``base`` is the strategy's tracker config; without it one is made from ``options``
-    (``edgeseg track``'s thresholds) with the strategy's own defaults."""
+    (``edgeseg track``'s thresholds) with the strategy's own defaults. One run gives both
+    figures, so ``numerics`` is the latency default (ONNX Runtime's fused int8 kernels);
+    ``simulated`` gives host-independent VIS AP of int8 artifacts."""
+    from edgeseg.benchmark.cpu_isa import host_isa
+    from edgeseg.runtimes.numerics import check_numerics, warn_if_saturating
     from edgeseg.eval.vis import evaluate_vis
     from edgeseg.export.manifest import input_spec_of
     from edgeseg.track.strategy import strategy_for
@@ -149,13 +154,18 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base=No
     with pin, blas_threads(threads):
         # Opened after pinning so any thread a runtime starts inherits the one core.
         session = strategy.open(artifact, backend=backend, threads=threads, max_interval=max(reuses),
-                                make_missing=True)
+                                make_missing=True, numerics=check_numerics(numerics))
         try:
+            first = next((f for f in session.graphs.values() if f), None)  # the frame (or clip) graph
+            precisions = (session.manifest.artifacts.get(first, {}).get("precision") or {}).get("precisions") or {}
+            if "int8" in precisions.values():
+                warn_if_saturating(session.numerics, "VIS AP of the reuse sweep")
             spec = input_spec_of(session.manifest)
             session.check_classes(len(dataset.categories), str(dataset.source))
             trackers = {t: session.tracker(t, base) for t in reuses}
             session.warm_up(WARMUP_RUNS)
-            for video in progress(dataset.videos, f"tracking {len(dataset.videos)} videos x T={reuses}"):
+            letter = getattr(strategy, "interval_name", "T")
+            for video in progress(dataset.videos, f"tracking {len(dataset.videos)} videos x {letter}={reuses}"):
                 # Frames decoded once per video and shared by every T (decoding is not timed).
                 frames = [dataset.load_frame(video, i) for i in range(video.length)]
                 for t, tracker in trackers.items():
@@ -188,16 +198,23 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base=No
                                                                       if k not in ("reuse", "stride", "record")},
                 "interval_name": getattr(strategy, "interval_name", "T"),
                 "clip_length": getattr(session, "clip_length", None),
-                "input": [spec.height, spec.width], "warmup_runs_per_graph": WARMUP_RUNS}
+                "input": [spec.height, spec.width], "warmup_runs_per_graph": WARMUP_RUNS,
+                "numerics": session.numerics, "host_isa": host_isa().summary()}
     return SweepReport(rows, settings)
+
+
+def report_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The two files :func:`save_report` writes for ``-o PATH``."""
+    p = Path(path)
+    return p.with_suffix(".json"), p.with_suffix(".md")
 
 
 def save_report(report: SweepReport, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write the table as ``<stem>.json`` and ``<stem>.md`` beside each other (atomically)."""
     from edgeseg.utils import atomic
+    from edgeseg.utils.outputs import mark_text
 
-    p = Path(path)
-    json_path, md_path = p.with_suffix(".json"), p.with_suffix(".md")
-    atomic.write_json(json_path, report.to_dict())
-    atomic.write_text(md_path, report.markdown())
+    json_path, md_path = report_paths(path)
+    atomic.write_json(json_path, {"format": "edgeseg-reuse-sweep", **report.to_dict()})
+    atomic.write_text(md_path, mark_text(report.markdown(), ".md"))
     return json_path, md_path

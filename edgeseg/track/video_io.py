@@ -145,8 +145,11 @@ class OverlayWriter:
     """Writes overlay frames to a video file (by suffix) or a folder of PNGs, atomically:
     the output appears complete when the writer closes without error, or not at all."""
 
-    def __init__(self, path: str | os.PathLike, fps: float = DEFAULT_FPS):
+    def __init__(self, path: str | os.PathLike, fps: float = DEFAULT_FPS, owned=()):
+        """``owned``: the frames an earlier overlay wrote into the folder (see
+        :func:`edgeseg.utils.outputs.check_output_folder`); only those are replaced."""
         self.path = Path(path)
+        self.owned = owned
         self.fps = fps
         self.is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
         if self.path.suffix and not self.is_video and not self.path.is_dir():
@@ -167,7 +170,7 @@ class OverlayWriter:
         if self.is_video:
             self._tmp = self._stack.enter_context(atomic.atomic_path(self.path))
         else:
-            self._tmp = self._stack.enter_context(atomic.atomic_directory(self.path))
+            self._tmp = self._stack.enter_context(atomic.atomic_directory(self.path, owned=self.owned))
         return self
 
     def write(self, frame: np.ndarray) -> None:
@@ -196,6 +199,8 @@ class OverlayWriter:
                ".webm": "webm"}[self.path.suffix.lower()]
         codec = {"webm": "libvpx-vp9", "avi": "mpeg4"}.get(fmt, "libx264")
         self._container = av.open(os.fspath(self._tmp), mode="w", format=fmt)
+        # How a later run recognises the file as its own before replacing it (utils/outputs.py).
+        self._container.metadata["comment"] = "written by edgeseg track"
         self._stream = self._container.add_stream(codec, rate=Fraction(self.fps).limit_denominator(1000))
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"
@@ -209,6 +214,11 @@ class OverlayWriter:
                 self._container.close()
             if exc_type is None and self._count == 0:
                 raise EdgesegError("no frames were written to the overlay", "check the input has frames")
+            if exc_type is None and not self.is_video:
+                from edgeseg.utils import atomic, outputs
+
+                atomic.write_json(self._tmp / outputs.FOLDER_MARKER, outputs.folder_marker(
+                    "overlay-frames", (f"{i:05d}.png" for i in range(self._count))))
         except BaseException as e:
             self._stack.__exit__(type(e), e, e.__traceback__)  # discards the partial output
             raise

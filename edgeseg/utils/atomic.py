@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 
 def _umask() -> int:
@@ -68,12 +68,20 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary directory; on success it replaces ``path`` as a whole.
+def atomic_directory(path: str | os.PathLike,
+                     owned: Iterable[str] | Callable[[], Iterable[str]] = ()) -> Iterator[Path]:
+    """Yield a temporary directory; on success its files are put in place at ``path``.
 
-    Used for artifact folders (model + manifest + caches): either the complete folder
-    appears, or nothing changes. With ``overwrite`` an existing folder is replaced only
-    after the new one is complete.
+    Used for artifact folders (model + manifest + caches), datasets and frame folders:
+
+    * ``path`` absent or empty: the temporary folder is renamed to ``path``, one atomic step.
+    * otherwise only the files edgeseg wrote there before (``owned``: relative POSIX paths,
+      or a callable returning them at commit time) are replaced or removed; every other
+      file in ``path`` stays, and ``path`` itself is never removed. A new file whose name
+      is held by a file not in ``owned`` is refused before anything moves. The old files
+      are moved aside first and put back if moving the new ones in fails.
+
+    On any exception inside the block nothing at ``path`` changes.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -81,15 +89,80 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
     try:
         yield tmp
         _normal_mode(tmp, is_dir=True)
-        if final.exists():
-            if not overwrite:
-                raise FileExistsError(final)
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
+        if final.is_dir() and not any(final.iterdir()):
+            os.replace(tmp, final)  # rename(2) replaces an empty directory
+        elif not final.exists():
             os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, final)
-    except BaseException:
+            _merge_into(tmp, final, set(owned() if callable(owned) else owned))
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _files_under(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def _expand_owned(final: Path, owned: set[str]) -> set[str]:
+    """Owned names as files: a recorded folder (a kept SavedModel) stands for the files in it."""
+    out = set()
+    for name in owned:
+        p = final / name
+        if p.is_dir() and not p.is_symlink():
+            out.update(f"{name}/{f}" for f in _files_under(p))
+        elif p.is_file() or p.is_symlink():
+            out.add(name)
+    return out
+
+
+def _merge_into(tmp: Path, final: Path, owned: set[str]) -> None:
+    from edgeseg.errors import EdgesegError
+
+    if not final.is_dir():
+        raise EdgesegError(f"{final} is a file, not a folder", "choose a folder path for the output")
+    owned = _expand_owned(final, owned)
+    new = _files_under(tmp)
+    for name in new:  # a user's file (or folder) in the way: refuse before anything moves
+        parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            target = final / sub
+            is_last = i == len(parts)
+            if is_last and (target.exists() or target.is_symlink()) and sub not in owned:
+                raise EdgesegError(f"{target} is in the way and edgeseg did not write it",
+                                   "move it elsewhere, or choose another output folder")
+            if not is_last and (target.is_file() or target.is_symlink()) and sub not in owned:
+                raise EdgesegError(f"{target} is a file where edgeseg needs a folder, and edgeseg did not write it",
+                                   "move it elsewhere, or choose another output folder")
+    backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+    moved_old: list[str] = []
+    moved_new: list[str] = []
+    try:
+        for name in sorted(owned):
+            src = final / name
+            if src.exists() or src.is_symlink():
+                (backup / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, backup / name)
+                moved_old.append(name)
+        for name in new:
+            dst = final / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / name, dst)
+            moved_new.append(name)
+    except BaseException:
+        for name in moved_new:  # undo: take the new files out, put the old ones back
+            with contextlib.suppress(OSError):
+                os.replace(final / name, tmp / name)
+        for name in moved_old:
+            with contextlib.suppress(OSError):
+                (final / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(backup / name, final / name)
         raise
+    finally:
+        shutil.rmtree(backup, ignore_errors=True)
+    # Folders that held only replaced files and are now empty go too (never ``final``).
+    for name in sorted(set(moved_old) - set(new), key=lambda n: -n.count("/")):
+        parent = (final / name).parent
+        while parent != final and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent

@@ -137,8 +137,10 @@ class LocalTarget(Target):
     kind = "local"
 
     def __init__(self, artifact: str | os.PathLike, core: int | None = None, threads: int = 1,
-                 backend: str | None = None, seed: int = 0):
+                 backend: str | None = None, seed: int = 0, numerics: str = "fused"):
         self.artifact = Path(artifact)
+        # Latency is what deployment runs: ONNX Runtime's fused int8 kernels of this CPU.
+        self.numerics = numerics
         self.core = default_core() if core is None else core
         self.threads = threads
         self.backend = backend
@@ -164,7 +166,8 @@ class LocalTarget(Target):
             if (self.backend or _suffix_backend(self.artifact)) == "torch":
                 _torch_single_interop()
             # Loaded after pinning so any thread the runtime starts inherits the core.
-            self.runtime = load_runtime(self.artifact, backend=self.backend, threads=self.threads)
+            self.runtime = load_runtime(self.artifact, backend=self.backend, threads=self.threads,
+                                        numerics=self.numerics)
             self.feeds = self.runtime.random_feeds(self.seed)
             info = threads_in_effect(self.runtime)
             info["core"] = self.core
@@ -172,6 +175,7 @@ class LocalTarget(Target):
             info["unpinned_threads"] = self._pin.unpinned_threads()
             info["backend"] = self.runtime.backend
             info["backend_version"] = _backend_version(self.runtime.backend)
+            info["numerics"] = self.runtime.numerics
             info["timer"] = "time.perf_counter_ns around Runtime.run"
             info["inputs"] = {k: list(v.shape) for k, v in self.feeds.items()}
             self._runtime_info = info

@@ -7,12 +7,20 @@ checked with ``sha256sum`` on the device and renamed into place: one quoting lay
 remote ``sh``) on every OpenSSH version, unlike scp whose remote-path quoting differs
 between its legacy and SFTP modes.
 
-:class:`JetsonTarget` pushes the ONNX (and the TensorRT calibration cache written from
-the host's table for the *device's* TensorRT version), builds the engine once with
-precision flags generated from the plan's component tags, caches it on the device, then
-times ``warmup + runs`` inferences per block with ``--exportTimes`` (per-run samples) while
-``tegrastats`` samples clocks, temperatures and power. Device state includes
-``nvpmodel -q``, whether jetson_clocks pinned the clocks, and the L4T release.
+:class:`JetsonTarget` first reads the device's TensorRT version (trtexec's ``[TensorRT
+vNNNN]`` banner, else ``import tensorrt`` there, else dpkg) and follows it:
+
+* TensorRT >= 10: the plan goes into the ONNX (the FP32 export is quantized here to the
+  QDQ/fp16 ONNX with int8 activations) and trtexec builds it ``--stronglyTyped``;
+* TensorRT 8.5 / 8.6: the FP32 ONNX with ``--fp16 --int8 --precisionConstraints=obey
+  --layerPrecisions=...`` from the plan's component tags, and the TensorRT calibration
+  cache written from the host's table for the device's version (``--calib``).
+
+The engine is built once and cached on the device; one profiling run (``--exportProfile``,
+``--exportLayerInfo``) gives the per-component GPU time and the planned-vs-actual
+precision; then ``warmup + runs`` inferences per block are timed with ``--exportTimes``
+(per-run samples) while ``tegrastats`` samples clocks, temperatures and power. Device
+state includes ``nvpmodel -q``, whether jetson_clocks pinned the clocks, and the L4T release.
 """
 
 from __future__ import annotations
@@ -234,7 +242,10 @@ class JetsonTarget(Target):
 
     def __init__(self, transport: RemoteTransport, artifact, runner_bin: Path | None = None,
                  calib: Path | None = None, core: int | None = None, timeout_s: float = 900.0,
-                 plan: dict[str, Any] | None = None, plan_spec: str | None = None, build_timeout_s: float = 3600.0):
+                 plan: dict[str, Any] | None = None, plan_spec: str | None = None, build_timeout_s: float = 3600.0,
+                 build_options=None, profile_runs: int = 10):
+        from edgeseg.export.tensorrt.build_plan import BuildOptions
+
         from edgeseg.runtimes.base import resolve_artifact
 
         self.transport = transport
@@ -256,6 +267,11 @@ class JetsonTarget(Target):
         self.trt_version: str | None = None
         self.engine: str | None = None
         self.precision: runners.TrtexecPlan | None = None
+        self.build_options = build_options or BuildOptions()
+        self.profile_runs = profile_runs  # 0: no per-component profiling run
+        self.typing: str | None = None
+        self.device_model = None  # the ONNX model the device's TensorRT parsed
+        self.component_profile: dict[str, Any] | None = None  # per-component time and precision (report extra)
         self._info: dict[str, Any] = {}
 
     @property
@@ -313,53 +329,114 @@ class JetsonTarget(Target):
             return None
         return CalibrationTable.load(path) if path.suffix == ".json" else read_trt_cache(path)
 
-    def open(self) -> None:
+    def _device_tensorrt(self):
+        """The device's TensorRT: trtexec's banner, else its Python bindings, else dpkg (one round trip)."""
+        from edgeseg.export.tensorrt.versions import VERSION_PROBE, device_tensorrt
+
+        commands = {"trtexec": f"{shlex.quote(self.trtexec)} --help", **VERSION_PROBE}
+        res = self.transport.run_script(device_info.probe_script(None, commands=commands), 60)
+        _, _, out = device_info.parse_probe_output(res.stdout)
+        return device_tensorrt(out.get("trtexec") or "", out.get("python"), out.get("dpkg"))
+
+    def _onnx_for_device(self, onnx_model, plan: dict[str, str] | None, typing: str, tmpdir: Path):
+        """(local ONNX to push, its model): the artifact itself, or the QDQ/fp16 ONNX the device's TensorRT needs.
+
+        Strongly typed builds need the plan inside the ONNX: an FP32 export is quantized here
+        with int8 activations; a uint8 QDQ artifact gets int8 zero points (TensorRT's Q/DQ
+        are symmetric int8 on every version, so this applies to explicit weak builds too).
+        """
         import onnx
 
+        from edgeseg.export.tensorrt.onnx_prep import activation_types, is_qdq, to_int8_activations
+
+        if typing == "strong" and plan and any(p != "fp32" for p in plan.values()) and not is_qdq(onnx_model) \
+                and not _has_fp16(onnx_model):
+            from edgeseg.quantize.plan import PrecisionPlan
+            from edgeseg.quantize.qdq import quantize_model
+            from edgeseg.utils.hashing import sha256_file
+
+            pp = PrecisionPlan(dict(plan))
+            table = None
+            if pp.needs_calibration:
+                table = self._calibration_table()
+                if table is None:
+                    raise EdgesegError("the plan runs components in INT8 but no calibration table was found",
+                                       f"run `edgeseg calibrate {self.onnx} --images DIR` (it records the table "
+                                       "in the manifest), or pass --calib TABLE.json")
+                table.check_model(sha256_file(self.onnx), what="ONNX file")
+            qmodel, _ = quantize_model(onnx.load(str(self.onnx)), pp, table, activation_dtype="int8")
+            out = tmpdir / f"{self.onnx.stem}.{pp.label()}.trt.onnx"
+            onnx.save(qmodel, str(out))
+            return out, qmodel
+        if is_qdq(onnx_model) and "uint8" in activation_types(onnx_model):
+            converted, _ = to_int8_activations(onnx.load(str(self.onnx)))
+            out = tmpdir / f"{self.onnx.stem}.trt.onnx"
+            onnx.save(converted, str(out))
+            return out, converted
+        return self.onnx, onnx_model
+
+    def open(self) -> None:
+        import tempfile
+
+        import onnx
+
+        from edgeseg.export.tensorrt import trtexec as trtexec_lines
+        from edgeseg.export.tensorrt.versions import choose_typing
         from edgeseg.quantize.cache import write_trt_cache
         from edgeseg.utils.hashing import sha256_file
 
         t = self.transport
         self.trtexec = self._find_trtexec()
-        probe = t.run([self.trtexec, "--help"], 60)
-        tag = re.search(r"\[TensorRT v(\d+)\]", probe.stdout + probe.stderr)
-        self.trt_version = parsers.trt_version_text(tag.group(1)) if tag else None
+        found = self._device_tensorrt()
+        if found.version is None:
+            raise EdgesegError(f"cannot tell the TensorRT version on {self.address}",
+                               "check `trtexec --help` runs there (it prints [TensorRT vNNNN]), or that "
+                               "`dpkg -l 'libnvinfer*'` lists TensorRT")
+        self.trt_version = found.version.text
+        self.typing = choose_typing(found.version, self.build_options.typing)
         onnx_model = onnx.load(str(self.onnx), load_external_data=False)
         plan, nodes = self._plan_and_nodes(onnx_model)
-        explicit = runners.is_qdq_model(onnx_model)
-        onnx_files = [self.onnx] + _external_data_files(onnx_model, self.onnx.parent)
-        onnx_dir = self.cache.ensure(onnx_files)
-        remote_onnx = f"{onnx_dir}/{self.onnx.name}"
+        with tempfile.TemporaryDirectory() as tmpdir:
+            local_onnx, device_model = self._onnx_for_device(onnx_model, plan, self.typing, Path(tmpdir))
+            self.device_model = device_model
+            explicit = runners.is_qdq_model(device_model)
+            extra = _external_data_files(device_model, self.onnx.parent) if local_onnx == self.onnx else []
+            onnx_dir = self.cache.ensure([local_onnx, *extra])
+            remote_onnx = f"{onnx_dir}/{local_onnx.name}"
 
-        calib_remote = None
-        needs_calib = bool(plan) and "int8" in plan.values() and not explicit
-        if needs_calib:
-            table = self._calibration_table()
-            if table is None:
-                raise EdgesegError("the plan runs components in INT8 but no calibration table was found",
-                                   f"run `edgeseg calibrate {self.onnx} --images DIR` (it records the table in the "
-                                   "manifest), or pass --calib TABLE.json")
-            table.check_model(sha256_file(self.onnx), what="ONNX file")
-            if self.trt_version is None:
-                raise EdgesegError(f"cannot tell the TensorRT version on {self.address}",
-                                   "the calibration cache must carry the device's version; check `trtexec --help` runs")
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as tmpdir:
+            calib_remote = None
+            needs_calib = self.typing == "weak" and bool(plan) and "int8" in plan.values() and not explicit
+            if needs_calib:
+                table = self._calibration_table()
+                if table is None:
+                    raise EdgesegError("the plan runs components in INT8 but no calibration table was found",
+                                       f"run `edgeseg calibrate {self.onnx} --images DIR` (it records the table "
+                                       "in the manifest), or pass --calib TABLE.json")
+                table.check_model(sha256_file(self.onnx), what="ONNX file")
                 # Written for the device's TensorRT: a cache with another version line is ignored.
                 cache_file = Path(tmpdir) / f"{self.onnx.stem}.calib.cache"
                 write_trt_cache(table, cache_file, trt_version=self.trt_version)
                 calib_remote = f"{self.cache.ensure([cache_file])}/{cache_file.name}"
 
-        if plan:
+        if self.typing == "strong":
+            self.precision = runners.TrtexecPlan(["--stronglyTyped"], False, "none",
+                                                 {p: 0 for p in sorted(set((plan or {}).values()))})
+        elif plan:
             self.precision = runners.trtexec_precision(plan, nodes, runners.float_nodes(onnx_model),
                                                        calib=calib_remote, explicit_quantization=explicit)
         else:
             flags = ["--int8", "--fp16"] if explicit else []  # a QDQ graph without a recorded plan
             self.precision = runners.TrtexecPlan(flags, False, "none", {})
-        key = hashlib.sha256("\0".join([onnx_dir, *self.precision.flags, self.trt_version or "?"]).encode()).hexdigest()
+        options = trtexec_lines.option_flags(self.build_options)
+        key = hashlib.sha256("\0".join([onnx_dir, self.typing, *self.precision.flags, *options,
+                                         self.trt_version]).encode()).hexdigest()
         self.engine = f"{t.workdir}/engines/{key[:16]}.engine"
-        build = runners.trtexec_build_argv(self.trtexec, remote_onnx, self.engine, self.precision, self.trt_version)
+        if self.typing == "strong":
+            build = trtexec_lines.strongly_typed_build_argv(self.trtexec, remote_onnx, self.engine, found.version,
+                                                            self.build_options)
+        else:
+            build = trtexec_lines.weak_typed_build_argv(self.trtexec, remote_onnx, self.engine, found.version,
+                                                        self.precision.flags, self.build_options)
         self.setup_commands = [quote_argv(build)]
         built = False
         if t.run(["test", "-f", self.engine], 30).rc != 0:
@@ -371,16 +448,53 @@ class JetsonTarget(Target):
                                   f"run the command on the device to see the full log: {quote_argv(build)}")
             built = True
         self._info = {"backend": "tensorrt", "runner": "trtexec", "runner_path": self.trtexec,
-                      "tensorrt": self.trt_version or UNAVAILABLE,
+                      "tensorrt": self.trt_version, "tensorrt_source": found.source,
+                      "tensorrt_python": found.python_bindings, "typing": self.typing,
+                      "onnx_pushed": local_onnx.name,
                       "precision_flags": [f if not f.startswith("--layerPrecisions=") else
                                           f"--layerPrecisions=<{sum(self.precision.layers.values())} layers>"
                                           for f in self.precision.flags],
                       "layer_precisions": self.precision.layer_spec_mode, "layers_per_precision": self.precision.layers,
                       "explicit_quantization": explicit, "engine": self.engine, "engine_built_now": built,
-                      "calibration_cache": calib_remote or "none (no implicit INT8)",
+                      "calibration_cache": calib_remote or ("none (Q/DQ in the ONNX)" if explicit
+                                                            else "none (no implicit INT8)"),
                       "core": self.core if self.core is not None else "not pinned",
                       "affinity": [self.core] if self.core is not None else [],
                       "affinity_source": "taskset mask" if self.core is not None else "not pinned (GPU benchmark)"}
+        self.component_profile = self._profile(plan) if self.profile_runs else None
+        if self.component_profile:
+            self._info.update(_profile_summary(self.component_profile))
+
+    def _profile(self, plan: dict[str, str] | None) -> dict[str, Any]:
+        """One profiling run: per-component GPU time and planned-vs-actual precision, or why not."""
+        from edgeseg.export.tensorrt import trtexec as trtexec_lines
+        from edgeseg.export.tensorrt.layerinfo import parse_layer_information, precision_report
+        from edgeseg.export.tensorrt.names import OnnxIndex
+        from edgeseg.export.tensorrt.profile import component_times, parse_trtexec_profile
+
+        t = self.transport
+        stem = f"{t.workdir}/profile-{uuid.uuid4().hex[:10]}"
+        prof, layers = f"{stem}.profile.json", f"{stem}.layers.json"
+        argv = trtexec_lines.profile_argv(self.trtexec, self.engine, self.profile_runs, prof, layers)
+        self.setup_commands.append(quote_argv(argv))
+        try:
+            res = t.run(argv, self.timeout_s)
+            got = t.run_script(f"{_CAT_FUNCTION}; f {shlex.quote(prof)}; f {shlex.quote(layers)}; "
+                               f"rm -f {shlex.quote(prof)} {shlex.quote(layers)}", 60)
+        except DeviceError as e:
+            return {"available": False, "reason": e.problem}
+        files, _, _ = device_info.parse_probe_output(got.stdout)
+        if res.rc != 0 or not files.get(prof):
+            tail = " | ".join((res.stdout + res.stderr).strip().splitlines()[-2:])
+            return {"available": False, "reason": f"trtexec profiling run failed (exit {res.rc}): {tail}"}
+        index = OnnxIndex.from_model(self.device_model)
+        info = parse_layer_information(files[layers]) if files.get(layers) else None
+        metadata = {layer.name: layer.metadata for layer in info.layers} if info else None
+        breakdown = component_times(parse_trtexec_profile(files[prof]), index, plan, metadata)
+        out: dict[str, Any] = {"available": True, "iterations": self.profile_runs, **breakdown.to_dict()}
+        if info is not None:
+            out["precision"] = precision_report(info, index, plan or {}, source="trtexec --exportLayerInfo").to_dict()
+        return out
 
     def runtime_info(self) -> dict[str, Any]:
         return {**self._info, "pushed_files": list(self.cache.pushed)}
@@ -463,3 +577,25 @@ def _external_data_files(model, folder: Path) -> list[Path]:
             raise EdgesegError(f"external data file {n} of {folder} is missing", "re-export the model")
         files.append(p)
     return files
+
+
+def _has_fp16(model) -> bool:
+    """An ONNX already carrying fp16 components (``edgeseg quantize`` with fp16 parts): the plan is inside."""
+    import onnx
+
+    to_fp16 = [n for n in model.graph.node if n.op_type == "Cast"
+               and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for a in n.attribute)]
+    return bool(to_fp16) or any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+
+
+def _profile_summary(profile: dict[str, Any]) -> dict[str, str]:
+    """One-line runtime rows for the report tables; the full breakdown goes to the report's extra."""
+    if not profile.get("available"):
+        return {"per_component_ms": f"unavailable ({profile.get('reason')})"}
+    comps = profile.get("components", [])
+    out = {"per_component_ms": ", ".join(f"{c['component']} {c['average_ms']:.3f}" for c in comps)
+                                + f" (sum {profile.get('total_ms', 0):.3f}, trtexec --exportProfile)"}
+    if profile.get("precision"):
+        out["precision_vs_plan"] = "; ".join(f"{c['component']}: {c['verdict']}"
+                                             for c in profile["precision"]["components"])
+    return out

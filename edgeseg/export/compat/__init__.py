@@ -20,7 +20,7 @@ from edgeseg.errors import EdgesegError
 # target -> "module:function"; modules are imported only when their target is checked.
 CHECKERS: dict[str, str] = {
     "tnn": "edgeseg.export.compat.tnn:check",
-    "tflite": "edgeseg.export.compat.tflite:check",
+    "tflite": "edgeseg.export.tflite.compat:check",
 }
 
 SEVERITIES = ("error", "warn")

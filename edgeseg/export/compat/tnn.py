@@ -60,7 +60,41 @@ GENERIC_FP16_FIX = "keep this component fp32 if the fp16<->fp32 reformats around
 ARM_NCHW_ONLY = frozenset({"ArgMaxOrMin", "Expand", "Gather", "GroupNorm", "Inverse", "LayerNorm", "LSTMONNX",
                            "MatMul", "Tile", "ScatterND", "Squeeze", "Unsqueeze"})
 INT8_LAYOUT_FIX = ("TNN cannot run this int8 network on ARM: keep the model float for TNN (fp32/fp16 plan), "
-                   "export int8 TNN for --device x86, or use int8 on another backend (TFLite, TensorRT)")
+                   "export int8 TNN for --tnn-device x86, or use int8 on another backend (TFLite, TensorRT)")
+
+
+# Modules whose exported graph always holds a MatMul of two activations (attention), which
+# ARM cannot run in a network with int8 layers (ARM_NCHW_ONLY): known before the export, so
+# `edgeseg export --to tnn --plan <int8>` refuses without exporting anything. The ONNX-level
+# check above stays the authority (it also sees layers of models not listed here).
+ARM_INT8_BLOCKING_MODULES = {
+    "edgeseg.models.layers.MultiHeadAttention": "attention: a MatMul of two activations",
+    "edgeseg.models.backbones.topformer.Attention": "attention: a MatMul of two activations",
+}
+
+
+def model_blockers(model, device: str | None, plan) -> list[tuple[str, str]]:
+    """(module path, reason) of every module of the nn.Module ``model`` that stops a TNN
+    network with ``plan`` on ``device`` from running; [] when nothing is known to."""
+    if (device or "arm") != "arm" or plan is None or not plan.needs_calibration:
+        return []
+    found = []
+    for path, module in model.named_modules():
+        cls = type(module)
+        reason = ARM_INT8_BLOCKING_MODULES.get(f"{cls.__module__}.{cls.__qualname__}")
+        if reason:
+            found.append((path, reason))
+    return found
+
+
+def model_blockers_error(found: list[tuple[str, str]]):
+    """One error for :func:`model_blockers`' findings (module paths, reason, fix)."""
+    from edgeseg.errors import EdgesegError
+
+    where = ", ".join(p for p, _ in found[:4]) + (f" (+{len(found) - 4} more)" if len(found) > 4 else "")
+    return EdgesegError(f"int8 TNN on ARM cannot run this model: {found[0][1]} in {where}; in a network with "
+                        "int8 layers TNN keeps every blob NC4HW4 and ARM has only an NCHW kernel for it",
+                        INT8_LAYOUT_FIX)
 
 
 def _arm_layer_items(report: CompatReport, conv, plan) -> None:
@@ -73,7 +107,7 @@ def _arm_layer_items(report: CompatReport, conv, plan) -> None:
         where = layer.source or layer.name
         if t not in ARM_KERNELS:
             report.add(t, where, layer.component, "error", f"TNN has no ARM kernel for {t} (the network fails to load)",
-                       NO_ARM_FIXES.get(t, "replace it with ops that have ARM kernels, or export for --device x86"))
+                       NO_ARM_FIXES.get(t, "replace it with ops that have ARM kernels, or export for --tnn-device x86"))
             continue
         if t == "Softmax" and layer.params.get("axis") == 0:
             report.add(t, where, layer.component, "error", "ARM Softmax rejects axis 0",

@@ -144,13 +144,25 @@ def _check_wiring(model: fmt.TnnModel) -> None:
 # --------------------------------------------------------------------------- precision
 
 # Resource fields that hold float weights, per layer type (fp16 plans store them half).
+# Every backend converts these when it loads them: ARM, and on x86 and the naive CPU
+# backend the Convolution / InnerProduct / MatMul / BatchNorm / binary-op layers turn a
+# half resource into float32 (ConvertHalfResource) before running.
+#
+# Constant blobs (the constant map: LayerNorm's scale and bias) are NOT in this list and
+# stay float32 in every plan: TNN's x86 and naive backends copy a constant blob into a
+# blob of the stored data type unconverted (RawBuffer2Blob) and their LayerNorm kernels
+# read it as float32, so half constants gave NaN outputs on x86 (found with a TNN x86
+# build; only ARM converts them). float32 constants are right everywhere: ARM converts
+# them to its network precision itself, and they are a few hundred bytes.
 HALF_FIELDS = {"Convolution": ("filter", "bias"), "InnerProduct": ("weight", "bias"), "MatMul": ("weight",),
                "BatchNormCxx": ("scale", "bias"), "Add": ("element",), "Sub": ("element",),
                "Mul": ("element",), "Div": ("element",), "Maximum": ("element",), "Minimum": ("element",)}
 
 
 def apply_half_weights(model: fmt.TnnModel, components: set[str]) -> int:
-    """Store the float weights of layers in ``components`` as float16; return how many arrays."""
+    """Store the float layer resources of ``components`` as float16; return how many arrays.
+
+    Constant blobs are left float32 (see :data:`HALF_FIELDS`)."""
     count = 0
     for layer in model.layers:
         if layer.component not in components:
@@ -160,12 +172,6 @@ def apply_half_weights(model: fmt.TnnModel, components: set[str]) -> int:
             if arr is not None and np.asarray(arr).dtype == np.float32 and np.asarray(arr).size:
                 layer.resource[key] = np.asarray(arr).astype(np.float16)
                 count += 1
-        if layer.type == "LayerNorm":
-            for blob in layer.inputs[1:]:
-                arr = model.constants.get(blob)
-                if arr is not None and arr.dtype == np.float32:
-                    model.constants[blob] = arr.astype(np.float16)
-                    count += 1
     return count
 
 
@@ -212,6 +218,38 @@ def _components(onnx_model) -> list[str]:
     return [c for c in seen if c]
 
 
+def _check_plan_covers(onnx_model, plan) -> None:
+    if plan is not None:
+        unknown = [c for c in _components(onnx_model) if c not in plan.precisions]
+        if unknown:
+            raise EdgesegError(f"the precision plan does not cover components {', '.join(unknown)} of this graph",
+                               f"plan every component: {', '.join(_components(onnx_model))}")
+
+
+def preflight(onnx_path_or_model, plan=None, device: str = "arm"):
+    """Convert in memory and refuse, with every reason, a graph that TNN cannot convert or
+    that would fail on ``device`` with ``plan``; returns (conversion, compat report).
+
+    Needs only the FP32 graph, never a calibration: ``edgeseg export --to tnn`` runs it
+    right after each ONNX graph is written, so an impossible plan (int8 on ARM with
+    attention MatMuls) is refused in seconds, before calibration.
+    """
+    from edgeseg.export.compat import tnn as tnn_compat
+    from edgeseg.quantize.plan import PrecisionPlan
+
+    if device not in DEVICES:
+        raise EdgesegError(f"unknown TNN device {device!r}", f"use --tnn-device with one of: {', '.join(DEVICES)}")
+    onnx_model, _ = _load(onnx_path_or_model)
+    _check_plan_covers(onnx_model, plan)
+    conv = convert(onnx_model, nc4hw4_only=device == "arm" and plan is not None and plan.needs_calibration)
+    # Without a plan everything is fp32 (-pr HIGH), so missing fp16 kernels do not matter.
+    report = tnn_compat.report_from_conversion(
+        conv, device, plan or PrecisionPlan.uniform("fp32", _components(onnx_model) or [""]))
+    if report.errors:
+        raise report.as_error()
+    return conv, report
+
+
 def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=None, device: str = "arm",
                name: str | None = None, check_table: bool = True) -> TnnExportResult:
     """Write ``<name>.tnnproto`` + ``<name>.tnnmodel`` into ``out_dir``.
@@ -223,18 +261,13 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
     together with the calibrated one (a features graph shares its tensor names); every
     tensor still needs a range.
     """
-    from edgeseg.export.compat import tnn as tnn_compat
     from edgeseg.export.tnn.quant import quantize_model
     from edgeseg.utils import atomic
 
     if device not in DEVICES:
-        raise EdgesegError(f"unknown TNN device {device!r}", f"use one of: {', '.join(DEVICES)}")
+        raise EdgesegError(f"unknown TNN device {device!r}", f"use --tnn-device with one of: {', '.join(DEVICES)}")
     onnx_model, onnx_path = _load(onnx_path_or_model)
-    if plan is not None:
-        unknown = [c for c in _components(onnx_model) if c not in plan.precisions]
-        if unknown:
-            raise EdgesegError(f"the precision plan does not cover components {', '.join(unknown)} of this graph",
-                               f"plan every component: {', '.join(_components(onnx_model))}")
+    _check_plan_covers(onnx_model, plan)
     if plan is not None and plan.needs_calibration:
         if table is None:
             raise EdgesegError("the precision plan has int8 components but no calibration table was given",
@@ -244,14 +277,7 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
 
             table.check_model(sha256_file(onnx_path), "ONNX file")
 
-    conv = convert(onnx_model, nc4hw4_only=device == "arm" and plan is not None and plan.needs_calibration)
-    # Without a plan everything is fp32 (-pr HIGH), so missing fp16 kernels do not matter.
-    from edgeseg.quantize.plan import PrecisionPlan
-
-    report = tnn_compat.report_from_conversion(
-        conv, device, plan or PrecisionPlan.uniform("fp32", _components(onnx_model) or [""]))
-    if report.errors:
-        raise report.as_error()
+    conv, report = preflight(onnx_model, plan, device)
 
     def precision_of(component: str) -> str:
         return plan.precision_of(component) if plan is not None else "fp32"
@@ -300,19 +326,24 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
 
 def _record_in_manifest(result: TnnExportResult, out: Path, onnx_path: Path | None, plan, table) -> Path | None:
     from edgeseg.export.manifest import Manifest, find_manifest, tool_versions
+    from edgeseg.utils.hashing import sha256_file
 
     found = find_manifest(out) or (find_manifest(onnx_path) if onnx_path else None)
     if found is None:
         return None
     manifest = Manifest.load(found)
     precision = plan.to_dict() if plan is not None else "fp32"
+    # Both files' hashes: bench and eval refuse a pair that changed after it was written.
     info = {"test_flags": result.test_flags, "name_map": result.name_map, "device": result.device,
-            "model_file": result.model_path.name, "layers": result.layers,
+            "model_file": result.model_path.name, "model_sha256": sha256_file(result.model_path),
+            "layers": result.layers,
             "quantized_layers": len(result.quantized_layers), "warnings": result.warnings}
     if onnx_path is not None:
         info["source"] = onnx_path.name
     manifest.add_artifact(result.proto_path.name, target="tnn", precision=precision, tnn=info,
+                          sha256=sha256_file(result.proto_path),
                           calibration=(table.method if table is not None else None))
+    manifest.add_files(result.model_path.name)
     manifest.record("convert", target="tnn", artifact=result.proto_path.name,
                     versions=tool_versions("onnx", "numpy"))
     return manifest.save(out)

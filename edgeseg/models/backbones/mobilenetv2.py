@@ -65,6 +65,15 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     """MobileNetV2 with a width multiplier, returning ``(X3, X4, X5, X6)``."""
 
+    # torchvision's ImageNet files: the classifier and the final 1x1 conv (features.18) are
+    # not built here; the stride-64 block is ours, so no ImageNet file has it.
+    checkpoint_head_prefixes = ("classifier.", "features.18.")
+    not_pretrained_prefixes = ("global_block.",)
+
+    @staticmethod
+    def describe_checkpoint(keys: set[str]) -> str | None:
+        return "MobileNetV2 (torchvision layout)" if any(k.startswith("features.") for k in keys) else None
+
     def __init__(self, width_mult: float = 1.0, global_channels: int = 256, global_expand: float = 2.0):
         super().__init__()
         if width_mult <= 0:

@@ -85,6 +85,11 @@ class ResNet(nn.Module):
 
     # Checkpoint knowledge for the generic loader: ImageNet classifier heads to drop.
     checkpoint_head_prefixes = ("fc.", "linear.")
+    not_pretrained_prefixes = ()
+
+    @staticmethod
+    def describe_checkpoint(keys: set[str]) -> str | None:
+        return "ResNet (detectron2 layout)" if any(k.startswith(("stem.conv1.", "res2.")) for k in keys) else None
 
     def __init__(self, cfg: ResNetConfig = RESNET_CONFIGS["resnet50"]):
         super().__init__()

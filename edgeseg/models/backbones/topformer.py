@@ -288,6 +288,33 @@ class InjectionMultiSum(nn.Module):
 class TopFormer(nn.Module):
     """TopFormer backbone returning ``(X3, X4, X5, X6)`` at strides 8, 16, 32 and 64."""
 
+    # What the generic checkpoint loader needs to know about official TopFormer files:
+    # ImageNet classifiers carry a ``head``; the Semantics Injection Module (``SIM``) is
+    # trained only with a segmentation head, so ImageNet files lack it.
+    checkpoint_head_prefixes = ("head.",)
+    not_pretrained_prefixes = ("SIM.",)
+
+    @staticmethod
+    def describe_checkpoint(keys: set[str]) -> str | None:
+        if any(k.startswith("tpm.") for k in keys):
+            return "official TopFormer ImageNet checkpoint" if any(k.startswith("head.") for k in keys) \
+                else "TopFormer backbone"
+        if any(k.startswith("backbone.tpm.") for k in keys):
+            return "official TopFormer segmentation checkpoint (mmseg)"
+        return None
+
+    @staticmethod
+    def guess_checkpoint(state: dict) -> str | None:
+        """Which TopFormer size a backbone file holds (for a mismatch's fix)."""
+        sig = {k: tuple(v.shape) for k, v in state.items() if k.startswith(("tpm.", "trans."))}
+        if not sig:
+            return None
+        for size, cfg in TOPFORMER_CONFIGS.items():
+            ref = {k: tuple(v.shape) for k, v in TopFormer(cfg).state_dict().items() if k in sig}
+            if ref == sig:
+                return "TopFormer-" + {"tiny": "Tiny", "small": "Small", "base": "Base"}.get(size, size)
+        return None
+
     def __init__(self, cfg: TopFormerConfig | str = "base", drop_path_rate: float | None = None):
         super().__init__()
         if isinstance(cfg, str):

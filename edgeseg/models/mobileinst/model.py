@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.data.preprocess import InputSpec
+from edgeseg.data.preprocess import InputSpec, check_input_side
 from edgeseg.errors import EdgesegError
 from edgeseg.models.backbones import build_backbone
 from edgeseg.models.base import ComponentMap

@@ -16,7 +16,7 @@ layer and which layer produces each ONNX tensor; this module turns that record i
   same number of elements (layouts differ, NCHW vs NHWC, but sizes do not). A fused op's
   output is the ONNX tensor of the *last* op of the fusion, which TFLite names first.
 
-It is pure Python over :class:`~edgeseg.export.tflite_flatbuffer.ModelView`, so it is
+It is pure Python over :class:`~edgeseg.export.tflite.flatbuffer.ModelView`, so it is
 tested without TensorFlow.
 """
 
@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeseg.export.tflite_flatbuffer import ModelView
+from edgeseg.export.tflite.flatbuffer import ModelView
 
 
 @dataclass

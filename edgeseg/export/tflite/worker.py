@@ -1,11 +1,11 @@
 """The TensorFlow side of the TFLite export, run in a child process.
 
-``python -m edgeseg.export.tflite_convert JOB.json`` converts one ONNX file:
+``python -m edgeseg.export.tflite.worker JOB.json`` converts one ONNX file:
 
 1. onnx2tf -> Keras model (in memory). onnx2tf is patched so that it never reaches the
    network: its sample-image download returns our own preprocessed images, and any HTTP
    request raises. While it converts, we record which ONNX node created each Keras layer
-   and which layer produces each ONNX tensor (:class:`~edgeseg.export.tflite_map.ConversionRecord`).
+   and which layer produces each ONNX tensor (:class:`~edgeseg.export.tflite.mapping.ConversionRecord`).
 2. Keras model -> SavedModel with one signature whose inputs and outputs carry the ONNX
    names (sanitized), so the runtime can match them by name.
 3. SavedModel -> ``.tflite`` with ``tf.lite.TFLiteConverter``, builtin ops only (a Flex op
@@ -21,7 +21,7 @@ running them apart sends all of it into the artifact's log file, keeps TensorFlo
 the caller's process (which may hold torch), and a crash inside TensorFlow becomes an
 error message instead of taking the CLI down.
 
-The parent (:mod:`edgeseg.export.tflite`) writes the job and reads ``report.json``.
+The parent (:mod:`edgeseg.export.tflite.converter`) writes the job and reads ``report.json``.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def run_onnx2tf(job: dict[str, Any], samples_nhwc: np.ndarray):
 
 def build_record(job: dict[str, Any], tf_layers: dict, created) -> dict[str, Any]:
     """The ConversionRecord (in original ONNX names) from what onnx2tf built."""
-    from edgeseg.export.tflite_map import ConversionRecord
+    from edgeseg.export.tflite.mapping import ConversionRecord
 
     node_names = job["node_names"]  # work name -> original
     tensor_names = job["tensor_names"]
@@ -310,8 +310,8 @@ def quantize(job: dict[str, Any], record: dict[str, Any], io, samples: np.ndarra
     import tensorflow as tf
     from tensorflow.lite.python import convert as tfl_convert
 
-    from edgeseg.export import tflite_flatbuffer as fb
-    from edgeseg.export.tflite_map import ConversionRecord, float_ops, map_model
+    from edgeseg.export.tflite import flatbuffer as fb
+    from edgeseg.export.tflite.mapping import ConversionRecord, float_ops, map_model
 
     conv = _converter(job)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -361,11 +361,20 @@ def quantize(job: dict[str, Any], record: dict[str, Any], io, samples: np.ndarra
         raise StageError("quantize", f"TFLite quantization failed: {str(e).strip().splitlines()[0]}") from e
 
 
+def stage(job: dict[str, Any], name: str) -> None:
+    """Tell the parent process which step runs now (it shows progress from this file)."""
+    if job.get("progress"):
+        try:
+            Path(job["progress"]).write_text(name)
+        except OSError:
+            pass  # progress is a nicety; never fail a conversion over it
+
+
 def convert(job: dict[str, Any]) -> dict[str, Any]:
     import tensorflow as tf
 
-    from edgeseg.export import tflite_flatbuffer as fb
-    from edgeseg.export.tflite_map import ConversionRecord, map_model, ops_of_precision
+    from edgeseg.export.tflite import flatbuffer as fb
+    from edgeseg.export.tflite.mapping import ConversionRecord, map_model, ops_of_precision
 
     samples = np.load(job["samples"])  # N images in the ONNX input layout, preprocessed
     if samples.ndim != 4:
@@ -382,9 +391,11 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
 
     # onnx2tf's own test inference wants channel-last images.
     nhwc = samples.transpose(0, 2, 3, 1) if job.get("input_layout", "NCHW") == "NCHW" else samples
+    stage(job, "onnx2tf")
     model, tf_layers, created = run_onnx2tf(job, np.ascontiguousarray(nhwc))
     lap("onnx2tf")
     record = build_record(job, tf_layers, created)
+    stage(job, "SavedModel")
     io = save_saved_model(job, model, tf_layers)
     lap("saved_model")
     report["io"] = io
@@ -392,6 +403,7 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
 
     precisions = job["precisions"]
     values = set(precisions.values())
+    stage(job, "calibrating and converting" if "int8" in values else "converting")
     if "int8" in values:
         buf = quantize(job, record, io, samples, report)
     elif values == {"fp16"}:
@@ -403,6 +415,7 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
         buf = _convert(_converter(job))
 
     lap("tflite")
+    stage(job, "mapping ops to components")
     # Mixed plans: store the weights of fp16 components as float16 (TFLite's converter can
     # only do that for a whole model). A uniform fp16 plan was handled by the converter.
     mapping = map_model(fb.describe(buf), ConversionRecord.from_dict(record))

@@ -10,7 +10,7 @@ What happens, in order (everything checked before TensorFlow is started):
    representative images are validated.
 2. A work copy of the ONNX file gets short, sanitizer-proof node and tensor names
    (onnx2tf rewrites ``/`` and ``:`` in names, and rewrites its input file in place).
-3. A child process (:mod:`edgeseg.export.tflite_convert`) runs onnx2tf and the TFLite
+3. A child process (:mod:`edgeseg.export.tflite.worker`) runs onnx2tf and the TFLite
    converter; all of its output goes to ``<artifact>.log`` beside the artifact.
 4. The result is opened with LiteRT (XNNPACK, one thread) and compared with ONNX Runtime
    on a real image: an FP32 artifact must match (cosine >= 0.9999), quantized ones have
@@ -53,6 +53,9 @@ CALIB_SOURCES = ("edgeseg", "tflite")
 DEFAULT_NUM_IMAGES = 32  # representative images for TFLite's calibration pass
 PARITY_MIN_COSINE = 0.9999  # FP32 TFLite vs ONNX Runtime (same gate as the ONNX export)
 DEFAULT_TIMEOUT_S = 3600
+# What the progress display shows while a conversion runs (the child reports the first four).
+CONVERSION_STAGES = ("onnx2tf", "SavedModel", "converting", "mapping ops to components",
+                     "parity check vs ONNX Runtime")
 
 # Installed with `pip install 'edgeseg[tflite]'`, except onnx2tf and tf-keras which go in
 # with --no-deps (their exact pins would downgrade numpy/onnx/protobuf and pull the
@@ -245,7 +248,30 @@ _FIXES = {
 }
 
 
-def _run_worker(job: dict[str, Any], work: Path, log: Path, timeout: float) -> dict[str, Any]:
+def _wait_showing_stages(proc, progress_file: Path, timeout: float, on_stage) -> None:
+    """Wait for the converter, passing each stage it reports (``progress_file``) to ``on_stage``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    shown = None
+    while True:
+        try:
+            proc.wait(timeout=0.5)
+            return
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                raise
+        try:
+            current = progress_file.read_text().strip()
+        except OSError:
+            continue
+        if current and current != shown:
+            shown = current
+            on_stage(current)
+
+
+def _run_worker(job: dict[str, Any], work: Path, log: Path, timeout: float,
+                on_stage=lambda name: None) -> dict[str, Any]:
     job_path = work / "job.json"
     job_path.write_text(json.dumps(job))
     env = dict(os.environ)
@@ -253,14 +279,21 @@ def _run_worker(job: dict[str, Any], work: Path, log: Path, timeout: float) -> d
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU conversion; never grab a GPU that a benchmark may use
     env["PYTHONUNBUFFERED"] = "1"
     with open(log, "ab") as fh:
-        fh.write(f"$ {sys.executable} -m edgeseg.export.tflite_convert {job_path}\n".encode())
+        fh.write(f"$ {sys.executable} -m edgeseg.export.tflite.worker {job_path}\n".encode())
         fh.flush()
+        proc = subprocess.Popen([sys.executable, "-m", "edgeseg.export.tflite.worker", os.fspath(job_path)],
+                                cwd=work, stdout=fh, stderr=subprocess.STDOUT, env=env)
         try:
-            proc = subprocess.run([sys.executable, "-m", "edgeseg.export.tflite_convert", os.fspath(job_path)],
-                                  cwd=work, stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+            _wait_showing_stages(proc, Path(job["progress"]), timeout, on_stage)
         except subprocess.TimeoutExpired as e:
+            proc.kill()
+            proc.wait()
             raise EdgesegError(f"the TFLite conversion did not finish within {timeout:.0f} s",
                                f"see {log}; raise the timeout for very large models") from e
+        except BaseException:
+            proc.kill()  # Ctrl-C or an error here: never leave the converter running
+            proc.wait()
+            raise
     _tidy_log(log, job)
     report_path = Path(job["report"])
     if not report_path.is_file():
@@ -322,7 +355,7 @@ def first_divergence(onnx_path: Path, model, built: Path, report: dict[str, Any]
     """
     from ai_edge_litert import interpreter as litert
 
-    from edgeseg.export import tflite_flatbuffer as fb
+    from edgeseg.export.tflite import flatbuffer as fb
     from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
 
     tensor_to_onnx = {int(k): v for k, v in report.get("tensor_to_onnx", {}).items()}
@@ -405,7 +438,7 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         raise EdgesegError(f"{len(untagged)} nodes of the ONNX graph carry no component tag "
                            f"(e.g. {untagged[0]!r}), so a per-component plan cannot be applied",
                            "export the model with `edgeseg export` (it tags every node), or use a uniform plan")
-    from edgeseg.export.compat.tflite import check as preflight
+    from edgeseg.export.tflite.compat import check as preflight
 
     report = preflight(model, plan=plan)  # Flex / unconvertible ops fail here, before TensorFlow starts
     if not report.ok:
@@ -423,8 +456,8 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         if calib_source == "edgeseg":
             if table is None:
                 raise EdgesegError("the plan has int8 components but no calibration table was given",
-                                   "calibrate first (`edgeseg calibrate MODEL.onnx --images DIR -o table.json`) "
-                                   "and pass it, or use --calib-source tflite")
+                                   "pass --calib DIR (images, calibrated first) or --calib TABLE.json (from "
+                                   "`edgeseg calibrate MODEL.onnx --images DIR`), or use --calib-source tflite")
             if check_table:
                 table.check_model(sha256_file(onnx_path), what="ONNX file")
             graph_tensors = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
@@ -438,103 +471,112 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     # Absolute paths: the conversion process runs inside the build folder.
     out = (Path(out_dir) if out_dir is not None else onnx_path.parent).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    label = plan.name or plan.label()
+    label = plan.file_label()
     name = filename or f"{onnx_path.stem}.{label}.tflite"
     if not name.endswith(".tflite"):
         raise EdgesegError(f"TFLite file name {name!r} must end in .tflite", "pick a name like model.int8.tflite")
     final = out / name
     log = out / f"{name}.log"
     report_name = f"{name}.json"
+    from edgeseg.utils.outputs import check_output_file
+
+    for path in (final, log, out / report_name):  # never replace a file of yours, found before converting
+        check_output_file(path, flag="")
     log.write_text(f"edgeseg TFLite export of {onnx_path} with plan {plan.spec()}\n")
 
     work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".build", dir=out))
+    from edgeseg.utils import progress
+
     try:
-        import onnx
+        with progress.steps(f"TFLite {name}", total=len(CONVERSION_STAGES)) as steps:
+            import onnx
 
-        work_model, names = _work_copy(model, components)
-        onnx.save(work_model, os.fspath(work / "work.onnx"))
-        np.save(work / "samples.npy", samples)
-        inits = {i.name for i in model.graph.initializer}
-        graph_inputs = [i for i in model.graph.input if i.name not in inits]
-        job = {
-            "onnx": os.fspath(work / "work.onnx"), "saved_model": os.fspath(work / "saved_model"),
-            "samples": os.fspath(work / "samples.npy"), "output": os.fspath(work / "model.tflite"),
-            "report": os.fspath(work / "report.json"),
-            "inputs": [i.name for i in graph_inputs], "input_shapes": _shapes(graph_inputs),
-            "outputs": [o.name for o in model.graph.output], "output_shapes": _shapes(model.graph.output),
-            "precisions": plan.precisions, "component_order": components,
-            "calib_source": calib_source, "ranges": ranges, "int8_io": int8_io, "input_layout": spec.layout,
-            **names,
-        }
-        report = _run_worker(job, work, log, timeout)
+            work_model, names = _work_copy(model, components)
+            onnx.save(work_model, os.fspath(work / "work.onnx"))
+            np.save(work / "samples.npy", samples)
+            inits = {i.name for i in model.graph.initializer}
+            graph_inputs = [i for i in model.graph.input if i.name not in inits]
+            job = {
+                "onnx": os.fspath(work / "work.onnx"), "saved_model": os.fspath(work / "saved_model"),
+                "samples": os.fspath(work / "samples.npy"), "output": os.fspath(work / "model.tflite"),
+                "report": os.fspath(work / "report.json"), "progress": os.fspath(work / "stage.txt"),
+                "inputs": [i.name for i in graph_inputs], "input_shapes": _shapes(graph_inputs),
+                "outputs": [o.name for o in model.graph.output], "output_shapes": _shapes(model.graph.output),
+                "precisions": plan.precisions, "component_order": components,
+                "calib_source": calib_source, "ranges": ranges, "int8_io": int8_io, "input_layout": spec.layout,
+                **names,
+            }
+            report = _run_worker(job, work, log, timeout, on_stage=steps.step)
+            steps.step("parity check vs ONNX Runtime")
 
-        from edgeseg.export import tflite_flatbuffer as fb
-        from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
-        from edgeseg.runtimes.tflite import TFLiteRuntime
+            from edgeseg.export.tflite import flatbuffer as fb
+            from edgeseg.runtimes.onnxruntime import OnnxRuntimeRuntime
+            from edgeseg.runtimes.tflite import TFLiteRuntime
 
-        built = work / "model.tflite"
-        view = fb.describe(built.read_bytes())
-        feeds = {job["inputs"][0]: samples[:1]}
-        reference = OnnxRuntimeRuntime(onnx_path, threads=1).run(feeds)
-        with TFLiteRuntime(built, threads=1, io=report["io"]) as rt:
-            got = rt.run(feeds)
-        parity = _compare(reference, got)
-        if plan.is_fp32:
-            bad = [p for p in parity if p["cosine"] < PARITY_MIN_COSINE]
-            if bad:
-                detail = ", ".join(f"{p['name']}: cosine {p['cosine']:.6f}, max abs err {p['max_abs_error']:.3g}"
-                                   for p in bad)
-                where = first_divergence(onnx_path, model, built, report, feeds)
-                raise EdgesegError(
-                    f"FP32 TFLite output differs from ONNX Runtime ({detail})"
-                    + (f"; the first wrong tensor is {where}" if where else ""),
-                    "onnx2tf converted that op with the wrong layout; simplify the graph around it "
-                    f"(`edgeseg export` does with onnxslim) or rewrite that op; log: {log}")
+            built = work / "model.tflite"
+            view = fb.describe(built.read_bytes())
+            feeds = {job["inputs"][0]: samples[:1]}
+            reference = OnnxRuntimeRuntime(onnx_path, threads=1).run(feeds)
+            with TFLiteRuntime(built, threads=1, io=report["io"]) as rt:
+                got = rt.run(feeds)
+            parity = _compare(reference, got)
+            if plan.is_fp32:
+                bad = [p for p in parity if p["cosine"] < PARITY_MIN_COSINE]
+                if bad:
+                    detail = ", ".join(f"{p['name']}: cosine {p['cosine']:.6f}, max abs err {p['max_abs_error']:.3g}"
+                                       for p in bad)
+                    where = first_divergence(onnx_path, model, built, report, feeds)
+                    raise EdgesegError(
+                        f"FP32 TFLite output differs from ONNX Runtime ({detail})"
+                        + (f"; the first wrong tensor is {where}" if where else ""),
+                        "onnx2tf converted that op with the wrong layout; simplify the graph around it "
+                        f"(`edgeseg export` does with onnxslim) or rewrite that op; log: {log}")
 
-        mapping = report.get("mapping", {})
-        calib = report.get("calibration")
-        entry = {
-            "kind": "tflite", "primary": False, "source": onnx_path.name,
-            "source_sha256": sha256_file(onnx_path),
-            "graph": (manifest.artifacts.get(onnx_path.name, {}).get("graph") if manifest else None) or "frame",
-            "precision": plan.to_dict(),
-            "calibration": None if calib is None else {
-                "source": calib["source"],
-                "table": None if calib["source"] != "edgeseg" else {
-                    "method": table.method, "num_images": table.num_images, "images_sha256": table.images_sha256},
-                "representative_images": sample_info,
-                "activation_tensors": calib["activation_tensors"],
-                "ranges_from_table": calib["from_table"], "ranges_from_tflite": calib["from_tflite"]},
-            "int8_io": int8_io,
-            "io": report["io"],
-            "components": _component_precision(view, report["op_components"]),
-            "op_mapping": {k: v for k, v in mapping.items() if k != "unmapped"},
-            "unmapped_ops": mapping.get("unmapped", []),
-            "fp16_constants": report.get("fp16_constants", 0),
-            "parity": {"reference": "onnxruntime fp32", "input": sample_info.get("source"), "outputs": parity},
-            "op_types": fb.summary(view)["op_types"],
-            "seconds": report.get("seconds", {}),
-            "log": log.name, "report": report_name,
-            "versions": tool_versions("tensorflow-cpu", "tf-keras", "onnx2tf", "ai-edge-litert", "onnx"),
-        }
-        side = {"io": report["io"], "op_components": report["op_components"], "mapping": mapping,
-                "calibration": calib, "record": report.get("record")}
-        entry["sha256"] = sha256_file(built)
-        # Everything is complete in the build folder; now rename into place (same
-        # filesystem: each rename is atomic), the model file last.
-        atomic.write_json(work / "side.json", side)
-        if keep_saved_model:
-            kept = out / f"{name}.saved_model"
-            shutil.rmtree(kept, ignore_errors=True)
-            os.replace(work / "saved_model", kept)
-        os.replace(work / "side.json", out / report_name)
-        os.replace(built, final)
+            mapping = report.get("mapping", {})
+            calib = report.get("calibration")
+            entry = {
+                "kind": "tflite", "primary": False, "source": onnx_path.name,
+                "source_sha256": sha256_file(onnx_path),
+                "graph": (manifest.artifacts.get(onnx_path.name, {}).get("graph") if manifest else None) or "frame",
+                "precision": plan.to_dict(),
+                "calibration": None if calib is None else {
+                    "source": calib["source"],
+                    "table": None if calib["source"] != "edgeseg" else {
+                        "method": table.method, "num_images": table.num_images, "images_sha256": table.images_sha256},
+                    "representative_images": sample_info,
+                    "activation_tensors": calib["activation_tensors"],
+                    "ranges_from_table": calib["from_table"], "ranges_from_tflite": calib["from_tflite"]},
+                "int8_io": int8_io,
+                "io": report["io"],
+                "components": _component_precision(view, report["op_components"]),
+                "op_mapping": {k: v for k, v in mapping.items() if k != "unmapped"},
+                "unmapped_ops": mapping.get("unmapped", []),
+                "fp16_constants": report.get("fp16_constants", 0),
+                "parity": {"reference": "onnxruntime fp32", "input": sample_info.get("source"), "outputs": parity},
+                "op_types": fb.summary(view)["op_types"],
+                "seconds": report.get("seconds", {}),
+                "log": log.name, "report": report_name,
+                "versions": tool_versions("tensorflow-cpu", "tf-keras", "onnx2tf", "ai-edge-litert", "onnx"),
+            }
+            side = {"io": report["io"], "op_components": report["op_components"], "mapping": mapping,
+                    "calibration": calib, "record": report.get("record")}
+            entry["sha256"] = sha256_file(built)
+            # Everything is complete in the build folder; now rename into place (same
+            # filesystem: each rename is atomic), the model file last.
+            atomic.write_json(work / "side.json", side)
+            if keep_saved_model:
+                kept = out / f"{name}.saved_model"
+                shutil.rmtree(kept, ignore_errors=True)
+                os.replace(work / "saved_model", kept)
+            os.replace(work / "side.json", out / report_name)
+            os.replace(built, final)
 
-        target = Manifest.load(out) if find_manifest(out) else _fresh_manifest(manifest, spec, components, onnx_path)
-        target.add_artifact(name, **entry)
-        target.record("export-tflite", file=name, plan=plan.spec(), calib_source=source_used,
-                      versions=entry["versions"])
-        target.save(out)
+            target = Manifest.load(out) if find_manifest(out) else _fresh_manifest(manifest, spec, components, onnx_path)
+            target.add_artifact(name, **entry)
+            target.add_files(log.name, report_name, *([f"{name}.saved_model"] if keep_saved_model else []))
+            target.record("export-tflite", file=name, plan=plan.spec(), calib_source=source_used,
+                          versions=entry["versions"])
+            target.save(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return TFLiteExport(final, plan, source_used, parity, entry, log, out / report_name,
@@ -546,6 +588,21 @@ def _fresh_manifest(source: Manifest | None, spec, components: list[str], onnx_p
         return Manifest(model=source.model, model_cfg=source.model_cfg, input=source.input, outputs=source.outputs,
                         components=source.components, presets=source.presets, weights=source.weights)
     return Manifest(model=onnx_path.stem, input=spec.to_dict(), components={c: {} for c in components})
+
+
+def preflight(onnx_path: str | os.PathLike, plan: PrecisionPlan | None = None) -> None:
+    """The checks :func:`export_tflite` makes before TensorFlow starts, on one graph: ops
+    TFLite cannot take, and int8 layers it would get wrong. ``edgeseg export --to tflite``
+    runs it right after each ONNX graph is written, before calibration."""
+    from edgeseg.export.tflite.compat import check as compat_check
+
+    model = _load_onnx(Path(onnx_path))
+    if plan is not None:
+        components = _components(model, None)
+        plan = PrecisionPlan({c: plan.precision_of(c) for c in components}, name=plan.name)
+    report = compat_check(model, plan=plan)
+    if not report.ok:
+        raise report.as_error()
 
 
 def build_tflite_artifact(onnx_path, plan, table, out_dir, images, **kwargs) -> Path:
