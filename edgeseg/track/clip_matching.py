@@ -377,6 +377,7 @@ class ClipMatchingSession:
         self.graphs = {"clip": graph_file}
         self.notes = list(notes or [])
         self.backend = runtime.backend
+        self.numerics = getattr(runtime, "numerics", "native")  # how int8 runs (edgeseg.runtimes.numerics)
         self.clip_length, _ = _check_runtime(runtime)
         self.default_interval = 1  # IFC's near-online default: a clip every frame
 
@@ -426,7 +427,7 @@ class ClipMatching:
 
     @staticmethod
     def open(artifact: str | os.PathLike, *, backend: str | None = None, threads: int = 1,
-             max_interval: int = 1, make_missing: bool = True) -> ClipMatchingSession:
+             max_interval: int = 1, make_missing: bool = True, numerics: str = "fused") -> ClipMatchingSession:
         from edgeseg.export.manifest import Manifest, input_spec_of
         from edgeseg.runtimes.base import load_runtime
 
@@ -440,7 +441,7 @@ class ClipMatching:
         if not spec.is_clip:
             raise EdgesegError(f"{folder} holds an image graph (its input has no clip length)",
                                "export a clip model (IFC) with `edgeseg export MODEL --clip-length T`")
-        runtime = load_runtime(folder / graph, backend=backend, threads=threads)
+        runtime = load_runtime(folder / graph, backend=backend, threads=threads, numerics=numerics)
         try:
             session = ClipMatchingSession(runtime, manifest, spec, graph)
         except BaseException:
