@@ -232,3 +232,15 @@ def test_clip_instances_use_the_softmax_without_no_object():
     e = np.exp([2.0, 0, 0, 0])
     assert inst.scores[0] == pytest.approx(e[0] / e.sum(), rel=1e-5)
     assert inst.probs.shape == (1, 3, 2, 2)
+
+
+def test_a_track_can_be_reported_under_every_likely_class():
+    """IFC's own inference reports a track once per class above a probability (MULTI_CLS_ON)."""
+    objects = moving(6)
+    result, _, _ = run(objects, t=4, stride=1)
+    assert video_results(result, 1)[0]["category_id"] == 1 and len(video_results(result, 1)) == 1
+    result, _, _ = run(objects, t=4, stride=1, class_threshold=1e-5)
+    items = video_results(result, 1)
+    assert [i["category_id"] for i in items] == [1, 2, 3]        # best class first, then the others
+    assert items[0]["score"] > items[1]["score"] and len({i["track_id"] for i in items}) == 1
+    assert items[1]["segmentations"] == items[0]["segmentations"]
