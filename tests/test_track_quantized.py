@@ -130,3 +130,25 @@ def test_cli_tracks_a_planned_folder(planned, synth_videos, tmp_path):
     assert code == 0, err
     assert "made mobileinst_test.features.mixed.onnx" in err
     assert "(mobileinst_test.features.mixed.onnx)" in out.replace("\n", "")
+
+
+def test_features_graph_keeps_the_plans_units_it_contains(planned, tmp_path):
+    """A unit in the backbone is in both graphs; one in the instance decoder only in the frame
+    graph: the features graph keeps the first (its mask features must match the frame
+    graph's) and skips the second."""
+    from edgeseg.quantize.pipeline import run_quantize
+    from edgeseg.quantize.units import unit_of
+
+    folder = tmp_path / "art"
+    shutil.copytree(planned, folder)
+    table = Manifest.load(folder).artifact("mobileinst_test.mixed.onnx")["calibration"]["table"]
+    plan = "*=int8,backbone/trans=fp16,instance_decoder/cls_head=fp32"
+    out = run_quantize(folder / "mobileinst_test.onnx", plan, folder / table, threads=1, with_fidelity=False)
+    entry = Manifest.load(folder).artifact(out.features_path.name)
+    assert entry["precision"]["exceptions"] == {"backbone/trans": "fp16"}
+    assert entry["mask_features_max_abs_diff"] <= 1e-5
+    import onnx
+
+    model = onnx.load(str(out.features_path))
+    assert any(unit_of(n) == "backbone/trans" for n in model.graph.node)
+    assert any(n.op_type == "Cast" for n in model.graph.node)  # the fp16 unit behind its casts

@@ -81,8 +81,7 @@ class SceneRuntime(Runtime):
                 TensorInfo("kernels", [1, N, D], "float32"), feats,
                 TensorInfo("masks", [1, N, GRID, GRID], "float32")]
 
-    def run(self, feeds):
-        self.check_feeds(feeds)
+    def _run(self, feeds, output_names=None):
         t = len(self.scene.calls)
         self.scene.calls.append(self.graph)
         return self.scene.outputs(t, self.graph)

@@ -268,12 +268,16 @@ def export(model_name, weights, input_size, num_classes, clip_length, out_dir, o
     from edgeseg.export.onnx import export_into, rebase
     from edgeseg.utils import atomic
 
+    seen_graphs: list[str] = []
+
     def preflight(graph: str, path: Path) -> None:
         # The target's refusals need only the fp32 graph: make them before calibration.
+        seen_graphs.append(graph)
         if "tnn" in targets:
             from edgeseg.export.tnn.writer import preflight as tnn_preflight
 
-            tnn_preflight(path, plan, tnn_device)
+            # A plan's units name the first (frame) graph; the others may lack some of them.
+            tnn_preflight(path, plan, tnn_device, other_graph=len(seen_graphs) > 1)
         if "tflite" in targets:
             from edgeseg.export.tflite import preflight as tflite_preflight
 

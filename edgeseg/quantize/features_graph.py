@@ -83,8 +83,16 @@ def quantize_features_graph(folder: str | os.PathLike, frame_file: str, table=No
     if missing:
         raise EdgesegError(f"the plan of {frame_file} does not cover {', '.join(missing)}",
                            "re-quantize the frame graph with a plan for every component")
-    plan = PrecisionPlan({c: precisions[c] for c in components},
-                         name=(entry.get("precision") or {}).get("name"))
+    # Units of the plan inside the features graph's components stay (its mask features must
+    # match the frame graph's); those in components it lacks are skipped.
+    from edgeseg.quantize.units import plan_for_graph
+
+    exceptions = (entry.get("precision") or {}).get("exceptions") or {}
+    plan = plan_for_graph(PrecisionPlan({c: precisions[c] for c in components},
+                                        name=(entry.get("precision") or {}).get("name"),
+                                        exceptions={u: p for u, p in exceptions.items()
+                                                    if u.startswith("re:") or u.split("/")[0] in components}),
+                          features_model)
     calibration = entry.get("calibration")
     if plan.needs_calibration and table is None:
         if not calibration or not calibration.get("table"):

@@ -16,7 +16,8 @@ latency is timed on one pinned core in interleaved rounds, against FP32 in the s
 
 **Search** (:func:`greedy_search`): start from the all-``precision`` plan and, while its AP
 is below FP32 minus ``max_ap_drop``, raise the unit whose sensitivity is largest to fp16
-(an exception in the plan); every step is one evaluation. It uses the sensitivity
+(an exception in the plan); every step is one evaluation, and a plan within budget on the
+screening images is confirmed on every image before the search stops. It uses the sensitivity
 ranking instead of trying every unit at every step, so it costs (units screened) + (steps)
 evaluations, where the exhaustive search over the same units costs 2^units.
 """
@@ -293,13 +294,23 @@ def greedy_search(report: SensitivityReport, bench: _Bench, st: SensitivitySetti
     candidates = [u for u in report.ranked() if (u.level == "group" or u.unit not in split) and
                   (u.confirmed_drop if u.confirmed_drop is not None else u.ap_drop) > 0]
     start = bench.evaluations
+    full_budget = report.reference.get("ap_full", report.reference["ap"]) - st.max_ap_drop
     plan = PrecisionPlan.uniform(st.precision, comps)
     ap = bench.ap(plan)
     steps = [SearchStep(0, None, plan.spec(), ap)]
     say(f"search: all {st.precision}: AP {ap:.1f} (budget {budget:.1f})")
-    for unit in candidates:
-        if ap >= budget:
+    queue = list(candidates)
+    while True:
+        if ap >= budget and st.limit:
+            # Within budget on the screening images: confirm on every image before stopping.
+            steps[-1].ap_full = bench.ap(plan, full=True)
+            if steps[-1].ap_full >= full_budget:
+                break
+        elif ap >= budget:
             break
+        if not queue:
+            break
+        unit = queue.pop(0)
         if unit.level == "component":
             plan = PrecisionPlan({**plan.precisions, unit.unit: "fp16"}, exceptions=dict(plan.exceptions))
         else:
@@ -309,7 +320,8 @@ def greedy_search(report: SensitivityReport, bench: _Bench, st: SensitivitySetti
         say(f"search: + {unit.unit}=fp16: AP {ap:.1f}")
     # the path's plans on every image and timed together with FP32
     for s in steps:
-        s.ap_full = bench.ap(PrecisionPlan.parse(s.spec, comps), full=True) if st.limit else s.ap
+        if s.ap_full is None:
+            s.ap_full = bench.ap(PrecisionPlan.parse(s.spec, comps), full=True) if st.limit else s.ap
     fp32 = PrecisionPlan.uniform("fp32", comps)
     ratios = bench.latency([fp32, *(PrecisionPlan.parse(s.spec, comps) for s in steps)], st.latency)
     for s in steps:

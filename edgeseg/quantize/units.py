@@ -199,3 +199,104 @@ def node_precisions(model, plan: PrecisionPlan, module_paths: dict[str, str] | N
     probe = copy.deepcopy(model)
     exp = expand(probe, plan, module_paths)
     return {n.name: exp.plan.precisions.get(get_component(n), "fp32") for n in probe.graph.node}
+
+
+# ============================================================================ converters
+# Converters that decide per node (the TFLite denylist, TNN layers, TensorRT layer
+# precisions) work on a *tagged copy*: the graph with every unit's nodes re-tagged as a
+# virtual component, and the plain plan over real + virtual components. What they already
+# do per component then happens per unit, and their reports name units where they differ.
+@dataclass
+class UnitView:
+    model: Any                # a copy of the graph, units re-tagged as virtual components
+    plan: PrecisionPlan       # plain plan over real + virtual components (no exceptions)
+    expansion: Expansion
+    unit_order: list[str] = field(default_factory=list)  # the plan's units, as written
+
+    @property
+    def components(self) -> list[str]:
+        """Real components in plan order, each followed by its virtual ones (in the plan's order)."""
+        rank = {u: i for i, u in enumerate(self.unit_order)}
+        out = []
+        for comp in self.expansion.plan.precisions:
+            if comp in self.expansion.parents:
+                continue
+            out.append(comp)
+            out += sorted((v for v, parent in self.expansion.parents.items() if parent == comp),
+                          key=lambda v: rank.get(self.expansion.units[v], len(rank)))
+        return out
+
+    def parent(self, tag: str) -> str:
+        """Real component of a (possibly virtual) tag."""
+        return self.expansion.parents.get(tag, tag)
+
+    def unit(self, tag: str) -> str | None:
+        """The plan's unit key behind a virtual tag (None for a real component)."""
+        return self.expansion.units.get(tag)
+
+
+def unit_view(model, plan: PrecisionPlan, module_paths: dict[str, str] | None = None, *,
+              other_graph: bool = False) -> UnitView:
+    """A tagged copy of ``model`` for ``plan`` (``model`` itself is not changed); a plan
+    without exceptions gives a plain copy and the plan itself.
+
+    ``other_graph``: ``model`` is another graph of the export the plan was written for
+    (the features graph): units with no node in it are skipped instead of refused."""
+    import onnx
+
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    exp = expand(work, plan_for_graph(plan, work, module_paths) if other_graph else plan, module_paths)
+    return UnitView(work, exp.plan, exp, list(plan.exceptions))
+
+
+def plan_for_graph(plan: PrecisionPlan, model, module_paths: dict[str, str] | None = None) -> PrecisionPlan:
+    """``plan`` without the units that match no node of ``model``: for the other graphs of
+    an export (the features graph has no instance decoder, so a unit there is not in it).
+    The first graph is never passed through this: a unit matching nothing there is a typo."""
+    if not plan.exceptions:
+        return plan
+    keep = {u: p for u, p in plan.exceptions.items() if unit_members(model, u, module_paths)}
+    if keep == plan.exceptions:
+        return plan
+    return PrecisionPlan(dict(plan.precisions), exceptions=keep)
+
+
+def virtual_component(node) -> str | None:
+    """The tag a node had while its plan was expanded: its unit's virtual component when
+    :func:`restore` recorded one (a QDQ ONNX written with exceptions), else its component."""
+    comp = get_component(node)
+    unit = unit_of(node)
+    if comp is None or unit is None:
+        return comp
+    return unit if not unit.startswith("re:") and unit.split("/")[0] == comp else f"{comp}/{unit}"
+
+
+def has_units(model) -> bool:
+    """Whether a graph carries unit records (it was written from a plan with exceptions)."""
+    return any(unit_of(n) is not None for n in model.graph.node)
+
+
+def node_tags(model, plan: PrecisionPlan, module_paths: dict[str, str] | None = None, *,
+              other_graph: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """``(node name -> tag, tag -> precision)``: the (virtual) component each node runs as,
+    for converters that set a precision per node or layer (TensorRT's layer precisions,
+    trtexec ``--layerPrecisions``). A graph already written from the plan (a QDQ ONNX with
+    unit records) is read as it is, so the nodes the QDQ pass added keep their unit; any
+    other graph is expanded here. With units, only tags some node carries are listed (a
+    unit may cover all of its component)."""
+    if not plan.exceptions:
+        return {n.name: get_component(n) or "" for n in model.graph.node}, dict(plan.precisions)
+    if has_units(model):
+        tags = {n.name: virtual_component(n) or "" for n in model.graph.node}
+        precisions = dict(plan.precisions)
+        for n in model.graph.node:
+            unit = unit_of(n)
+            if unit in plan.exceptions:
+                precisions[tags[n.name]] = plan.exceptions[unit]
+    else:
+        view = unit_view(model, plan, module_paths, other_graph=other_graph)
+        tags = {n.name: get_component(n) or "" for n in view.model.graph.node}
+        precisions = dict(view.plan.precisions)
+    present = set(tags.values())
+    return tags, {t: p for t, p in precisions.items() if t in present}

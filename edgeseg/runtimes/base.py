@@ -49,8 +49,24 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def outputs(self) -> list[TensorInfo]: ...
 
+    def run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Validate ``feeds`` (names, shapes: one clear error instead of a backend's stack
+        trace), then run. Backends implement :meth:`_run`, so none can skip the check
+        (Polygraphy's ``infer`` / ``infer_impl`` split)."""
+        self.check_feeds(feeds)
+        out = self._run(feeds, output_names)
+        if output_names:
+            missing = [n for n in output_names if n not in out]
+            if missing:
+                raise EdgesegError(f"{self.path.name} has no output {', '.join(map(repr, missing))}",
+                                   f"its outputs: {', '.join(out)}")
+            out = {n: out[n] for n in output_names}
+        return out
+
     @abc.abstractmethod
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def _run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Run already validated ``feeds``; all outputs, or only ``output_names`` where the
+        backend can restrict them."""
 
     def close(self) -> None:  # pragma: no cover - backends override when they hold resources
         pass

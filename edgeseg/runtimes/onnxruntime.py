@@ -54,8 +54,7 @@ class OnnxRuntimeRuntime(Runtime):
     def outputs(self) -> list[TensorInfo]:
         return self._info(self.session.get_outputs())
 
-    def run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
-        self.check_feeds(feeds)
+    def _run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         names = output_names or [o.name for o in self.session.get_outputs()]
         values = self.session.run(names, {k: v for k, v in feeds.items()})
         return dict(zip(names, values))

@@ -65,8 +65,7 @@ class TensorRTRuntime(Runtime):
     def outputs(self) -> list[TensorInfo]:
         return list(self._outputs)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.check_feeds(feeds)
+    def _run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         for info in self._inputs:
             host = self._host[info.name]
             np.copyto(host, np.asarray(feeds[info.name]).astype(host.dtype, copy=False))

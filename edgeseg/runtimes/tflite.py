@@ -152,8 +152,7 @@ class TFLiteRuntime(Runtime):
     def outputs(self) -> list[TensorInfo]:
         return [TensorInfo(b.name, list(b.shape), "float32" if b.quantized else b.dtype.name) for b in self._outputs]
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.check_feeds(feeds)
+    def _run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         for b in self._inputs:
             x = np.asarray(feeds[b.name])
             if b.perm is not None:

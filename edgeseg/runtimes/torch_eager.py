@@ -51,8 +51,7 @@ class TorchEagerRuntime(Runtime):
     def outputs(self) -> list[TensorInfo]:
         return [TensorInfo(n, [], "float32") for n in self.model.output_names]
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.check_feeds(feeds)
+    def _run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
             out = self.model(torch.from_numpy(np.ascontiguousarray(feeds[self.spec.name])))
@@ -88,8 +87,7 @@ class ModuleRuntime(Runtime):
         return [TensorInfo(n, self._out_shapes.get(n, []) if hasattr(self, "_out_shapes") else [], "float32")
                 for n in self.model.output_names]
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.check_feeds(feeds)
+    def _run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
             out = self.model(torch.from_numpy(np.ascontiguousarray(feeds[self.spec.name])))

@@ -311,7 +311,28 @@ class JetsonTarget(Target):
             self.plan = pp.to_dict()
         if self.plan:
             plan = dict(self.plan.get("precisions") or {})
+            if self.plan.get("exceptions"):
+                # Units below the component level: one precision per unit, trtexec
+                # --layerPrecisions names each node at its unit's precision.
+                from edgeseg.quantize.plan import PrecisionPlan
+                from edgeseg.quantize.units import node_tags
+
+                tags, plan = node_tags(onnx_model, PrecisionPlan.from_dict(self.plan))
+                nodes = {}
+                for node, tag in tags.items():
+                    nodes.setdefault(tag, []).append(node)
         return plan, nodes
+
+    def _index(self, model):
+        """Engine layers -> ONNX nodes -> components (and the plan's units, when it has any)."""
+        from edgeseg.export.tensorrt.names import OnnxIndex
+
+        if self.plan and self.plan.get("exceptions"):
+            from edgeseg.quantize.plan import PrecisionPlan
+            from edgeseg.quantize.units import node_tags
+
+            return OnnxIndex.from_model(model, node_tags(model, PrecisionPlan.from_dict(self.plan))[0])
+        return OnnxIndex.from_model(model)
 
     def _calibration_table(self):
         """The host's calibration table: --calib, else the manifest's table for this ONNX."""
@@ -355,7 +376,8 @@ class JetsonTarget(Target):
             from edgeseg.quantize.qdq import quantize_model
             from edgeseg.utils.hashing import sha256_file
 
-            pp = PrecisionPlan(dict(plan))
+            # the whole plan, units included (``plan`` is per component or unit)
+            pp = PrecisionPlan.from_dict(self.plan) if self.plan else PrecisionPlan(dict(plan))
             table = None
             if pp.needs_calibration:
                 table = self._calibration_table()
@@ -469,7 +491,6 @@ class JetsonTarget(Target):
         """One profiling run: per-component GPU time and planned-vs-actual precision, or why not."""
         from edgeseg.export.tensorrt import trtexec as trtexec_lines
         from edgeseg.export.tensorrt.layerinfo import parse_layer_information, precision_report
-        from edgeseg.export.tensorrt.names import OnnxIndex
         from edgeseg.export.tensorrt.profile import component_times, parse_trtexec_profile
 
         t = self.transport
@@ -487,7 +508,7 @@ class JetsonTarget(Target):
         if res.rc != 0 or not files.get(prof):
             tail = " | ".join((res.stdout + res.stderr).strip().splitlines()[-2:])
             return {"available": False, "reason": f"trtexec profiling run failed (exit {res.rc}): {tail}"}
-        index = OnnxIndex.from_model(self.device_model)
+        index = self._index(self.device_model)
         info = parse_layer_information(files[layers]) if files.get(layers) else None
         metadata = {layer.name: layer.metadata for layer in info.layers} if info else None
         breakdown = component_times(parse_trtexec_profile(files[prof]), index, plan, metadata)

@@ -165,8 +165,9 @@ def report_from_conversion(conv, device: str | None, plan=None) -> CompatReport:
 def check(onnx_model, device: str | None = None, plan=None) -> CompatReport:
     """The compat report for exporting ``onnx_model`` (a ModelProto) to TNN on ``device``."""
     from edgeseg.errors import EdgesegError
-    from edgeseg.export.tnn.writer import DEVICES, convert
+    from edgeseg.export.tnn.writer import DEVICES, convert, tagged_for_plan
 
     if device is not None and device not in DEVICES:
         raise EdgesegError(f"unknown TNN device {device!r}", f"use one of: {', '.join(DEVICES)}")
+    onnx_model, plan = tagged_for_plan(onnx_model, plan)  # a plan's units: layers at their unit's precision
     return report_from_conversion(convert(onnx_model), device, plan)

@@ -86,7 +86,8 @@ def _plan(src: _Source, plan, onnx_model):
     else:
         given = None
     if src.quantized:
-        if given is not None and given.precisions != src.recorded_plan.precisions:
+        if given is not None and (given.precisions != src.recorded_plan.precisions
+                                  or given.exceptions != src.recorded_plan.exceptions):
             raise EdgesegError(f"{src.onnx.name} was quantized with plan {src.recorded_plan.spec()}, "
                                f"not {given.spec()}",
                                "pass the FP32 export to build another plan, or drop --plan")
@@ -134,7 +135,8 @@ def _check_owned(path: Path, manifest, kinds: tuple[str, ...]) -> None:
                            "move it away, or pass another output folder")
 
 
-def _prepare_onnx(src: _Source, plan, table, build: EngineBuildPlan, out_dir: Path, onnx_model):
+def _prepare_onnx(src: _Source, plan, table, build: EngineBuildPlan, out_dir: Path, onnx_model,
+                  other_graph: bool = False):
     """(path TensorRT parses, its model) for ``build``; writes the prepared ONNX when one is needed."""
     import onnx
 
@@ -143,11 +145,15 @@ def _prepare_onnx(src: _Source, plan, table, build: EngineBuildPlan, out_dir: Pa
 
     if build.typing == "strong" and not src.quantized and not plan.is_fp32:
         from edgeseg.quantize.qdq import quantize_model
+        from edgeseg.quantize.units import plan_for_graph
 
         out = out_dir / f"{src.onnx.stem}.{plan.label()}.trt.onnx"
         _check_owned(out, src.manifest, ("onnx",))
-        # int8 activations: TensorRT's Q/DQ are symmetric int8 (see onnx_prep).
-        qmodel, _ = quantize_model(onnx.load(str(src.onnx)), plan, table, activation_dtype="int8")
+        # int8 activations: TensorRT's Q/DQ are symmetric int8 (see onnx_prep). The plan's
+        # units go into the Q/DQ and casts too (quantize_model expands them).
+        fp32 = onnx.load(str(src.onnx))
+        qmodel, _ = quantize_model(fp32, plan_for_graph(plan, fp32) if other_graph else plan, table,
+                                   activation_dtype="int8")
         with atomic.atomic_path(out) as tmp:
             onnx.save(qmodel, os.fspath(tmp))
             _runs_in_onnxruntime(tmp, out.name)
@@ -177,8 +183,12 @@ def _runs_in_onnxruntime(path: Path, label: str) -> None:
 
 def export_tensorrt(source: str | os.PathLike, plan=None, table=None, out_dir: str | os.PathLike | None = None,
                     options: BuildOptions | None = None, *, trt: Any = None, device: str | None = None,
-                    check_table: bool = True) -> TensorRTExport:
-    """Build a TensorRT engine for ``source`` under ``plan`` (see the module docstring)."""
+                    check_table: bool = True, other_graph: bool = False) -> TensorRTExport:
+    """Build a TensorRT engine for ``source`` under ``plan`` (see the module docstring).
+
+    A plan's units below the component level are carried to every layer: weak typing
+    sets each network layer's precision from its node's unit; the strongly typed ONNX is
+    quantized with them. ``other_graph``: units absent from this graph are skipped."""
     import onnx
 
     from edgeseg.export.manifest import Manifest, tool_versions
@@ -208,13 +218,17 @@ def export_tensorrt(source: str | os.PathLike, plan=None, table=None, out_dir: s
     typing = choose_typing(version, options.typing)
     # Strongly typed builds parse a QDQ/fp16 ONNX, prepared below from the FP32 export.
     qdq = src.quantized or (typing == "strong" and not precision_plan.is_fp32)
-    build = make_build_plan(precision_plan.precisions, version, "qdq" if qdq else "fp32", options,
+    # Per node: its component, or its unit of the plan (a virtual component of its own).
+    from edgeseg.quantize.units import node_tags
+
+    _, unit_precisions = node_tags(onnx_model, precision_plan, other_graph=other_graph)
+    build = make_build_plan(unit_precisions, version, "qdq" if qdq else "fp32", options,
                             plan_spec=precision_plan.spec())
     out.mkdir(parents=True, exist_ok=True)
 
     # ---- 3. what TensorRT parses
-    parse_path, parse_model = _prepare_onnx(src, precision_plan, table, build, out, onnx_model)
-    index = OnnxIndex.from_model(parse_model)
+    parse_path, parse_model = _prepare_onnx(src, precision_plan, table, build, out, onnx_model, other_graph)
+    index = OnnxIndex.from_model(parse_model, node_tags(parse_model, precision_plan, other_graph=other_graph)[0])
     cache_bytes = calibration_cache(table, version) if build.calibration == "cache" else None
 
     # ---- 4. cache, else build
@@ -256,7 +270,7 @@ def export_tensorrt(source: str | os.PathLike, plan=None, table=None, out_dir: s
 
         layers_path = engine_path.with_name(engine_path.name + ".layers.json")
         atomic.write_text(layers_path, layer_info if isinstance(layer_info, str) else json.dumps(layer_info))
-        report = precision_report(parse_layer_information(layer_info), index, precision_plan.precisions)
+        report = precision_report(parse_layer_information(layer_info), index, build.precisions)
         atomic.write_json(engine_path.with_name(engine_path.name + ".precision.json"), report.to_dict())
         atomic.write_text(engine_path.with_name(engine_path.name + ".precision.md"), report.to_markdown())
         files = {"layer_information": layers_path.name, "precision_report": engine_path.name + ".precision.md"}
@@ -285,7 +299,8 @@ def export_tensorrt_graphs(onnx_paths: list[str | os.PathLike], plan_spec: str |
     paths = [Path(p) for p in onnx_paths]
     out = []
     for i, p in enumerate(paths):
-        out.append(export_tensorrt(p, plan=plan_spec, table=table_path, options=options, check_table=(i == 0)))
+        out.append(export_tensorrt(p, plan=plan_spec, table=table_path, options=options, check_table=(i == 0),
+                                   other_graph=(i > 0)))
     return out
 
 

@@ -66,14 +66,17 @@ class OnnxIndex:
     initializers: set[str] = field(default_factory=set)
 
     @classmethod
-    def from_model(cls, model) -> "OnnxIndex":
+    def from_model(cls, model, tags: dict[str, str] | None = None) -> "OnnxIndex":
+        """``tags`` (node name -> tag) replaces the component tags: with a plan's units
+        (:func:`edgeseg.quantize.units.node_tags`) layers are matched to units."""
         from edgeseg.export.tags import get_component
 
         idx = cls()
         idx.initializers = {i.name for i in model.graph.initializer}
         for i, node in enumerate(model.graph.node):
             idx.order[node.name] = i
-            idx.component[node.name] = get_component(node) or ""
+            idx.component[node.name] = (tags.get(node.name) if tags is not None else None) or \
+                get_component(node) or ""
             for t in node.output:
                 if t:
                     idx.producer[t] = node.name

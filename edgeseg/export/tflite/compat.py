@@ -101,6 +101,12 @@ def check(onnx_model, device: str | None = None, plan=None) -> CompatReport:
             report.add("(input)", inp.name, "", "error", "the input shape is not static",
                        "export with a fixed --input-size (TFLite with XNNPACK needs static shapes)")
     shapes = _shapes(onnx_model) if plan is not None else {}
+    # Per node: a unit of the plan (instance_decoder/cls_head=fp16) overrides its component.
+    node_precision = {}
+    if plan is not None and plan.exceptions:
+        from edgeseg.quantize.units import node_precisions
+
+        node_precision = node_precisions(onnx_model, plan)
     ops_dir = _onnx2tf_ops_dir()
     missing_converters: dict[str, bool | None] = {}
     for node in onnx_model.graph.node:
@@ -126,11 +132,22 @@ def check(onnx_model, device: str | None = None, plan=None) -> CompatReport:
             report.add(op, where, comp, "error", f"onnx2tf has no converter for {op}",
                        "replace it with standard ops, or do it on the host")
             continue
-        if op == "Softmax" and plan is not None and plan.precision_of(comp) == "int8":
+        if op == "Softmax" and plan is not None and node_precision.get(node.name, plan.precision_of(comp)) == "int8":
             n = _softmax_length(node, shapes)
             if n is not None and n > SOFTMAX_INT8_MAX_ELEMENTS:
                 report.add(op, where, comp, "warn",
                            f"int8 Softmax over {n} elements: TFLite fixes the output scale at 1/256, so "
                            f"probabilities under 0.002 (uniform would be {1 / n:.4f}) become 0",
-                           f"keep {comp or 'this component'} in fp16 or fp32 in the plan")
+                           f"keep {_unit_hint(node.name, comp)} in fp16 or fp32 in the plan")
     return report
+
+
+def _unit_hint(node_name: str, component: str) -> str:
+    """What a plan can keep float for one node: its innermost module scope as a unit
+    (``head/attn=fp16``), or its component when the node sits directly in it."""
+    from edgeseg.quantize.units import scope_of
+
+    scope = scope_of(node_name)
+    if component and scope[:1] == [component] and len(scope) > 1:
+        return f"{component} (or just {'/'.join(scope)})"
+    return component or "this component"

@@ -396,17 +396,34 @@ def first_divergence(onnx_path: Path, model, built: Path, report: dict[str, Any]
     return None
 
 
-def _component_precision(view, op_components: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Per component: how many ops compute in int8 and how many in float (read from the file)."""
+def _real_components(op_components: list[dict[str, Any]], units) -> list[dict[str, Any]]:
+    """The worker's op -> (virtual) component map as real components plus the plan's units."""
+    out = []
+    for oc in op_components:
+        tags_ = oc["components"]
+        entry = {**oc, "components": list(dict.fromkeys(units.parent(c) for c in tags_))}
+        named = [units.unit(c) for c in tags_ if units.unit(c)]
+        if named:
+            entry["units"] = list(dict.fromkeys(named))
+        out.append(entry)
+    return out
+
+
+def _component_precision(view, op_components: list[dict[str, Any]], key: str = "components"
+                         ) -> dict[str, dict[str, int]]:
+    """Per component (or per unit, ``key="units"``): how many ops compute in int8 and how
+    many in float (read from the file)."""
     out: dict[str, dict[str, int]] = {}
     for oc in op_components:
+        if key not in oc:
+            continue
         op = view.ops[oc["index"]]
         if op.op_type in ("QUANTIZE", "DEQUANTIZE"):
             kind = "convert_ops"
         else:
             dt = [view.tensors[t].dtype for t in op.outputs]
             kind = "int8_ops" if any(d in ("int8", "uint8", "int16") for d in dt) else "float_ops"
-        for c in oc["components"] or ["(unmapped)"]:
+        for c in oc[key] or ["(unmapped)"]:
             d = out.setdefault(c, {"int8_ops": 0, "float_ops": 0, "convert_ops": 0})
             d[kind] += 1
     return out
@@ -417,12 +434,14 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                   plan: str | PrecisionPlan | None = "fp32", table=None, images=None,
                   calib_source: str = "edgeseg", num_images: int = DEFAULT_NUM_IMAGES,
                   int8_io: bool = False, filename: str | None = None, check_table: bool = True,
-                  timeout: float = DEFAULT_TIMEOUT_S, keep_saved_model: bool = False) -> TFLiteExport:
+                  timeout: float = DEFAULT_TIMEOUT_S, keep_saved_model: bool = False,
+                  other_graph: bool = False) -> TFLiteExport:
     """Convert one ONNX file to ``.tflite`` for ``plan``; see the module docstring.
 
     ``check_table=False`` accepts a table computed on another graph of the same model (the
     features graph shares the frame graph's tensor names); unmatched tensors then fall
-    back to TFLite's own ranges, and the manifest counts them.
+    back to TFLite's own ranges, and the manifest counts them. ``other_graph``: the plan
+    was written for another graph of this export, so its units absent here are skipped.
     """
     onnx_path = Path(onnx_path)
     if calib_source not in CALIB_SOURCES:
@@ -433,8 +452,14 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     manifest = Manifest.load(onnx_path) if find_manifest(onnx_path) else None
     components = _components(model, manifest)
     plan = _as_plan(plan, components, manifest)
+    # Units below the component level: TFLite decides per op (the denylist, fp16 weights),
+    # so the work copy carries one virtual component per unit and the plain plan over them.
+    from edgeseg.quantize.units import unit_view
+
+    units = unit_view(model, plan, other_graph=other_graph)
+    precisions = units.plan.precisions
     untagged = tags.untagged_nodes(model)
-    if untagged and len(set(plan.precisions.values())) > 1:
+    if untagged and len(set(precisions.values())) > 1:
         raise EdgesegError(f"{len(untagged)} nodes of the ONNX graph carry no component tag "
                            f"(e.g. {untagged[0]!r}), so a per-component plan cannot be applied",
                            "export the model with `edgeseg export` (it tags every node), or use a uniform plan")
@@ -446,7 +471,7 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     spec = _input_spec(model, manifest)
     table = _as_table(table)
     needs_int8 = plan.needs_calibration
-    if int8_io and set(plan.precisions.values()) != {"int8"}:
+    if int8_io and set(precisions.values()) != {"int8"}:
         raise EdgesegError("int8 inputs/outputs need an all-int8 plan",
                            "drop --int8-io, or use --plan int8")
     ranges: dict[str, dict[str, Any]] = {}
@@ -491,7 +516,7 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         with progress.steps(f"TFLite {name}", total=len(CONVERSION_STAGES)) as steps:
             import onnx
 
-            work_model, names = _work_copy(model, components)
+            work_model, names = _work_copy(units.model, components)
             onnx.save(work_model, os.fspath(work / "work.onnx"))
             np.save(work / "samples.npy", samples)
             inits = {i.name for i in model.graph.initializer}
@@ -502,7 +527,7 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                 "report": os.fspath(work / "report.json"), "progress": os.fspath(work / "stage.txt"),
                 "inputs": [i.name for i in graph_inputs], "input_shapes": _shapes(graph_inputs),
                 "outputs": [o.name for o in model.graph.output], "output_shapes": _shapes(model.graph.output),
-                "precisions": plan.precisions, "component_order": components,
+                "precisions": precisions, "component_order": units.components,
                 "calib_source": calib_source, "ranges": ranges, "int8_io": int8_io, "input_layout": spec.layout,
                 **names,
             }
@@ -534,6 +559,7 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
 
             mapping = report.get("mapping", {})
             calib = report.get("calibration")
+            op_components = _real_components(report["op_components"], units)
             entry = {
                 "kind": "tflite", "primary": False, "source": onnx_path.name,
                 "source_sha256": sha256_file(onnx_path),
@@ -548,7 +574,9 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                     "ranges_from_table": calib["from_table"], "ranges_from_tflite": calib["from_tflite"]},
                 "int8_io": int8_io,
                 "io": report["io"],
-                "components": _component_precision(view, report["op_components"]),
+                "components": _component_precision(view, op_components),
+                **({"units": _component_precision(view, op_components, key="units"),
+                    "denylisted_ops": report.get("denylisted_ops", 0)} if plan.exceptions else {}),
                 "op_mapping": {k: v for k, v in mapping.items() if k != "unmapped"},
                 "unmapped_ops": mapping.get("unmapped", []),
                 "fp16_constants": report.get("fp16_constants", 0),
@@ -558,7 +586,7 @@ def export_tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                 "log": log.name, "report": report_name,
                 "versions": tool_versions("tensorflow-cpu", "tf-keras", "onnx2tf", "ai-edge-litert", "onnx"),
             }
-            side = {"io": report["io"], "op_components": report["op_components"], "mapping": mapping,
+            side = {"io": report["io"], "op_components": op_components, "mapping": mapping,
                     "calibration": calib, "record": report.get("record")}
             entry["sha256"] = sha256_file(built)
             # Everything is complete in the build folder; now rename into place (same
@@ -598,8 +626,11 @@ def preflight(onnx_path: str | os.PathLike, plan: PrecisionPlan | None = None) -
 
     model = _load_onnx(Path(onnx_path))
     if plan is not None:
+        from edgeseg.quantize.units import plan_for_graph
+
         components = _components(model, None)
-        plan = PrecisionPlan({c: plan.precision_of(c) for c in components}, name=plan.name)
+        plan = plan_for_graph(PrecisionPlan({c: plan.precision_of(c) for c in components}, name=plan.name,
+                                            exceptions=dict(plan.exceptions)), model)
     report = compat_check(model, plan=plan)
     if not report.ok:
         raise report.as_error()
@@ -619,7 +650,7 @@ def export_tflite_graphs(onnx_paths, plan: str | None = None, table=None, images
     paths = [Path(p) for p in onnx_paths]
     plan = plan or "fp32"
     return [export_tflite(p, plan=plan, table=table, images=images, calib_source=calib_source,
-                          check_table=(i == 0), **kwargs) for i, p in enumerate(paths)]
+                          check_table=(i == 0), other_graph=(i > 0), **kwargs) for i, p in enumerate(paths)]
 
 
 def print_tflite_results(results: list[TFLiteExport]) -> None:
@@ -631,7 +662,7 @@ def print_tflite_results(results: list[TFLiteExport]) -> None:
     for col in ("file", "plan", "int8 / float ops", "ranges", "min cosine vs ONNX", "size"):
         table.add_column(col, overflow="fold")
     for r in results:
-        comps = r.entry["components"]
+        comps = {**r.entry["components"], **r.entry.get("units", {})}  # units of the plan after the components
         ops = ", ".join(f"{c} {v['int8_ops']}/{v['float_ops']}" for c, v in comps.items())
         calib = r.entry.get("calibration")
         ranges = "-" if not calib else f"{calib['source']}: {calib['ranges_from_table']} ours, " \

@@ -7,8 +7,9 @@ fused (``model_1/tf.nn.relu_1/Relu;model_1/tf.math.add_1/Add;model_1/tf.nn.convo
 While onnx2tf converts, the conversion worker records which ONNX node created each
 layer and which layer produces each ONNX tensor; this module turns that record into:
 
-* op -> component(s): from the layers named in the op's output tensors. Ops whose names
-  carry no known layer (graph outputs named ``PartitionedCall:0``, quantizer-made
+* op -> component(s): from the layers named in the op's output tensors; an op writing a
+  graph output (named ``PartitionedCall:0``) from the ONNX node producing that output.
+  Ops whose names carry no known layer (quantizer-made
   QUANTIZE/DEQUANTIZE) take the components of their neighbours, like
   :func:`edgeseg.export.tags.tag_graph` does for ONNX nodes. Ops still unknown after that
   are reported to the user.
@@ -40,17 +41,19 @@ class ConversionRecord:
     tensor_numel: dict[str, int]  # ONNX tensor name -> number of elements
     tensor_nodes: dict[str, str] = field(default_factory=dict)  # ONNX tensor -> producing node
     component_order: list[str] = field(default_factory=list)
+    signature_outputs: dict[str, str] = field(default_factory=dict)  # signature key -> ONNX output name
 
     def to_dict(self) -> dict[str, Any]:
         return {"layer_nodes": self.layer_nodes, "node_components": self.node_components,
                 "tensor_layers": self.tensor_layers, "tensor_numel": self.tensor_numel,
-                "tensor_nodes": self.tensor_nodes, "component_order": self.component_order}
+                "tensor_nodes": self.tensor_nodes, "component_order": self.component_order,
+                "signature_outputs": self.signature_outputs}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ConversionRecord":
         return cls(dict(d["layer_nodes"]), dict(d["node_components"]), dict(d["tensor_layers"]),
                    {k: int(v) for k, v in d["tensor_numel"].items()}, dict(d.get("tensor_nodes", {})),
-                   list(d.get("component_order", [])))
+                   list(d.get("component_order", [])), dict(d.get("signature_outputs", {})))
 
 
 @dataclass
@@ -138,9 +141,17 @@ def map_model(view: ModelView, record: ConversionRecord) -> TFLiteMapping:
     # ---- ops -> components, by name
     order = record.component_order
     rank = {c: i for i, c in enumerate(order)}
+    # Graph outputs are named after the signature, not a layer: their ONNX producer is known.
+    output_nodes = {view.signature_outputs[k]: record.tensor_nodes[o] for k, o in record.signature_outputs.items()
+                    if k in view.signature_outputs and o in record.tensor_nodes}
+    # With float I/O, an int8 op's output reaches the graph output through a DEQUANTIZE;
+    # the quantizer names that int8 tensor after the output (``PartitionedCall:21``).
+    for op in view.ops:
+        if op.op_type == "DEQUANTIZE" and op.outputs and op.outputs[0] in output_nodes and op.inputs:
+            output_nodes.setdefault(op.inputs[0], output_nodes[op.outputs[0]])
     ops: list[OpComponent] = []
     for op in view.ops:
-        nodes: list[str] = []
+        nodes: list[str] = [output_nodes[ti] for ti in op.outputs if ti in output_nodes]
         for ti in op.outputs:
             for part in _parts(view.tensors[ti].name):
                 layer = index.find(part)

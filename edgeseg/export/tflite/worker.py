@@ -399,6 +399,7 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
     io = save_saved_model(job, model, tf_layers)
     lap("saved_model")
     report["io"] = io
+    record["signature_outputs"] = {e["key"]: e["name"] for e in io if e["kind"] == "output"}
     report["record"] = record
 
     precisions = job["precisions"]

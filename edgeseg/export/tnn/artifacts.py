@@ -40,7 +40,7 @@ def export_tnn_graphs(onnx_paths: list[str | os.PathLike], plan_spec: str | None
     paths = [Path(p) for p in onnx_paths]
     plan = plan_for(paths[0], plan_spec)
     table = CalibrationTable.load(table_path) if table_path and plan is not None and plan.needs_calibration else None
-    return [export_tnn(p, p.parent, plan=plan, table=table, device=device, check_table=(i == 0))
+    return [export_tnn(p, p.parent, plan=plan, table=table, device=device, check_table=(i == 0), other_graph=(i > 0))
             for i, p in enumerate(paths)]
 
 

@@ -193,7 +193,7 @@ class TnnExportResult:
     device: str
     layers: int
     layer_types: dict[str, int]
-    precisions: dict[str, str]  # component -> precision
+    precisions: dict[str, str]  # component (and unit of the plan, as component/module) -> precision
     test_flags: list[str]
     name_map: dict[str, Any]
     half_arrays: int = 0
@@ -226,13 +226,26 @@ def _check_plan_covers(onnx_model, plan) -> None:
                                f"plan every component: {', '.join(_components(onnx_model))}")
 
 
-def preflight(onnx_path_or_model, plan=None, device: str = "arm"):
+def tagged_for_plan(onnx_model, plan, other_graph: bool = False):
+    """(graph, plain plan) TNN converts: with exceptions below the component level, a copy
+    whose units are virtual components, so each layer gets its unit's precision (int8
+    Quantized layers only in int8 units, half resources only in fp16 ones)."""
+    if plan is None or not plan.exceptions:
+        return onnx_model, plan
+    from edgeseg.quantize.units import unit_view
+
+    view = unit_view(onnx_model, plan, other_graph=other_graph)
+    return view.model, view.plan
+
+
+def preflight(onnx_path_or_model, plan=None, device: str = "arm", other_graph: bool = False):
     """Convert in memory and refuse, with every reason, a graph that TNN cannot convert or
     that would fail on ``device`` with ``plan``; returns (conversion, compat report).
 
     Needs only the FP32 graph, never a calibration: ``edgeseg export --to tnn`` runs it
     right after each ONNX graph is written, so an impossible plan (int8 on ARM with
-    attention MatMuls) is refused in seconds, before calibration.
+    attention MatMuls) is refused in seconds, before calibration. ``other_graph``: the
+    plan was written for another graph of the export (its units absent here are skipped).
     """
     from edgeseg.export.compat import tnn as tnn_compat
     from edgeseg.quantize.plan import PrecisionPlan
@@ -241,6 +254,7 @@ def preflight(onnx_path_or_model, plan=None, device: str = "arm"):
         raise EdgesegError(f"unknown TNN device {device!r}", f"use --tnn-device with one of: {', '.join(DEVICES)}")
     onnx_model, _ = _load(onnx_path_or_model)
     _check_plan_covers(onnx_model, plan)
+    onnx_model, plan = tagged_for_plan(onnx_model, plan, other_graph)
     conv = convert(onnx_model, nc4hw4_only=device == "arm" and plan is not None and plan.needs_calibration)
     # Without a plan everything is fp32 (-pr HIGH), so missing fp16 kernels do not matter.
     report = tnn_compat.report_from_conversion(
@@ -251,7 +265,7 @@ def preflight(onnx_path_or_model, plan=None, device: str = "arm"):
 
 
 def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=None, device: str = "arm",
-               name: str | None = None, check_table: bool = True) -> TnnExportResult:
+               name: str | None = None, check_table: bool = True, other_graph: bool = False) -> TnnExportResult:
     """Write ``<name>.tnnproto`` + ``<name>.tnnmodel`` into ``out_dir``.
 
     ``plan`` (:class:`~edgeseg.quantize.plan.PrecisionPlan`) picks fp32/fp16/int8 per
@@ -259,7 +273,8 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
     ``device="arm"`` refuses graphs that would fail to load on an ARM phone.
     ``check_table=False`` skips the table's model-hash check, for a graph exported
     together with the calibrated one (a features graph shares its tensor names); every
-    tensor still needs a range.
+    tensor still needs a range. A plan's units below the component level (``head/cls=fp16``)
+    decide their layers' precision; ``other_graph`` skips units this graph does not have.
     """
     from edgeseg.export.tnn.quant import quantize_model
     from edgeseg.utils import atomic
@@ -277,13 +292,14 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
 
             table.check_model(sha256_file(onnx_path), "ONNX file")
 
-    conv, report = preflight(onnx_model, plan, device)
+    tagged, unit_plan = tagged_for_plan(onnx_model, plan, other_graph)
+    conv, report = preflight(tagged, unit_plan, device)
 
-    def precision_of(component: str) -> str:
-        return plan.precision_of(component) if plan is not None else "fp32"
+    def precision_of(component: str) -> str:  # component or unit (virtual component)
+        return unit_plan.precision_of(component) if unit_plan is not None else "fp32"
 
     model = conv.model
-    precisions = {c: precision_of(c) for c in (_components(onnx_model) or [""])}
+    precisions = {c: precision_of(c) for c in (_components(tagged) or [""])}
     used = set(precisions.values())
     half = apply_half_weights(model, {c for c, p in precisions.items() if p == "fp16"})
     qreport = None
@@ -292,10 +308,10 @@ def export_tnn(onnx_path_or_model, out_dir: str | os.PathLike, plan=None, table=
     warnings = [f"{item.op_type} ({item.component or 'all'}): {item.reason}; {item.fix}" for item in report.warnings]
     if "int8" in used and "fp16" in used:
         warnings.append("TNN runs the float layers of a network with int8 layers in fp32: the fp16 components "
-                        "keep half weights but compute in fp32")
+                        "and units keep half weights but compute in fp32")
     if "fp16" in used and "fp32" in used:
-        warnings.append("TNN picks one precision per network: with -pr NORMAL the fp32 components also run "
-                        "fp16 kernels on ARMv8.2; use -pr HIGH to run everything in fp32")
+        warnings.append("TNN picks one precision per network: with -pr NORMAL the fp32 components and units also "
+                        "run fp16 kernels on ARMv8.2; use -pr HIGH to run everything in fp32")
 
     try:
         proto_text = fmt.proto_text(model)
