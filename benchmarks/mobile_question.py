@@ -27,6 +27,7 @@ lowest CPU ms/frame at the method's default interval whose VIS AP there is withi
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,10 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = ["# The mobile question: IFC (clip-level, near-online) vs MobileInst (kernel reuse)", "",
              f"{meta['videos']} synthetic val videos ({meta['frames']} frames, {meta['dataset']}); one pinned core "
              f"(core {meta['core']}), one-thread ONNX Runtime {meta['onnxruntime']}; {meta['machine']}.", "",
+             *[f"- {name}: {m.get('artifact', '?')}, weights {(m.get('weights') or {}).get('path')} (sha256 "
+               f"{str((m.get('weights') or {}).get('sha256'))[:12]})"
+               + (f"; measured earlier, reused from {m['reused_from']}" if m.get("reused_from") else "")
+               for name, m in meta.get("methods", {}).items()], "",
              "| method | plan | interval | VIS AP | AP50 | ms/frame (model + host, wall) | CPU ms/frame | "
              "clip/keyframe ms | memory: static MB (weights + activation peak) | memory: measured MB (peak RSS added) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -149,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--intervals", default="1,3,6")
     ap.add_argument("--max-ap-drop", type=float, default=1.0)
     ap.add_argument("--core", type=int, default=None)
+    ap.add_argument("--methods", default="ifc,mobileinst",
+                    help="which methods to measure now (ifc, mobileinst); the others come from --reuse")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="an earlier <out>.json: methods not measured now are taken from it (e.g. MobileInst's, "
+                         "whose weights did not change, when only the IFC checkpoint is new)")
     ap.add_argument("-o", "--output", type=Path, default=Path("reports/mobile_question"))
     args = ap.parse_args(argv)
 
@@ -165,22 +175,39 @@ def main(argv: list[str] | None = None) -> int:
         plans = [p.strip() for p in text.split(";") if p.strip()]
         return plans if "fp32" in plans else ["fp32", *plans]
 
-    methods = [("IFC (T=5)", args.ifc, [int(s) for s in args.strides.split(",")], 1, plans_of(args.ifc_plans)),
-               ("MobileInst kernel reuse", args.mobileinst, [int(t) for t in args.intervals.split(",")], 1,
-                plans_of(args.mobileinst_plans))]
+    methods = {"ifc": ("IFC (T=5)", args.ifc, [int(s) for s in args.strides.split(",")], 1,
+                       plans_of(args.ifc_plans)),
+               "mobileinst": ("MobileInst kernel reuse", args.mobileinst, [int(t) for t in args.intervals.split(",")],
+                              1, plans_of(args.mobileinst_plans))}
+    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in methods]
+    if unknown:
+        ap.error(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(methods)})")
+    previous = json.loads(args.reuse.read_text(encoding="utf-8")) if args.reuse else {"methods": {}}
+    missing = [methods[k][0] for k in methods if k not in wanted and methods[k][0] not in previous["methods"]]
+    if missing:
+        ap.error(f"no results for {', '.join(missing)}: measure them (--methods) or --reuse a report that has them")
     out: dict[str, Any] = {"methods": {}}
-    table = []
-    core = None
-    for name, folder, intervals, default, plans in methods:
+    core = previous.get("meta", {}).get("core")
+    for key, (name, folder, intervals, default, plans) in methods.items():
+        if key not in wanted:
+            out["methods"][name] = {**previous["methods"][name], "reused_from": str(args.reuse)}
+            continue
         results = []
         for plan in plans:
             print(f"{name}: {plan} at {intervals}", file=sys.stderr)
             results.append(sweep_one(dataset, folder, plan, intervals, args.core, {}))
             core = results[-1]["settings"]["core"]
         best = best_mixed(results, default, args.max_ap_drop)
-        out["methods"][name] = {"results": results, "best_mixed": best["plan"] if best else None}
-        for r in results:
-            if r["plan"] != "fp32" and (best is None or r["plan"] != best["plan"]):
+        from edgeseg.export.manifest import Manifest
+
+        weights = Manifest.load(folder).weights or {}
+        out["methods"][name] = {"results": results, "best_mixed": best["plan"] if best else None,
+                                "artifact": str(folder), "weights": {k: weights.get(k) for k in ("path", "sha256")}}
+    table = []
+    for name, method in out["methods"].items():
+        for r in method["results"]:
+            if r["plan"] != "fp32" and r["plan"] != method["best_mixed"]:
                 continue
             label = r["plan"] if r["plan"] == "fp32" else f"{r['plan']} (best mixed)"
             for row in r["rows"]:
@@ -193,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"dataset": str(args.dataset), "videos": len(dataset.videos),
             "frames": sum(v.length for v in dataset.videos), "core": core, "onnxruntime": onnxruntime.__version__,
             "machine": f"{platform.machine()} {platform.processor() or ''}, shared with other work".strip()}
+    meta["methods"] = {n: {k: m.get(k) for k in ("artifact", "weights", "reused_from")}
+                       for n, m in out["methods"].items()}
     out["table"], out["meta"] = table, meta
     args.output.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_json(args.output.with_suffix(".json"), out)
