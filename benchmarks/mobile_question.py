@@ -156,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--core", type=int, default=None)
     ap.add_argument("--methods", default="ifc,mobileinst",
                     help="which methods to measure now (ifc, mobileinst); the others come from --reuse")
-    ap.add_argument("--reuse", type=Path, default=None,
-                    help="an earlier <out>.json: methods not measured now are taken from it (e.g. MobileInst's, "
-                         "whose weights did not change, when only the IFC checkpoint is new)")
+    ap.add_argument("--reuse", type=Path, action="append", default=[],
+                    help="an earlier <out>.json (repeatable: the first that has a method wins): methods not measured "
+                         "now are taken from it (e.g. MobileInst's, whose weights did not change, when only the IFC "
+                         "checkpoint is new); a method neither measured nor found is left out of the table")
     ap.add_argument("-o", "--output", type=Path, default=Path("reports/mobile_question"))
     args = ap.parse_args(argv)
 
@@ -183,15 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in wanted if m not in methods]
     if unknown:
         ap.error(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(methods)})")
-    previous = json.loads(args.reuse.read_text(encoding="utf-8")) if args.reuse else {"methods": {}}
-    missing = [methods[k][0] for k in methods if k not in wanted and methods[k][0] not in previous["methods"]]
-    if missing:
-        ap.error(f"no results for {', '.join(missing)}: measure them (--methods) or --reuse a report that has them")
+    previous: dict[str, tuple[Path, dict[str, Any]]] = {}  # method name -> (report, its results)
+    core = None
+    for path in args.reuse:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        core = core if core is not None else report.get("meta", {}).get("core")
+        for name, method in report["methods"].items():
+            previous.setdefault(name, (path, method))
     out: dict[str, Any] = {"methods": {}}
-    core = previous.get("meta", {}).get("core")
     for key, (name, folder, intervals, default, plans) in methods.items():
         if key not in wanted:
-            out["methods"][name] = {**previous["methods"][name], "reused_from": str(args.reuse)}
+            if name in previous:
+                path, method = previous[name]
+                out["methods"][name] = {**method, "reused_from": method.get("reused_from") or str(path)}
+            else:
+                print(f"{name}: not measured (--methods) nor in a --reuse report: left out", file=sys.stderr)
             continue
         results = []
         for plan in plans:
