@@ -65,3 +65,28 @@ def test_written_as_model_explorer_node_data_and_html(pair, tmp_path):
     html = (tmp_path / "q.node_error.html").read_text()
     assert "<table>" in html and report.worst(1)[0].node in html
     assert len(paths) == 4 and all(p.is_file() for p in paths)
+
+
+def test_quantize_cli_writes_node_error_beside_the_fidelity_report(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeseg.cli import cli
+
+    model = make_model(tmp_path / "model")
+    folder = make_images(tmp_path / "images", n=8)
+    out = tmp_path / "q.onnx"
+    res = CliRunner().invoke(cli, ["quantize", str(model), "--plan", "backbone=int8", "--calib", str(folder),
+                                   "--calib-num", "5", "--fidelity-num", "3", "-o", str(out), "--node-error"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "q.node_error.json").read_text())
+    assert report["images"] == 3  # the fidelity report's held-out images, not the calibration ones
+    assert (tmp_path / "q.sqnr.node_data.json").is_file() and (tmp_path / "q.node_error.html").is_file()
+    assert "per-node error" in res.output
+
+    # Asking for node errors without the images they are measured on is one error, before any work.
+    from tests.test_cli_errors import assert_one_error, run
+
+    code, _, err = run("quantize", model, "--plan", "backbone=int8", "--calib", folder,
+                       "-o", tmp_path / "r.onnx", "--node-error", "--no-fidelity")
+    assert_one_error(code, err, "--no-fidelity")
+    assert not (tmp_path / "r.onnx").exists()

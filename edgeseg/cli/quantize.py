@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edgeseg.errors import EdgesegError
 from edgeseg.quantize.pipeline import CALIB_HELP
 
 
@@ -68,8 +69,12 @@ Examples:
               help="How the fidelity report runs int8: simulated Q/DQ (what a phone or TensorRT computes, the "
                    "same on every host) or fused (ONNX Runtime's int8 kernels of this CPU; they saturate on "
                    "x86 without VNNI).")
+@click.option("--node-error", is_flag=True,
+              help="Also write the error of every node (SQNR / cosine vs FP32 on the fidelity images) as "
+                   "Model Explorer node data (<out>.sqnr.node_data.json) and an HTML page (<out>.node_error.html): "
+                   "where in the graph fidelity is lost, to choose plan exceptions.")
 def quantize(model, plan_spec, calib, calib_num, out, fidelity_images, no_fidelity, fidelity_num, seed,
-             activation_type, threads, overwrite, components_text, numerics) -> None:
+             activation_type, threads, overwrite, components_text, numerics, node_error) -> None:
     """Apply a per-component precision plan to MODEL.onnx: INT8 components get QDQ
     (per-channel weights, calibrated activations), FP16 components run in float16 with
     casts only at their boundaries, FP32 components are left exactly as they are.
@@ -89,15 +94,22 @@ def quantize(model, plan_spec, calib, calib_num, out, fidelity_images, no_fideli
     kind = check_calib(calib) if calib else None
     out_path = Path(out) if out else default_output(Path(path), plan)
     files = [(out_path, "-o")]
+    if no_fidelity and node_error:
+        raise EdgesegError("--node-error needs the fidelity images, which --no-fidelity turns off",
+                           "drop one of the two flags")
     if not no_fidelity:
         files += [(out_path.with_name(out_path.stem + ext), "") for ext in (".fidelity.json", ".fidelity.md")]
+    if node_error:
+        from edgeseg.quantize.node_error import NODE_ERROR_SUFFIXES
+
+        files += [(out_path.with_name(out_path.stem + ext), "") for ext in NODE_ERROR_SUFFIXES]
     if kind == "images" and plan.needs_calibration:
         files.append((default_table_path(path, "kl"), ""))
     check_outputs_beside(Path(path), files, overwrite)
     res = run_quantize(path, plan_spec, calib, out=out, fidelity_images=fidelity_images,
                        fidelity_num=fidelity_num, seed=seed, activation_type=activation_type, threads=threads,
                        with_fidelity=not no_fidelity, calib_num=calib_num, components=components,
-                       numerics=numerics)
+                       numerics=numerics, node_error=node_error)
     print_quantize_outcome(res)
 
 
@@ -120,5 +132,9 @@ def print_quantize_outcome(res) -> None:
     else:
         console.print("  no fidelity report (no held-out images: pass --fidelity-images DIR)")
     console.print(f"[green]wrote[/green] {res.path}" + (f" and {res.fidelity_paths[1].name}" if res.fidelity_paths else ""))
+    if res.fidelity_paths and len(res.fidelity_paths) > 2:
+        html = [p for p in res.fidelity_paths if p.name.endswith(".node_error.html")]
+        console.print(f"[green]wrote[/green] per-node error: {html[0] if html else res.fidelity_paths[2]} "
+                      "(and Model Explorer node data beside it)")
     if res.features_path is not None:
         console.print(f"[green]wrote[/green] {res.features_path} (features graph, same plan, for video kernel reuse)")

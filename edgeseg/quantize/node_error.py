@@ -37,6 +37,9 @@ from edgeseg.errors import EdgesegError
 SQNR_BANDS = ((10.0, "#d32f2f"), (20.0, "#ff5722"), (30.0, "#ffa000"), (40.0, "#c8e6c9"), (1e9, "#388e3c"))
 COSINE_BANDS = ((0.9, "#d32f2f"), (0.99, "#ff5722"), (0.999, "#ffa000"), (0.9999, "#c8e6c9"), (2.0, "#388e3c"))
 
+# The files NodeErrorReport.save writes, as suffixes of the quantized model's stem.
+NODE_ERROR_SUFFIXES = (".node_error.json", ".sqnr.node_data.json", ".cosine.node_data.json", ".node_error.html")
+
 
 @dataclass
 class NodeError:
@@ -89,10 +92,11 @@ class NodeErrorReport:
         from edgeseg.utils import atomic
 
         folder = Path(folder)
-        paths = [atomic.write_json(folder / f"{stem}.node_error.json", self.to_dict()),
-                 atomic.write_json(folder / f"{stem}.sqnr.node_data.json", self.model_explorer("sqnr_db")),
-                 atomic.write_json(folder / f"{stem}.cosine.node_data.json", self.model_explorer("cosine")),
-                 atomic.write_text(folder / f"{stem}.node_error.html", self.html())]
+        data, sqnr, cosine, page = (folder / f"{stem}{s}" for s in NODE_ERROR_SUFFIXES)
+        paths = [atomic.write_json(data, self.to_dict()),
+                 atomic.write_json(sqnr, self.model_explorer("sqnr_db")),
+                 atomic.write_json(cosine, self.model_explorer("cosine")),
+                 atomic.write_text(page, self.html())]
         return paths
 
     # -------------------------------------------------------------- HTML

@@ -167,7 +167,7 @@ class QuantizeOutcome:
     plan: PrecisionPlan
     report: Any  # QuantizeReport
     fidelity: Any | None  # FidelityReport
-    fidelity_paths: tuple[Path, Path] | None
+    fidelity_paths: tuple[Path, ...] | None  # json, md, then the node-error files when asked for
     seconds: float
     features_path: Path | None = None  # the matching quantized features graph, when the export has one
 
@@ -222,7 +222,7 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
                  threads: int = 0, with_fidelity: bool = True, with_features: bool = True,
                  calib_num: int | None = 100, calib_method: str = "kl",
                  components: dict[str, str] | None = None,
-                 numerics: str = "simulated") -> QuantizeOutcome:
+                 numerics: str = "simulated", node_error: bool = False) -> QuantizeOutcome:
     """Quantize, check the artifact runs, and report fidelity on held-out images.
 
     Held-out images come from ``fidelity_images``, else from the calibration folder
@@ -230,6 +230,8 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
     also wrote a features graph (video kernel reuse), it is quantized with the same plan
     and table (``with_features``). ``numerics``: how the fidelity report runs int8
     (:mod:`edgeseg.runtimes.numerics`; simulated Q/DQ unless ``fused`` is asked for).
+    ``node_error``: also write the per-node SQNR / cosine on the same held-out images
+    (:mod:`edgeseg.quantize.node_error`: Model Explorer node data and an HTML page).
     """
     from edgeseg.quantize.calibrate import load_onnx
     from edgeseg.quantize.qdq import quantize_file
@@ -273,7 +275,7 @@ def run_quantize(model_path: str | os.PathLike, plan_spec: str, calib: str | os.
         fidelity_images = _held_out_folder(table)
     if with_fidelity and fidelity_images is not None:
         fidelity, fidelity_paths = _fidelity(model_path, out_path, plan, table, fidelity_images,
-                                             fidelity_num, seed, threads, numerics)
+                                             fidelity_num, seed, threads, numerics, node_error)
 
     def record(m) -> None:
         folder = model_path.parent
@@ -324,7 +326,8 @@ def _held_out_folder(table: CalibrationTable | None) -> Path | None:
 
 
 def _fidelity(model_path: Path, out_path: Path, plan: PrecisionPlan, table: CalibrationTable | None,
-              folder: str | os.PathLike, num: int, seed: int, threads: int, numerics: str = "simulated"):
+              folder: str | os.PathLike, num: int, seed: int, threads: int, numerics: str = "simulated",
+              node_error: bool = False):
     from edgeseg.data.images import select_images, spec_for_model
     from edgeseg.quantize.fidelity import fidelity_report
 
@@ -338,7 +341,14 @@ def _fidelity(model_path: Path, out_path: Path, plan: PrecisionPlan, table: Cali
     json_path = out_path.with_name(out_path.stem + ".fidelity.json")
     md_path = out_path.with_name(out_path.stem + ".fidelity.md")
     report.save(json_path, md_path)
-    return report, (json_path, md_path)
+    paths: tuple[Path, ...] = (json_path, md_path)
+    if node_error:
+        from edgeseg.quantize.node_error import node_errors
+
+        # The same held-out images as the fidelity report, so the per-node rows explain its totals.
+        errors = node_errors(model_path, out_path, list(images.feeds()), threads=max(threads, 1))
+        paths += tuple(errors.save(out_path.parent, out_path.stem))
+    return report, paths
 
 
 # ============================================================================ export --plan
