@@ -162,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                          "checkpoint is new); a method neither measured nor found is left out of the table")
     ap.add_argument("-o", "--output", type=Path, default=Path("reports/mobile_question"))
     args = ap.parse_args(argv)
+    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in ("ifc", "mobileinst")]
+    if unknown:
+        ap.error(f"--methods: unknown {', '.join(unknown)} (choose from ifc, mobileinst)")
 
     import platform
 
@@ -180,10 +184,6 @@ def main(argv: list[str] | None = None) -> int:
                        plans_of(args.ifc_plans)),
                "mobileinst": ("MobileInst kernel reuse", args.mobileinst, [int(t) for t in args.intervals.split(",")],
                               1, plans_of(args.mobileinst_plans))}
-    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in wanted if m not in methods]
-    if unknown:
-        ap.error(f"--methods: unknown {', '.join(unknown)} (choose from {', '.join(methods)})")
     previous: dict[str, tuple[Path, dict[str, Any]]] = {}  # method name -> (report, its results)
     core = None
     for path in args.reuse:
