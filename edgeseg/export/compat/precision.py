@@ -408,10 +408,10 @@ def tnn_runs(view, device: str) -> tuple[TargetRuns, Any]:
     from edgeseg.export.compat import tnn as tnn_compat
     from edgeseg.export.tnn.format import base_type, is_quantized
     from edgeseg.export.tnn.quant import quantize_model
-    from edgeseg.export.tnn.writer import convert, test_flags
+    from edgeseg.export.tnn.writer import convert, needs_nc4hw4, test_flags
 
     plan = view.plan
-    conv = convert(view.model, nc4hw4_only=device == "arm" and plan.needs_calibration)
+    conv = convert(view.model, nc4hw4_only=needs_nc4hw4(device, plan))  # what the export writes
     report = tnn_compat.report_from_conversion(conv, device, plan)
     model = copy.deepcopy(conv.model)
     used = {plan.precision_of(layer.component) for layer in model.layers}

@@ -53,24 +53,32 @@ FP16_FIXES: dict[str, str] = {
 GENERIC_FP16_FIX = "keep this component fp32 if the fp16<->fp32 reformats around this layer cost too much"
 
 # ARM kernels registered for the NCHW layout only (REGISTER_ARM_LAYOUT). TNN inserts layout
-# reformat layers only in float networks; in a network with int8 layers every blob stays
-# NC4HW4, and these kernels would read it as NCHW (wrong results, no error). Checked with a
-# TNN build: an int8 backbone before an attention head gave cosine 0.67 on ARM, 0.99999
-# with TNN's NAIVE kernels.
+# reformat layers only in float networks (net_optimizer_insert_layout_reformat.cc skips
+# quantized ones, and a Reformat layer in a .tnnproto carries data types, not layouts); in
+# a network with int8 layers every float blob stays NC4HW4, and these kernels would read it
+# as NCHW (wrong results, no error). Checked with a TNN build: an int8 backbone before an
+# attention head gave cosine 0.67 on ARM, 0.99999 with TNN's NAIVE kernels. The writer
+# avoids them in such networks: LayerNorm, Linear and Squeeze become NC4HW4 layers, and a
+# MatMul of two activations becomes 2-D MatMuls whose operands have the same memory in
+# both layouts (ops._matmul_layout_agnostic), reported below as a warning.
 ARM_NCHW_ONLY = frozenset({"ArgMaxOrMin", "Expand", "Gather", "GroupNorm", "Inverse", "LayerNorm", "LSTMONNX",
                            "MatMul", "Tile", "ScatterND", "Squeeze", "Unsqueeze"})
+LAYOUT_AGNOSTIC_NOTE = ("float MatMul of two activations in an int8 network: written as one 2-D MatMul per "
+                        "batch (head) with last dims that are multiples of 4, whose NC4HW4 and NCHW memory agree, "
+                        "since TNN adds no layout reformats to int8 networks and ARM's MatMul reads NCHW only")
+LAYOUT_AGNOSTIC_FIX = ("nothing to do; the split into per-head MatMuls costs a few SplitV / Reshape / Concat layers "
+                       "(keep the attention's component fp32 and the rest int8 for the same layers)")
 INT8_LAYOUT_FIX = ("TNN cannot run this int8 network on ARM: keep the model float for TNN (fp32/fp16 plan), "
                    "export int8 TNN for --tnn-device x86, or use int8 on another backend (TFLite, TensorRT)")
 
 
-# Modules whose exported graph always holds a MatMul of two activations (attention), which
-# ARM cannot run in a network with int8 layers (ARM_NCHW_ONLY): known before the export, so
-# `edgeseg export --to tnn --plan <int8>` refuses without exporting anything. The ONNX-level
-# check above stays the authority (it also sees layers of models not listed here).
-ARM_INT8_BLOCKING_MODULES = {
-    "edgeseg.models.layers.MultiHeadAttention": "attention: a MatMul of two activations",
-    "edgeseg.models.backbones.topformer.Attention": "attention: a MatMul of two activations",
-}
+# Modules whose exported graph TNN's ARM int8 networks can never run, known before the
+# export, so `edgeseg export --to tnn --plan <int8>` refuses without exporting anything
+# (module class path -> reason). Empty since attention became writable for ARM int8 (2-D
+# layout-agnostic MatMuls): whether it is depends on its dims (multiples of 4), which only
+# the exported graph shows, so the ONNX-level preflight decides, right after the export
+# and before any calibration.
+ARM_INT8_BLOCKING_MODULES: dict[str, str] = {}
 
 
 def model_blockers(model, device: str | None, plan) -> list[tuple[str, str]]:
@@ -112,7 +120,9 @@ def _arm_layer_items(report: CompatReport, conv, plan) -> None:
         if t == "Softmax" and layer.params.get("axis") == 0:
             report.add(t, where, layer.component, "error", "ARM Softmax rejects axis 0",
                        "take the softmax over a non-batch axis (reshape so the axis is >= 1)")
-        if not fp16_possible and t in ARM_NCHW_ONLY:
+        if not fp16_possible and t in ARM_NCHW_ONLY and layer.name in conv.layout_agnostic:
+            report.add(t, where, layer.component, "warn", LAYOUT_AGNOSTIC_NOTE, LAYOUT_AGNOSTIC_FIX)
+        elif not fp16_possible and t in ARM_NCHW_ONLY:
             what = "a MatMul of two activations" if t == "MatMul" and len(layer.inputs) == 2 else t
             report.add(t, where, layer.component, "error",
                        f"in a network with int8 layers TNN keeps every blob NC4HW4 (no layout reformats) and "
@@ -165,9 +175,10 @@ def report_from_conversion(conv, device: str | None, plan=None) -> CompatReport:
 def check(onnx_model, device: str | None = None, plan=None) -> CompatReport:
     """The compat report for exporting ``onnx_model`` (a ModelProto) to TNN on ``device``."""
     from edgeseg.errors import EdgesegError
-    from edgeseg.export.tnn.writer import DEVICES, convert, tagged_for_plan
+    from edgeseg.export.tnn.writer import DEVICES, convert, needs_nc4hw4, tagged_for_plan
 
     if device is not None and device not in DEVICES:
         raise EdgesegError(f"unknown TNN device {device!r}", f"use one of: {', '.join(DEVICES)}")
     onnx_model, plan = tagged_for_plan(onnx_model, plan)  # a plan's units: layers at their unit's precision
-    return report_from_conversion(convert(onnx_model), device, plan)
+    # The layers the export would write for this plan (int8 on ARM: NC4HW4 equivalents).
+    return report_from_conversion(convert(onnx_model, nc4hw4_only=needs_nc4hw4(device, plan)), device, plan)

@@ -49,6 +49,9 @@ class Context:
     absorbed: set[int] = field(default_factory=set)  # id() of nodes fused into an earlier layer
     range_source: dict[str, str] = field(default_factory=dict)  # TNN blob -> ONNX tensor (calibration)
     nc4hw4_only: bool = False  # prefer layers with NC4HW4 ARM kernels (int8 networks on ARM)
+    # Names of NCHW-only layers written in shapes whose NC4HW4 and NCHW memory agree (see
+    # _matmul_layout_agnostic): they run in an int8 network on ARM, the preflight lets them.
+    layout_agnostic: set[str] = field(default_factory=set)
     node: Any = None
     component: str = ""
 
@@ -686,12 +689,114 @@ def _matmul_as_inner_product(ctx: Context, node, weight: np.ndarray) -> None:
     _reshape(ctx, flat_out, out_t, shape_out, name=ctx.layer_name("_back"))
 
 
+# A 2-D blob [rows, C] with C a multiple of 4 has the same memory in NC4HW4 (rows x
+# ceil(C/4) x 4) and NCHW (rows x C): TNN's ARM MatMul, which reads NCHW only, reads it right
+# even in an int8 network, where every float blob stays NC4HW4 (TNN's layout reformats are
+# skipped for quantized networks: net_optimizer_insert_layout_reformat.cc).
+LAYOUT_AGNOSTIC_MULTIPLE = 4
+
+
+def _matmul_layout_agnostic(ctx: Context, node) -> None:
+    """A MatMul [..., M, K] x [..., K, N] with an activation operand, as one 2-D MatMul per
+    batch (attention: per head): each operand becomes [M, K] and [K, N] blobs (SplitV /
+    Reshape; a constant operand becomes the layer's weight), K and N zero-padded to
+    multiples of 4 where they are not (Pad on a [1, 1, rows, cols] view), the 2-D product is
+    cropped back to N columns (StridedSliceV2), reshaped to [1, M, N] and concatenated. Every
+    MatMul operand and output blob is then 2-D with a last dim that is a multiple of 4,
+    laid out identically in NC4HW4 and NCHW; the other layers run in NC4HW4 as TNN's ARM
+    kernels for them expect."""
+    a, b = node.input
+    out_t = node.output[0]
+    ca, cb = ctx.const(a), ctx.const(b)
+    sa = list(ca.shape) if ca is not None else ctx.shape(a)
+    sb = list(cb.shape) if cb is not None else ctx.shape(b)
+    so = ctx.shape(out_t)
+    if len(sa) < 2 or len(sb) < 2:
+        raise ConversionIssue("a MatMul with a 1-D operand in an int8 network on ARM", "keep both operands 2-D or more")
+    m, k, n = sa[-2], sa[-1], sb[-1]
+    mult = LAYOUT_AGNOSTIC_MULTIPLE
+    k4, n4 = -(-k // mult) * mult, -(-n // mult) * mult
+    batch_a, batch_b = int(np.prod(sa[:-2])), int(np.prod(sb[:-2]))
+    batch = int(np.prod(so[:-2]))
+    if batch_a not in (1, batch) or batch_b not in (1, batch):
+        raise ConversionIssue(f"a MatMul broadcasting batch dims {sa[:-2]} x {sb[:-2]}",
+                              "expand or reshape the operands so their batch dims are equal, or one has batch 1")
+
+    step = iter(range(10 ** 6))
+
+    def name(hint: str) -> str:
+        return ctx.layer_name(f"_{hint}{next(step)}")
+
+    def blob_pieces(x: str, rows: int, cols: int, count: int, rows4: int, cols4: int) -> list[str]:
+        """``count`` 2-D [rows4, cols4] blobs of activation ``x`` (zero-padded)."""
+        src = ctx.blob(x)
+        parts = [src]
+        if count > 1:
+            stacked = ctx.new_blob(f"{src}_3d", range_of=None)
+            _reshape(ctx, src, x, [count, rows, cols], name=name("to3d"), out_blob=stacked)
+            parts = [ctx.new_blob(f"{src}_b{i}", range_of=None) for i in range(count)]
+            ctx.emit("SplitV", [stacked], parts, {"axis": 0, "slices": [1] * count}, name=name("split"))
+        flats = []
+        for i, part in enumerate(parts):
+            flat = ctx.new_blob(f"{src}_b{i}_2d", range_of=None)
+            if (rows4, cols4) == (rows, cols):
+                _reshape(ctx, part, x, [rows, cols], name=name("to2d"), out_blob=flat)
+            else:
+                view = ctx.new_blob(f"{src}_b{i}_4d", range_of=None)
+                _reshape(ctx, part, x, [1, 1, rows, cols], name=name("to4d"), out_blob=view)
+                padded = ctx.new_blob(f"{src}_b{i}_pad", range_of=None)
+                ctx.emit("Pad", [view], [padded], {"pad_t": 0, "pad_b": rows4 - rows, "pad_l": 0,
+                                                   "pad_r": cols4 - cols, "pad_c_b": 0, "pad_c_e": 0, "type": 0,
+                                                   "value": 0.0}, name=name("pad"))
+                _reshape(ctx, padded, x, [rows4, cols4], name=name("to2d"), out_blob=flat)
+            flats.append(flat)
+        return flats
+
+    def const_pieces(c: np.ndarray, rows: int, cols: int, rows4: int, cols4: int) -> list[np.ndarray]:
+        stacked = _f32(c).reshape(-1, rows, cols)
+        return [np.pad(piece, ((0, rows4 - rows), (0, cols4 - cols))) for piece in stacked]
+
+    left = const_pieces(ca, m, k, m, k4) if ca is not None else blob_pieces(a, m, k, batch_a, m, k4)
+    right = const_pieces(cb, k, n, k4, n4) if cb is not None else blob_pieces(b, k, n, batch_b, k4, n4)
+    results = []
+    for i in range(batch):
+        lhs, rhs = left[i if len(left) > 1 else 0], right[i if len(right) > 1 else 0]
+        prod = ctx.new_blob(f"{out_t}_b{i}_2d", range_of=None)
+        if isinstance(lhs, np.ndarray):
+            layer = ctx.emit("MatMul", [rhs], [prod], {"weight_position": 0}, {"weight": lhs}, name=name("mm"))
+        elif isinstance(rhs, np.ndarray):
+            layer = ctx.emit("MatMul", [lhs], [prod], {"weight_position": 1}, {"weight": rhs}, name=name("mm"))
+        else:
+            layer = ctx.emit("MatMul", [lhs, rhs], [prod], {"weight_position": -1}, name=name("mm"))
+        ctx.layout_agnostic.add(layer.name)
+        if n4 != n:
+            cropped = ctx.new_blob(f"{out_t}_b{i}_crop", range_of=None)
+            ctx.emit("StridedSliceV2", [prod], [cropped], {"begins": [0], "ends": [n], "axes": [1], "strides": [1]},
+                     name=name("crop"))
+            prod = cropped
+        results.append(prod)
+    if batch == 1:
+        _reshape(ctx, results[0], out_t, so, name=name("back"))
+        return
+    stacked = []
+    for i, r in enumerate(results):
+        three = ctx.new_blob(f"{out_t}_b{i}_3d", range_of=None)
+        _reshape(ctx, r, out_t, [1, m, n], name=name("to3d"), out_blob=three)
+        stacked.append(three)
+    joined = ctx.new_blob(f"{out_t}_3d", range_of=None)
+    ctx.emit("Concat", stacked, [joined], {"axis": 0}, name=name("concat"))
+    _reshape(ctx, joined, out_t, so, name=name("back"))
+
+
 @converter("MatMul")
 def convert_matmul(ctx: Context, node) -> None:
     a, b = node.input
     ca, cb = ctx.const(a), ctx.const(b)
     if ctx.nc4hw4_only and ca is None and cb is not None and cb.ndim == 2:
         _matmul_as_inner_product(ctx, node, cb)
+        return
+    if ctx.nc4hw4_only:  # an activation times an activation, or a batched / left constant
+        _matmul_layout_agnostic(ctx, node)
         return
     out = [ctx.out(node.output[0])]
     if ca is None and cb is None:

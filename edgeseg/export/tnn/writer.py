@@ -49,6 +49,8 @@ class Conversion:
     range_source: dict[str, str]  # TNN blob -> ONNX tensor whose calibration range applies
     problems: list[ConversionProblem]
     fused: dict[str, int]
+    # NCHW-only layers written so that NC4HW4 and NCHW memory agree (int8 networks on ARM).
+    layout_agnostic: set[str] = field(default_factory=set)
 
     def output_map(self) -> dict[str, str]:
         """ONNX output name -> TNN blob name."""
@@ -82,7 +84,9 @@ def convert(onnx_model, nc4hw4_only: bool = False) -> Conversion:
     ``nc4hw4_only`` avoids TNN layers whose ARM kernels exist only for the NCHW layout
     (LayerNorm, MatMul with a constant weight, Squeeze/Unsqueeze) where an equivalent with
     an NC4HW4 kernel exists: TNN inserts no layout reformat layers in networks with int8
-    layers, so on ARM such a network must be NC4HW4 from end to end.
+    layers, so on ARM such a network must be NC4HW4 from end to end. A MatMul of two
+    activations (attention), which has only an NCHW kernel, is written as 2-D MatMuls
+    whose operands have the same memory in both layouts (``ops._matmul_layout_agnostic``).
     """
     view = build_view(onnx_model)
     fused = fuse_patterns(view, layernorm=not nc4hw4_only)
@@ -125,7 +129,7 @@ def convert(onnx_model, nc4hw4_only: bool = False) -> Conversion:
     if not problems:
         _check_wiring(model)
     return Conversion(model=model, view=view, names=ctx.names, alias=ctx.alias, range_source=ctx.range_source,
-                      problems=problems, fused=fused)
+                      problems=problems, fused=fused, layout_agnostic=set(ctx.layout_agnostic))
 
 
 def _check_wiring(model: fmt.TnnModel) -> None:
@@ -226,6 +230,11 @@ def _check_plan_covers(onnx_model, plan) -> None:
                                f"plan every component: {', '.join(_components(onnx_model))}")
 
 
+def needs_nc4hw4(device: str | None, plan) -> bool:
+    """Whether a network for ``device`` with ``plan`` must run NC4HW4 end to end (int8 on ARM)."""
+    return (device or "arm") == "arm" and plan is not None and plan.needs_calibration
+
+
 def tagged_for_plan(onnx_model, plan, other_graph: bool = False):
     """(graph, plain plan) TNN converts: with exceptions below the component level, a copy
     whose units are virtual components, so each layer gets its unit's precision (int8
@@ -255,7 +264,7 @@ def preflight(onnx_path_or_model, plan=None, device: str = "arm", other_graph: b
     onnx_model, _ = _load(onnx_path_or_model)
     _check_plan_covers(onnx_model, plan)
     onnx_model, plan = tagged_for_plan(onnx_model, plan, other_graph)
-    conv = convert(onnx_model, nc4hw4_only=device == "arm" and plan is not None and plan.needs_calibration)
+    conv = convert(onnx_model, nc4hw4_only=needs_nc4hw4(device, plan))
     # Without a plan everything is fp32 (-pr HIGH), so missing fp16 kernels do not matter.
     report = tnn_compat.report_from_conversion(
         conv, device, plan or PrecisionPlan.uniform("fp32", _components(onnx_model) or [""]))
