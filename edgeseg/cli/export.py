@@ -126,7 +126,7 @@ def build_any(model_name: str, input_size, num_classes, weights, components, out
 _EPILOG = """\b
 Examples:
   edgeseg export mobileinst_topformer --input-size 640 -o out/mobileinst
-  edgeseg export ifc_topformer_synth --weights runs/ifc_topformer_synth.safetensors --clip-length 5 -o out/ifc_t5
+  edgeseg export ifc_topformer_synth --weights zoo --clip-length 5 -o out/ifc_t5
   edgeseg export mobileinst_topformer_tiny --weights ckpt.safetensors --num-classes 3
   edgeseg export mobileinst_topformer_synth --weights zoo -o out/synth
   edgeseg export mobileinst_topformer --plan backbone=int8,mask_decoder=int8,*=fp16 --calib data/val

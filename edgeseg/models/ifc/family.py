@@ -91,8 +91,7 @@ FAMILY = register_family(Family(
         # video): TopFormer-Tiny, a quarter-width transformer, 16 queries.
         _variant("ifc_topformer_synth",
                  "IFC, TopFormer-Tiny, quarter-width transformer, 16 queries, 4 shape classes at 256, T=5 "
-                 "(trained here on the synthetic videos: 24.8 VIS AP, not shipped; recipe in "
-                 "scripts/zoo_record_video.py)",
+                 "(the shipped synthetic-video checkpoint: --weights zoo)",
                  backbone="topformer_tiny", num_classes=4, input_size=(256, 256), hidden_dim=64, num_heads=4,
                  ffn_dim=256, enc_layers=2, dec_layers=3, num_memory=4, num_queries=16, mask_groups=16),
     ),
