@@ -1,8 +1,10 @@
-"""MobileInst on one core: ONNX Runtime FP32 vs TFLite FP32 / INT8 / mixed, p50 and mask AP.
+"""A zoo model on one core: ONNX Runtime FP32 vs TFLite FP32 / FP16 / INT8 / mixed, p50 and mask AP.
 
     python benchmarks/tflite.py                                   # MobileInst-TopFormer at 640, latency
     python benchmarks/tflite.py --model mobileinst_topformer_synth --weights zoo --size 640 --ap
     python benchmarks/tflite.py --size 320 --runs 10 --plans fp32,int8 -o tflite.json
+    python benchmarks/tflite.py --model blitzmask_mobilenetv2_synth --weights zoo --size 320 --ap \
+        --data data/shapes8k --val 200 --plans fp32,fp16,int8,mixed,int8_backbone --calib-method percentile
 
 Every artifact goes through the `edgeseg bench` harness (all threads pinned to one core,
 one compute thread, warm-up discarded): ONNX Runtime on the FP32 ONNX, LiteRT (XNNPACK,
@@ -34,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plans", default="fp32,int8,mixed", help="comma-separated plans / presets")
     ap.add_argument("--calib-source", choices=("edgeseg", "tflite"), default="edgeseg")
     ap.add_argument("--calib-num", type=int, default=32, help="calibration images (synthetic train split)")
+    ap.add_argument("--calib-method", choices=("kl", "minmax", "percentile"), default="kl",
+                    help="how edgeseg's table is computed (KL: TensorRT's entropy rule)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="an `edgeseg data synth` folder to use instead of synthesising one (e.g. data/shapes8k)")
     ap.add_argument("--val", type=int, default=50, help="synthetic val images for AP")
     ap.add_argument("--ap", action="store_true", help="measure mask AP (needs --weights)")
     ap.add_argument("--runs", type=int, default=30)
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     del model
     spec = input_spec_of(result.manifest)
 
-    synth = work / "synth"
+    synth = args.data or work / "synth"
     if not (synth / "coco").is_dir():
         ncls = result.manifest.model_cfg.get("num_classes")
         log("synthesising data ...")
@@ -79,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     plans = [p.strip() for p in args.plans.split(",") if p.strip()]
     table = None
     if any(p != "fp32" and p != "fp16" for p in plans):
-        log(f"calibrating (KL) on {args.calib_num} train images ...")
+        log(f"calibrating ({args.calib_method}) on {args.calib_num} train images ...")
         t = time.perf_counter()
-        table = calibrate(result.onnx_path, select_images(calib_dir, spec, num=args.calib_num), method="kl")
+        table = calibrate(result.onnx_path, select_images(calib_dir, spec, num=args.calib_num),
+                          method=args.calib_method)
         log(f"  {len(table)} tensors in {time.perf_counter() - t:.1f} s")
 
     artifacts = [("onnxruntime", "fp32", result.onnx_path, None)]
@@ -108,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
             from edgeseg.eval.coco import evaluate_artifact
 
             log(f"evaluating {path.name} on {args.val} val images ...")
-            row["ap"] = evaluate_artifact(path, ann, val_dir).metrics
+            row["ap"] = evaluate_artifact(path, ann, val_dir, limit=args.val if args.data else None).metrics
         rows.append(row)
 
     print(f"\n{args.model} {args.size}x{args.size} on one core (core {core}, {cpu}), "
-          f"{args.runs} runs after {args.warmup} warm-up; INT8 ranges: {args.calib_source}\n")
+          f"{args.runs} runs after {args.warmup} warm-up; INT8 ranges: {args.calib_source}"
+          f"{' (' + args.calib_method + ')' if args.calib_source == 'edgeseg' else ''}\n")
     print("| runtime | plan | p50 (ms) | p90 (ms) | size (MB) | min cosine vs ONNX FP32 | mask AP | AP50 |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -128,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
         write_json(args.output, {"model": args.model, "size": args.size, "core": core, "cpu": cpu,
                                  "runs": args.runs, "warmup": args.warmup, "calib_source": args.calib_source,
+                                 "calib_method": args.calib_method,
                                  "weights": args.weights, "rows": rows})
     return 0
 

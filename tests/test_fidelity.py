@@ -83,6 +83,34 @@ def test_quantized_component_shows_up_where_it_is(setup, tmp_path):
     assert (tmp_path / "f.md").read_text() == "<!-- written by edgeseg -->\n" + md
 
 
+def test_all_fp16_plan_compares_boundaries_that_stay_float16(setup, tmp_path):
+    # Between two fp16 components no Cast back to float32 is needed, so the boundary
+    # tensor exists only under its fp16 name: the report must find it (it asked ONNX
+    # Runtime for a tensor that did not exist, and failed to load the model).
+    model, images = setup
+    plan = PrecisionPlan.parse("*=fp16", COMPONENTS)
+    q, _ = quantize_model(onnx.load(model), plan, None)
+    qpath = tmp_path / "fp16.onnx"
+    onnx.save(q, qpath)
+    rep = fidelity_report(model, qpath, images, plan=dict(plan.precisions))
+    assert list(rep.components) == list(COMPONENTS)
+    for rows in rep.components.values():
+        assert all(0 < r.max_abs_error and r.sqnr_db > 40 and r.cosine > 0.9999 for r in rows)
+
+
 def test_report_without_components():
     rep = FidelityReport("a.onnx", "b.onnx", 0, "")
     assert rep.worst_component() is None and rep.min_output_cosine() == 1.0
+
+
+def test_a_boundary_between_two_fp16_components_is_read_under_its_fp16_name(setup, tmp_path):
+    # qdq renames the neck -> head tensor (float16 on both sides, no cast): the report finds it.
+    model, images = setup
+    plan = PrecisionPlan.parse("neck=fp16,head=fp16", COMPONENTS)
+    q, _ = quantize_model(onnx.load(model), plan, None)
+    qpath = tmp_path / "q16.onnx"
+    onnx.save(q, qpath)
+    rep = fidelity_report(model, qpath, images, plan=dict(plan.precisions))
+    assert all(r.max_abs_error == 0.0 for r in rep.components["backbone"])
+    neck = rep.components["neck"]
+    assert neck and all(0 < r.max_abs_error < 0.05 and r.cosine > 0.9999 for r in neck)

@@ -323,8 +323,8 @@ def run(model: TnnModel, feeds: dict[str, np.ndarray], device: str = "arm") -> d
             y = 0.5 * x * (1 + erf(x / np.sqrt(2)))
         elif t == "Power":
             y = (p["shift"] + p["scale"] * x) ** p["exponent"]
-        elif t in ("Sqrt", "Exp", "Tanh", "Abs", "Neg", "Log", "Reciprocal", "Erf"):
-            y = {"Sqrt": np.sqrt, "Exp": np.exp, "Tanh": np.tanh, "Abs": np.abs, "Neg": np.negative,
+        elif t in ("Sqrt", "Exp", "Tanh", "Abs", "Neg", "Sign", "Log", "Reciprocal", "Erf"):
+            y = {"Sqrt": np.sqrt, "Exp": np.exp, "Tanh": np.tanh, "Abs": np.abs, "Neg": np.negative, "Sign": np.sign,
                  "Log": np.log, "Reciprocal": np.reciprocal, "Erf": erf}[t](x)
         else:
             raise NotImplementedError(f"reference interpreter has no {layer.type}")

@@ -22,6 +22,8 @@ from edgeseg.models.contract import Family, import_object
 _FAMILY_MODULES = (
     "edgeseg.models.mobileinst.family",
     "edgeseg.models.ifc.family",
+    "edgeseg.models.fastinst.family",
+    "edgeseg.models.blitzmask.family",
 )
 
 

@@ -150,22 +150,6 @@ class FidelityReport:
             atomic.write_text(markdown_path, mark_text(self.to_markdown(), ".md"))
 
 
-def _candidate_names(candidate: str | os.PathLike, tensors: list[str]) -> dict[str, str]:
-    """Reference tensor name -> the candidate's name for it: the same, or ``<name>_fp16``
-    where fp16 conversion renamed a tensor that flows between two fp16 components."""
-    from edgeseg.quantize.calibrate import load_onnx
-
-    model = load_onnx(candidate)
-    produced = {o for node in model.graph.node for o in node.output}
-    out = {}
-    for t in tensors:
-        if t in produced or f"{t}_fp16" not in produced:
-            out[t] = t
-        else:
-            out[t] = f"{t}_fp16"
-    return out
-
-
 def fidelity_report(reference: str | os.PathLike, candidate: str | os.PathLike, images,
                     plan: dict[str, str] | None = None, threads: int = 0,
                     numerics: str = "simulated") -> FidelityReport:
@@ -191,26 +175,27 @@ def fidelity_report(reference: str | os.PathLike, candidate: str | os.PathLike, 
     comp_tensors = {c: list(boundaries[c]) for c in order if boundaries.get(c)}
     extra = list(dict.fromkeys(t for ts in comp_tensors.values() for t in ts if t not in outputs))
     del ref_model
+    # Between two fp16 components a boundary tensor is never cast back to float32, so it
+    # only exists under the fp16 converter's inner name (``<name>_fp16``): read that one.
+    produced = {o for node in load_onnx(candidate).graph.node for o in node.output}
+    in_candidate = {t: t if t in produced or f"{t}_fp16" not in produced else f"{t}_fp16" for t in extra}
 
-    # Where two adjacent components both run in fp16, their boundary tensor exists in the
-    # candidate only under the fp16 name the converter gave it (no Cast back to fp32).
-    cand_names = _candidate_names(candidate, extra)
     ref_rt = OnnxRuntimeRuntime(reference, threads=threads, extra_outputs=extra, numerics=numerics)
-    cand_rt = OnnxRuntimeRuntime(candidate, threads=threads, extra_outputs=[cand_names[t] for t in extra],
+    cand_rt = OnnxRuntimeRuntime(candidate, threads=threads, extra_outputs=list(in_candidate.values()),
                                  numerics=numerics)
     if plan is None or "int8" in plan.values():
         warn_if_saturating(cand_rt.numerics, "the fidelity report")
     names = outputs + extra
+    cand_names = outputs + [in_candidate[t] for t in extra]
     acc = {n: _Accumulator() for n in names}
     from edgeseg.utils.progress import track
 
     n = 0
     for feed in track(images.feeds(), "fidelity", total=len(images)):
         r = ref_rt.run(feed, output_names=names)
-        c = cand_rt.run(feed, output_names=outputs + [cand_names[t] for t in extra])
-        for name in names:
-            got = c[cand_names.get(name, name)]
-            acc[name].add(np.asarray(r[name]), np.asarray(got, dtype=np.float32))
+        c = cand_rt.run(feed, output_names=cand_names)
+        for name, cand_name in zip(names, cand_names):
+            acc[name].add(np.asarray(r[name]), np.asarray(c[cand_name]))
         n += 1
     if n == 0:
         raise EdgesegError("no held-out images for the fidelity report", "pass a folder with JPEG/PNG images")

@@ -39,7 +39,8 @@ NO_ARM_FIXES: dict[str, str] = {
     "Erf": "use nn.GELU() (the whole Erf pattern fuses into a GELU layer) or a tanh/ReLU activation",
     "Where": "replace where(m, a, b) by m*a + (1-m)*b with a float mask, or do it on the host",
     "Range": "export with static shapes so Range folds to a constant",
-    "TopK": "select the top-k on the host after inference",
+    "TopK": "select the top-k on the host after inference, or rank in the graph (Sign of pairwise differences, "
+            "summed per row; a one-hot MatMul gathers the top k, e.g. FastInst's query_select='rank')",
     "GatherND": "use Gather on one axis, or index on the host",
 }
 FP16_FIXES: dict[str, str] = {

@@ -30,10 +30,13 @@ FLEX_OPS: dict[str, str] = {
     "Tan": "write tan(x) as sin(x) / cos(x)",
 }
 
+TOPK_FIX = ("select the top-k on the host in post-processing, or rank in the graph: Sign of pairwise "
+            "differences summed per row gives each element's rank, and relu(1 - |rank - k|) is a one-hot "
+            "matrix whose MatMul gathers the top k (e.g. FastInst's query_select='rank')")
+
 # ONNX op -> (what goes wrong, fix): converted, but onnx2tf fails or the result is wrong (measured).
 BROKEN_OPS: dict[str, tuple[str, str]] = {
-    "TopK": ("onnx2tf fails on TopK (k given as a 1-D tensor, as ONNX requires)",
-             "select the top-k on the host in post-processing"),
+    "TopK": ("onnx2tf fails on TopK (k given as a 1-D tensor, as ONNX requires)", TOPK_FIX),
     "CumSum": ("onnx2tf keeps the ONNX axis after transposing 4-D tensors to NHWC: wrong values",
                "do the cumulative sum on the host, or on a tensor reshaped to 2-D"),
     "Trilu": ("onnx2tf's Trilu gives wrong values on 4-D tensors", "apply the triangular mask as a constant Mul"),

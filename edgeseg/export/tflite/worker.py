@@ -67,6 +67,47 @@ def _block_network() -> None:
     requests.Session.request = refuse
 
 
+def _channels_last_input_for_depthwise(graph_node, tf_layers_dict):
+    """Work around onnx2tf 1.29's Conv deciding "depthwise" from its input's shape *before*
+    its own channels-first -> channels-last fix of that input.
+
+    onnx2tf leaves the output of some Adds channels-first (its broadcast "rescue" transposes
+    to the ONNX shape). A depthwise Conv reading such a tensor sees the width where the
+    channels should be, is built as a Keras grouped convolution instead of a depthwise one
+    (an untracked variable: the SavedModel cannot be written, and a grouped CONV_2D is not
+    what a phone should run). Here, only for the call converting that Conv, the input is
+    handed over channels-last, exactly as onnx2tf would transpose it itself; the entry is
+    restored afterwards so no other consumer sees a change. Returns the restore callable.
+    """
+    def noop():
+        return None
+
+    try:
+        if graph_node is None or graph_node.op != "Conv" or tf_layers_dict is None:
+            return noop
+        group = int(graph_node.attrs.get("group", 1))
+        x, w = graph_node.inputs[0], graph_node.inputs[1]
+        onnx_shape = list(x.shape) if x.shape is not None else None
+        w_shape = list(getattr(w, "shape", None) or [])
+        if group == 1 or not onnx_shape or len(onnx_shape) != 4 or len(w_shape) != 4 or w_shape[1] != 1:
+            return noop
+        entry = tf_layers_dict.get(x.name)
+        tensor = entry.get("tf_node") if entry else None
+        tf_shape = [d if isinstance(d, int) else None for d in getattr(tensor, "shape", [])]
+        if tf_shape != onnx_shape or group != onnx_shape[1] or len(set(onnx_shape[1:])) == 1:
+            return noop  # already channels-last (or ambiguous: left to onnx2tf)
+        import tensorflow as tf
+
+        entry["tf_node"] = tf.transpose(tensor, [0, 2, 3, 1])
+
+        def restore():
+            entry["tf_node"] = tensor
+
+        return restore
+    except Exception:  # a guard around a third-party quirk must never break a conversion
+        return noop
+
+
 def run_onnx2tf(job: dict[str, Any], samples_nhwc: np.ndarray):
     """Convert; return (keras model, tf_layers_dict, recorded (layer, node) pairs)."""
     _block_network()
@@ -103,11 +144,13 @@ def run_onnx2tf(job: dict[str, Any], samples_nhwc: np.ndarray):
             if tf_layers_dict is not None and not layers_dict:
                 layers_dict.append(tf_layers_dict)
             current[0] = getattr(graph_node, "name", None)
+            restore = _channels_last_input_for_depthwise(graph_node, tf_layers_dict)
             try:
                 return self._module.make_node(*args, graph_node=graph_node, tf_layers_dict=tf_layers_dict,
                                               **kwargs)
             finally:
                 current[0] = None
+                restore()
 
     real_import = importlib.import_module
 

@@ -55,7 +55,7 @@ LAYER_TYPE_IDS: dict[str, int] = {
     "Pad": 44, "Power": 69, "Neg": 70, "Shape": 72, "Gather": 104, "MatMul": 105, "Sub": 108,
     "Squeeze": 118, "ReLU6": 125, "Sqrt": 130, "Maximum": 137, "Minimum": 140, "Exp": 141,
     "Upsample": 149, "SplitV": 153, "Unsqueeze": 164, "ReduceMean": 169, "Clip": 171,
-    "HardSigmoid": 172, "HardSwish": 173, "Div": 175, "ReduceMax": 177, "Log": 184,
+    "HardSigmoid": 172, "HardSwish": 173, "Div": 175, "Sign": 176, "ReduceMax": 177, "Log": 184,
     "Reciprocal": 185, "ReduceSum": 133, "StridedSliceV2": 306, "Erf": 307, "PadV2": 316,
     "Einsum": 321, "LayerNorm": 326, "GELU": 327, "Swish": 401, "BlobScale": 600,
 }
@@ -167,7 +167,7 @@ PARAM_SCHEMAS: dict[str, Schema] = {
     "Scale": [("axis", "int"), ("num_axes", "int"), ("bias_term", "int")],
 }
 # Layer types written with no parameters at all.
-NO_PARAM_TYPES = {"ReLU", "ReLU6", "Sigmoid", "Sqrt", "Tanh", "Exp", "Abs", "Neg", "Erf", "Log",
+NO_PARAM_TYPES = {"ReLU", "ReLU6", "Sigmoid", "Sqrt", "Tanh", "Exp", "Abs", "Neg", "Sign", "Erf", "Log",
                   "Reciprocal", "Shape", "Swish", "GELU", "BatchNormCxx", "PReLU"}
 
 INT_MAX = 2**31 - 1

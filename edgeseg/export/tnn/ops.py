@@ -388,7 +388,7 @@ def convert_clip(ctx: Context, node) -> None:
 
 
 _UNARY = {"Relu": "ReLU", "Sigmoid": "Sigmoid", "Tanh": "Tanh", "Exp": "Exp", "Sqrt": "Sqrt", "Abs": "Abs",
-          "Neg": "Neg", "Reciprocal": "Reciprocal", "Erf": "Erf", "Log": "Log"}
+          "Neg": "Neg", "Reciprocal": "Reciprocal", "Erf": "Erf", "Log": "Log", "Sign": "Sign"}
 
 
 @converter(*_UNARY)
@@ -913,7 +913,8 @@ NO_MAPPING_FIXES: dict[str, str] = {
     "Where": "compute the mask on the host, or replace where(m, a, b) by m*a + (1-m)*b with a float mask",
     "Equal": "compare on the host after inference",
     "NonZero": "data-dependent shapes: move this step to host post-processing",
-    "TopK": "select the top-k on the host after inference",
+    "TopK": "select the top-k on the host after inference, or rank in the graph (Sign of pairwise differences, "
+            "summed per row; a one-hot MatMul gathers the top k, e.g. FastInst's query_select='rank')",
     "Range": STATIC_SHAPES_FIX,
     "ConstantOfShape": STATIC_SHAPES_FIX,
     "Expand": "broadcast with an elementwise op (x * ones) or export with static shapes so it folds",

@@ -8,7 +8,9 @@ not built, because a dense-prediction backbone does not use them.
 
 Outputs ``(X3, X4, X5, X6)``: ``features.6`` (stride 8), ``features.13`` (stride 16),
 ``features.17`` (stride 32) and ``global_block`` (stride 64), a stride-2 inverted
-residual on X5 that plays the role of TopFormer's global tokens.
+residual on X5 that plays the role of TopFormer's global tokens. Other taps can be asked
+for (``out_indices``; BlitzMask's FPN starts at ``features.3``, stride 4), and
+``global_channels=None`` builds no stride-64 block (nothing untrained is left unused).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ INVERTED_RESIDUAL_SETTINGS = (
 )
 # Blocks after which X3, X4, X5 are taken (strides 8, 16, 32).
 TAP_INDICES = (6, 13, 17)
+# The last block of each stride: 1 (2), 3 (4), 6 (8), 13 (16), 17 (32).
+STRIDE_END_INDICES = {2: 1, 4: 3, 8: 6, 16: 13, 32: 17}
 
 
 class ConvBNReLU6(nn.Sequential):
@@ -63,7 +67,9 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2 with a width multiplier, returning ``(X3, X4, X5, X6)``."""
+    """MobileNetV2 with a width multiplier, returning ``(X3, X4, X5, X6)`` by default: the
+    outputs of blocks ``out_indices``, then the stride-64 ``global_block`` unless
+    ``global_channels`` is None."""
 
     # torchvision's ImageNet files: the classifier and the final 1x1 conv (features.18) are
     # not built here; the stride-64 block is ours, so no ImageNet file has it.
@@ -74,25 +80,37 @@ class MobileNetV2(nn.Module):
     def describe_checkpoint(keys: set[str]) -> str | None:
         return "MobileNetV2 (torchvision layout)" if any(k.startswith("features.") for k in keys) else None
 
-    def __init__(self, width_mult: float = 1.0, global_channels: int = 256, global_expand: float = 2.0):
+    def __init__(self, width_mult: float = 1.0, global_channels: int | None = 256, global_expand: float = 2.0,
+                 out_indices: tuple[int, ...] = TAP_INDICES):
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"width_mult must be positive, got {width_mult}")
         inp = make_divisible(32 * width_mult, 8)
         blocks: list[nn.Module] = [ConvBNReLU6(3, inp, stride=2)]
-        tap_channels = {}
+        tap_channels, tap_strides, stride = {}, {}, 2
         for t, c, n, s in INVERTED_RESIDUAL_SETTINGS:
             out = make_divisible(c * width_mult, 8)
             for i in range(n):
                 blocks.append(InvertedResidual(inp, out, s if i == 0 else 1, t))
+                stride *= s if i == 0 else 1
                 inp = out
                 tap_channels[len(blocks) - 1] = out
+                tap_strides[len(blocks) - 1] = stride
         self.features = nn.Sequential(*blocks)
-        x6 = make_divisible(global_channels * width_mult, 8)
-        self.global_block = InvertedResidual(inp, x6, stride=2, expand_ratio=global_expand)
-        #: channels and strides of (X3, X4, X5, X6)
-        self.out_channels = tuple(tap_channels[i] for i in TAP_INDICES) + (x6,)
-        self.out_strides = (8, 16, 32, 64)
+        bad = [i for i in out_indices if i not in tap_channels]
+        if bad or list(out_indices) != sorted(set(out_indices)):
+            raise ValueError(f"out_indices {out_indices} must be increasing block indices in 1..{len(blocks) - 1}")
+        self.out_indices = tuple(out_indices)
+        #: channels and strides of the outputs (X3, X4, X5, X6 by default)
+        self.out_channels = tuple(tap_channels[i] for i in self.out_indices)
+        self.out_strides = tuple(tap_strides[i] for i in self.out_indices)
+        if global_channels is not None:
+            x6 = make_divisible(global_channels * width_mult, 8)
+            self.global_block = InvertedResidual(inp, x6, stride=2, expand_ratio=global_expand)
+            self.out_channels += (x6,)
+            self.out_strides += (tap_strides[len(blocks) - 1] * 2,)
+        else:
+            self.global_block = None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -106,10 +124,15 @@ class MobileNetV2(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x) -> tuple[torch.Tensor, ...]:
         taps = []
+        last = self.out_indices[-1] if self.global_block is None else len(self.features) - 1
         for i, block in enumerate(self.features):
+            if i > last:
+                break  # blocks after the last tap would be computed for nothing
             x = block(x)
-            if i in TAP_INDICES:
+            if i in self.out_indices:
                 taps.append(x)
-        return taps[0], taps[1], taps[2], self.global_block(x)
+        if self.global_block is not None:
+            taps.append(self.global_block(x))
+        return tuple(taps)
