@@ -76,6 +76,7 @@ def test_the_record_holds_the_reproduce_commands_and_the_embedded_training_recor
     assert record["training"]["val_during_training"]["AP"] == pytest.approx(rec["val"]["AP"])
 
 
+@pytest.mark.slow  # 240 frames through the clip model: ~24 s on an idle core, ~85 s at load average 5 here
 def test_its_vis_ap_is_what_the_record_says(record, tmp_path):
     import torch
 
