@@ -10,11 +10,23 @@ from edgeseg.errors import EdgesegError
 from edgeseg.quantize.pipeline import CALIB_HELP
 
 
-def build_model(name: str, input_size: str | None, num_classes: int | None, weights: str | None):
-    """Create a zoo model at the requested size and load weights; returns (model, weights_info)."""
+def build_model(name: str, input_size: str | None, num_classes: int | None, weights: str | None,
+                clip_length: int | None = None):
+    """Create a zoo model at the requested size (and clip length, for clip models) and load
+    weights; returns (model, weights_info)."""
     from edgeseg.data.preprocess import parse_input_size
     from edgeseg.models import create_model
     from edgeseg.models.pretrained import checkpoint_model_cfg, resolve_weights
+    from edgeseg.models.registry import family_of_model, model_entry
+
+    if clip_length is not None:
+        model_entry(name)  # an unknown model: one error with a hint, before anything else
+        fam = family_of_model(name)
+        if fam is None or not fam.clip_input:
+            raise EdgesegError(f"--clip-length applies to clip models; {name} takes one image per run",
+                               "drop --clip-length (clip models: `edgeseg models` lists IFC's variants)")
+        if clip_length < 1:
+            raise EdgesegError(f"--clip-length {clip_length}: a clip has at least one frame", "use e.g. 5")
 
     # "zoo" = the package's checkpoint of this model; an edgeseg checkpoint brings its
     # own configuration (classes, input size), which explicit flags override.
@@ -25,6 +37,8 @@ def build_model(name: str, input_size: str | None, num_classes: int | None, weig
         cfg["input_size"] = size
     if num_classes is not None:
         cfg["num_classes"] = num_classes
+    if clip_length is not None:
+        cfg["clip_length"] = int(clip_length)
     model = create_model(name, **cfg)
     spec = model.input_spec
     if spec.height % spec.stride or spec.width % spec.stride:
@@ -87,13 +101,17 @@ def print_export_summary(result) -> None:
     console.print(f"[green]wrote[/green] {result.folder}/ (manifest.json)")
 
 
-def build_any(model_name: str, input_size, num_classes, weights, components, output_names, mean, std, decoder):
+def build_any(model_name: str, input_size, num_classes, weights, components, output_names, mean, std, decoder,
+              clip_length: int | None = None):
     """A zoo model, or the user's own (``file.py:fn`` / ``package.module:fn``); returns (model, weights_info)."""
     from edgeseg.models.user import build_user_model, is_user_entry
 
     if is_user_entry(model_name):
         if num_classes is not None:
             raise EdgesegError("--num-classes applies to zoo models", "build your model with the class count you want")
+        if clip_length is not None:
+            raise EdgesegError("--clip-length applies to zoo clip models (IFC)",
+                               "build your model with the clip length you want")
         return build_user_model(model_name, components=components, input_size=input_size,
                                 output_names=output_names, mean=mean, std=std, decoder=decoder, weights=weights)
     user_only = {"--components": components, "--output-names": output_names, "--mean": mean, "--std": std,
@@ -102,12 +120,13 @@ def build_any(model_name: str, input_size, num_classes, weights, components, out
     if given:
         raise EdgesegError(f"{', '.join(given)} describe your own model; {model_name} is a zoo model with its own",
                            f"drop {', '.join(given)}, or pass your model as path/to/file.py:build_fn")
-    return build_model(model_name, input_size, num_classes, weights)
+    return build_model(model_name, input_size, num_classes, weights, clip_length)
 
 
 _EPILOG = """\b
 Examples:
   edgeseg export mobileinst_topformer --input-size 640 -o out/mobileinst
+  edgeseg export ifc_topformer_synth --weights zoo --clip-length 5 -o out/ifc_t5
   edgeseg export mobileinst_topformer_tiny --weights ckpt.safetensors --num-classes 3
   edgeseg export mobileinst_topformer_synth --weights zoo -o out/synth
   edgeseg export mobileinst_topformer --plan backbone=int8,mask_decoder=int8,*=fp16 --calib data/val
@@ -127,6 +146,8 @@ Examples:
                    "shipped checkpoint. An edgeseg checkpoint sets --num-classes/--input-size itself.")
 @click.option("--input-size", help="640 or HEIGHTxWIDTH (512x640); default: the model's.")
 @click.option("--num-classes", type=int, help="Number of classes (default: the model's, 80 for COCO).")
+@click.option("--clip-length", type=int, default=None,
+              help="Clip models (IFC): frames T per clip; the graph takes [T, 3, H, W] (default: the model's, 5).")
 @click.option("-o", "--output", "out_dir", type=click.Path(), help="Artifact folder (default out/MODEL).")
 @click.option("--overwrite", is_flag=True,
               help="Write into a non-empty folder that is not an edgeseg export (your files there are kept).")
@@ -153,9 +174,9 @@ Examples:
 @click.option("--trt", "trt_options", multiple=True, metavar="KEY=VALUE",
               help="--to tensorrt: workspace=MiB, dla=CORE, gpu-fallback=0|1, timing-cache=FILE, "
                    "typing=auto|strong|weak, constraints=obey|prefer, opt-level=0..5, engine-cache=DIR.")
-def export(model_name, weights, input_size, num_classes, out_dir, overwrite, simplifier, graphs, plan_spec, calib,
-           calib_num, targets, calib_source, tnn_device, components, output_names, mean, std, decoder,
-           trt_options) -> None:
+def export(model_name, weights, input_size, num_classes, clip_length, out_dir, overwrite, simplifier, graphs,
+           plan_spec, calib, calib_num, targets, calib_source, tnn_device, components, output_names, mean, std,
+           decoder, trt_options) -> None:
     """Export MODEL to ONNX (opset 17, static shapes), tag every node with its component,
     check parity against PyTorch, and write the artifact folder with manifest.json.
 
@@ -185,6 +206,8 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
         import_tensorrt()
     elif trt_options:
         raise EdgesegError("--trt options apply to --to tensorrt", "add --to tensorrt, or drop --trt")
+    if (Path(model_name) / "manifest.json").is_file() and clip_length is not None:
+        raise EdgesegError("--clip-length cannot change an existing export", "re-export the zoo model with it")
     if (Path(model_name) / "manifest.json").is_file():  # an existing export folder: convert it, no re-export
         from edgeseg.cli.export_existing import convert_existing
 
@@ -202,6 +225,8 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
     calib_num = calib_num_arg(calib_num)
     if calib:
         check_calib(calib)
+    if model_name.endswith(".onnx") and clip_length is not None:
+        raise EdgesegError("--clip-length cannot change an ONNX file", "drop it; re-export the source model")
     if model_name.endswith(".onnx"):
         _export_foreign(model_name, out_dir, overwrite, weights, num_classes, input_size, output_names, graphs,
                         components, mean, std, decoder, plan_spec, calib, calib_num, targets, calib_source,
@@ -213,7 +238,7 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
     model = None
     if is_user_entry(model_name):  # building the user's model is cheap and names its files
         model, winfo = build_any(model_name, input_size, num_classes, weights, components, output_names, mean,
-                                 std, decoder)
+                                 std, decoder, clip_length)
     file_name = model.model_name if model is not None else model_name
     out = Path(out_dir or Path("out") / file_name)
     folder = outputs.check_output_folder(out, outputs.EXPORT, overwrite=overwrite,
@@ -221,7 +246,7 @@ def export(model_name, weights, input_size, num_classes, out_dir, overwrite, sim
                                          expected=expected_files(file_name, graph_list or ("frame", "features")))
     if model is None:
         model, winfo = build_any(model_name, input_size, num_classes, weights, components, output_names, mean,
-                                 std, decoder)
+                                 std, decoder, clip_length)
     print_weights_summary(winfo)
     plan = None
     if plan_spec:  # fail on a bad plan or calibration before the export work

@@ -1,4 +1,5 @@
-"""``edgeseg track``: video instance segmentation with the family's video strategy, or the key-interval sweep."""
+"""``edgeseg track``: video instance segmentation with the family's video strategy (MobileInst:
+kernel reuse; IFC: near-online clip matching), or the interval sweep."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ Examples:
   edgeseg track frames/ --artifact out/mobileinst --overlay overlay_pngs/
   edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/mobileinst --key-interval 1,3,6 \\
       -o sweep.md
+  edgeseg track --dataset data/ytvis/annotations/val.json --artifact out/ifc_t5 --stride 1,2,3,4,5 -o ifc.md
 """
 
 
@@ -23,9 +25,11 @@ Examples:
 @click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path())
 @click.option("--artifact", required=True, type=click.Path(),
               help="Artifact folder from `edgeseg export` (frame + features graphs), or its frame graph file.")
-@click.option("--key-interval", "--reuse", "reuse_text", default="3", show_default=True,
-              help="T: frame i is a keyframe when i % T == 0; what the frames between do is the family's video "
-                   "strategy (MobileInst: reuse the keyframe's kernels; YolactEdge: warp its P4/P5 by FeatFlowNet's flow). With --dataset, several: 1,3,6.")
+@click.option("--key-interval", "--reuse", "--stride", "reuse_text", default=None,
+              help="The strategy's interval. Kernel reuse (MobileInst): T, frame i is a keyframe when i % T == 0, "
+                   "the frames between reuse its kernels (default 3). Clip matching (IFC): S, a clip of the "
+                   "graph's T frames starts every S frames, 1 <= S <= T (default 1). Feature warp (YolactEdge): T, the "
+                   "frames between warp the keyframe's P4/P5 by FeatFlowNet's flow. With --dataset, several: 1,3,6.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Results JSON (YouTube-VIS format); with --dataset the sweep table (.json + .md).")
 @click.option("--overlay", type=click.Path(), help="Overlay video (out.mp4, .mkv, .avi, .webm) or a folder for PNGs.")
@@ -34,14 +38,16 @@ Examples:
 @click.option("--videos", type=click.Path(file_okay=False),
               help="Frame folder of --dataset (default: JPEGImages beside its annotations folder).")
 @click.option("--video-id", type=int, default=1, show_default=True, help="video_id written for INPUT's tracks.")
-@click.option("--score-threshold", type=float, default=0.3, show_default=True,
-              help="Track instances scoring above this on a keyframe.")
-@click.option("--match-threshold", type=float, default=0.5, show_default=True,
-              help="Minimum similarity to continue a track: kernel cosine (kernel reuse), mask IoU between "
-                   "consecutive frames (YolactEdge; fast objects need less, e.g. 0.1).")
-@click.option("--max-gap", type=int, default=2, show_default=True,
-              help="Keyframes a track may miss and keep its id.")
-@click.option("--max-instances", type=int, default=10, show_default=True, help="Instances per keyframe.")
+@click.option("--score-threshold", type=float, default=None,
+              help="Track instances scoring above this on a keyframe / in a clip (kernel reuse 0.3; clip "
+                   "matching 0.1, on the best class probability).")
+@click.option("--match-threshold", type=float, default=None,
+              help="Minimum similarity to continue a track: kernel cosine (kernel reuse, 0.5) or soft mask IoU "
+                   "on the shared frames (clip matching, 0.1), mask IoU between consecutive frames (YolactEdge; "
+                   "fast objects need less, e.g. 0.1).")
+@click.option("--max-gap", type=int, default=None,
+              help="Kernel reuse: keyframes a track may miss and keep its id (default 2).")
+@click.option("--max-instances", type=int, default=None, help="Instances per keyframe / clip (default 10).")
 @click.option("--backend", help="Runtime (default: by file suffix, onnxruntime for .onnx).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Compute threads per runtime.")
 @click.option("--core", type=int, help="Core to pin the sweep to (default: the fastest allowed).")
@@ -57,18 +63,24 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
     """Segment and track instances in a video (file or folder of frames) with the video
     strategy of the artifact's family. MobileInst's kernel reuse: every T-th frame runs the
     full graph, the frames in between run only the features graph and reuse the keyframe's
-    kernels; kernels of consecutive keyframes are associated by cosine similarity. Writes
-    YouTube-VIS results and an optional overlay; with --dataset, VIS AP and latency per T.
+    kernels; kernels of consecutive keyframes are associated by cosine similarity. IFC's
+    clip matching (near-online): a clip of T frames every S frames (T is the exported
+    graph's clip length), instances of consecutive clips matched by soft mask IoU on their
+    shared frames. Writes YouTube-VIS results and an optional overlay; with --dataset, VIS
+    AP and latency per interval.
     """
-    from edgeseg.track.kernel_reuse import TrackerConfig
+    from edgeseg.track.strategy import strategy_for
     from edgeseg.track.sweep import parse_reuse
 
-    reuses = parse_reuse(reuse_text)
     if threads < 1:
         raise EdgesegError(f"--threads {threads}: need at least one thread", "use --threads 1 (one core)")
-    base = dict(score_threshold=score_threshold, match_threshold=match_threshold, max_gap=max_gap,
-                max_instances=max_instances)
-    TrackerConfig(reuse=reuses[0], **base)  # validate thresholds before opening anything
+    if not input_path and not dataset:
+        raise EdgesegError("nothing to track", "pass a video file or frame folder (INPUT), or --dataset ANN.json")
+    reuses = parse_reuse(reuse_text) if reuse_text is not None else None
+    strategy = strategy_for(artifact)
+    options = {k: v for k, v in dict(score_threshold=score_threshold, match_threshold=match_threshold,
+                                     max_gap=max_gap, max_instances=max_instances).items() if v is not None}
+    strategy.config(**options)  # validate thresholds before opening anything
     if dataset:
         if input_path:
             raise EdgesegError("give either INPUT or --dataset, not both",
@@ -82,19 +94,23 @@ def track(input_path, artifact, reuse_text, output, overlay, dataset, videos, vi
 
             for path in report_paths(output):
                 check_output_file(path, flag="-o", overwrite=overwrite)
-        _sweep(dataset, videos, artifact, reuses, TrackerConfig(reuse=1, **base), output, backend, threads, core,
-               numerics)
+        _sweep(dataset, videos, artifact, reuses or [_default_interval(strategy)], options, output, backend,
+               threads, core, numerics)
         return
-    if not input_path:
-        raise EdgesegError("nothing to track", "pass a video file or frame folder (INPUT), or --dataset ANN.json")
-    if len(reuses) != 1:
-        raise EdgesegError(f"--key-interval {reuse_text}: one video is tracked at one T",
-                           "give a single T, or use --dataset to sweep several")
+    if reuses is not None and len(reuses) != 1:
+        name = getattr(strategy, "interval_name", "T")
+        raise EdgesegError(f"--key-interval {reuse_text}: one video is tracked at one {name}",
+                           f"give a single {name}, or use --dataset to sweep several")
     if videos:
         raise EdgesegError("--videos is the frame folder of --dataset", "pass the video or frame folder as INPUT")
     owned = _check_single_outputs(input_path, artifact, output, overlay, overwrite)
-    _single(input_path, artifact, TrackerConfig(reuse=reuses[0], **base), output, overlay, video_id,
-            backend, threads, owned, numerics)
+    _single(input_path, artifact, strategy, reuses[0] if reuses else _default_interval(strategy), options, output,
+            overlay, video_id, backend, threads, owned, numerics)
+
+
+def _default_interval(strategy) -> int:
+    """The strategy's own default interval (kernel reuse: T=3; clip matching: S=1)."""
+    return 1 if getattr(strategy, "interval_name", "T") == "S" else 3
 
 
 def _check_single_outputs(input_path, artifact, output, overlay, overwrite):
@@ -114,22 +130,21 @@ def _check_single_outputs(input_path, artifact, output, overlay, overwrite):
     return folder.owned_now
 
 
-def _single(input_path, artifact, config, output, overlay, video_id, backend, threads, owned=(),
-            numerics="fused") -> None:
+def _single(input_path, artifact, strategy, interval, options, output, overlay, video_id, backend, threads,
+            owned=(), numerics="fused") -> None:
     from edgeseg.track.pipeline import blas_threads, track_video
-    from edgeseg.track.strategy import strategy_for
     from edgeseg.track.results import check_results, video_results
     from edgeseg.track.video_io import OverlayWriter, open_frames
     from edgeseg.utils import atomic
 
-    strategy = strategy_for(artifact)
+    config = strategy.config(**options)
     source = open_frames(input_path)  # unreadable input: fails before anything is written
-    session = strategy.open(artifact, backend=backend, threads=threads, max_interval=config.reuse,
+    session = strategy.open(artifact, backend=backend, threads=threads, max_interval=interval,
                             make_missing=True, numerics=numerics)
     for note in session.notes:
         click.echo(note, err=True)
     try:
-        tracker = session.tracker(config.reuse, config)
+        tracker = session.tracker(interval, config)
         class_names = _class_names(session.manifest)
         with blas_threads(threads):
             if overlay:
@@ -159,9 +174,15 @@ def _print_single(result, items, session, class_names, output, overlay) -> None:
     console = Console()
     ms = result.mean_ms()
     keyframes = sum(t.keyframe for t in result.timings)
-    console.print(f"{result.num_frames} frames ({result.frame_hw[1]}x{result.frame_hw[0]}), T={result.reuse}: "
-                  f"{keyframes} keyframes ({session.graphs.get('frame')}), {result.num_frames - keyframes} non-keyframes "
-                  f"({', '.join(f for r, f in session.graphs.items() if r != 'frame' and f) or '-'})")
+    clip_length = getattr(session, "clip_length", None)
+    if clip_length:
+        console.print(f"{result.num_frames} frames ({result.frame_hw[1]}x{result.frame_hw[0]}), clips of "
+                      f"T={clip_length} every S={result.reuse} frames: {keyframes} clips "
+                      f"({', '.join(f for f in session.graphs.values() if f)})")
+    else:
+        console.print(f"{result.num_frames} frames ({result.frame_hw[1]}x{result.frame_hw[0]}), T={result.reuse}: "
+                      f"{keyframes} keyframes ({session.graphs.get('frame')}), {result.num_frames - keyframes} "
+                      f"non-keyframes ({', '.join(f for r, f in session.graphs.items() if r != 'frame' and f) or '-'})")
     console.print(f"per frame: model {ms['model']:.1f} ms + host {ms['host']:.2f} ms "
                   f"(preprocess {ms['preprocess']:.1f} ms)")
     table = Table(title=f"{len(items)} tracks")
@@ -180,7 +201,7 @@ def _print_single(result, items, session, class_names, output, overlay) -> None:
             console.print(f"[green]wrote[/green] {what} {path}")
 
 
-def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, threads, core, numerics="fused") -> None:
+def _sweep(dataset_path, videos, artifact, reuses, options, output, backend, threads, core, numerics="fused") -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -193,13 +214,16 @@ def _sweep(dataset_path, videos, artifact, reuses, base, output, backend, thread
         raise EdgesegError(f"no --videos given and {frames_dir} does not exist",
                            "pass --videos DIR (the folder the annotation's file_names are relative to)")
     dataset = YtvisDataset(ann, frames_dir)
-    report = reuse_sweep(dataset, artifact, reuses, base, backend=backend, threads=threads, core=core,
-                         numerics=numerics)
+    report = reuse_sweep(dataset, artifact, reuses, backend=backend, threads=threads, core=core,
+                         numerics=numerics, options=options)
     s = report.settings
+    clip = f", clips of T={s['clip_length']}" if s.get("clip_length") else ""
     table = Table(title=f"{str(s.get('strategy', 'kernel reuse')).capitalize()} on {len(dataset.videos)} videos ({s['frames_per_sweep']} frames), "
-                        f"{s['model']}, core {s['core']}, {threads} thread(s); VIS AP, ms per frame "
+                        f"{s['model']}{clip}, core {s['core']}, {threads} thread(s); VIS AP, ms per frame "
                         "(wall; CPU = this thread's CPU time)")
-    for col in ("T", "AP", "AP50", "AP75", "ms/frame", "model", "host", "keyframe", "reuse fr.", "CPU"):
+    first = s.get("interval_name", "T")
+    for col in (first, "AP", "AP50", "AP75", "ms/frame", "model", "host", "keyframe" if not clip else "clip",
+                "reuse fr." if not clip else "other fr.", "CPU"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in report.rows:
         table.add_row(str(r.reuse), _f(r.ap), _f(r.ap50), _f(r.ap75), f"{r.total_ms:.2f}", f"{r.model_ms:.2f}",

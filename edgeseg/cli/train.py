@@ -1,4 +1,5 @@
-"""``edgeseg train``: train or fine-tune a zoo model on a COCO-format dataset."""
+"""``edgeseg train``: train or fine-tune a zoo model on a COCO-format dataset (images) or a
+YouTube-VIS-format dataset (clip models such as IFC)."""
 
 from __future__ import annotations
 
@@ -30,18 +31,32 @@ Examples:
   # fine-tune the shipped checkpoint on your own classes
   edgeseg train mobileinst_topformer_synth --weights zoo --dataset my/train.json --images my/imgs \\
       --iters 500 -o runs/mine.safetensors
+
+\b
+  # a clip model (IFC) on synthetic videos, VIS AP on the val videos
+  edgeseg data synth -o data/vis --train 0 --val 0 --videos 100 --val-videos 10 --frames 24
+  edgeseg train ifc_topformer_synth --dataset data/vis/ytvis/annotations/train.json \\
+      --images data/vis/ytvis/JPEGImages --val-dataset data/vis/ytvis/annotations/val.json \\
+      --val-images data/vis/ytvis/JPEGImages --iters 2000 --batch-size 2 -o runs/ifc.safetensors
 """
 
 
 @click.command("train", epilog=_EPILOG, context_settings={"max_content_width": 110})
 @click.argument("model_name", metavar="MODEL")
 @click.option("--dataset", "train_json", required=True, type=click.Path(dir_okay=False),
-              help="COCO instances JSON to train on (its categories set the number of classes).")
+              help="COCO instances JSON to train on (its categories set the number of classes); for clip "
+                   "models (IFC) a YouTube-VIS JSON.")
 @click.option("--images", "train_images", required=True, type=click.Path(file_okay=False),
-              help="Folder holding the training images.")
+              help="Folder holding the training images (YouTube-VIS: the JPEGImages folder of the frames).")
 @click.option("--val-dataset", "val_json", type=click.Path(dir_okay=False),
-              help="COCO JSON of a val split: mask AP at the end (and every --val-every iterations).")
+              help="Val split in the same format: mask AP (COCO) or VIS AP (YouTube-VIS) at the end "
+                   "(and every --val-every iterations).")
 @click.option("--val-images", "val_images", type=click.Path(file_okay=False), help="Folder of the val images.")
+@click.option("--val-interval", type=int, default=None,
+              help="Clip models: the near-online stride S of val tracking (default: the video strategy's).")
+@click.option("--freeze", default=None,
+              help="Components to keep as loaded, e.g. backbone (not trained, BatchNorm statistics fixed; "
+                   "with --weights: fine-tune the rest only, and no backward through them).")
 @click.option("--epochs", type=float, default=None, help="Passes over the training set (default 12).")
 @click.option("--iters", type=int, default=None, help="Iterations (batches) instead of --epochs.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
@@ -80,10 +95,12 @@ Examples:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (.safetensors, with the model's manifest embedded).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing -o file that edgeseg did not write.")
-def train(model_name, train_json, train_images, val_json, val_images, epochs, iters, batch_size, lr,
-          weight_decay, warmup_iters, clip_grad, input_size, scale_jitter, crop, zoom, loss_option, aux_semantic, weights,
-          threads, seed, val_every, val_limit, save_every, save_fp16, resume, log_every, output, overwrite) -> None:
-    """Train MODEL (a zoo model whose family has a training objective) on a COCO-format dataset.
+def train(model_name, train_json, train_images, val_json, val_images, val_interval, freeze, epochs, iters,
+          batch_size, lr, weight_decay, warmup_iters, clip_grad, input_size, scale_jitter, crop, zoom, loss_option,
+          aux_semantic, weights, threads, seed, val_every, val_limit, save_every, save_fp16, resume, log_every,
+          output, overwrite) -> None:
+    """Train MODEL (a zoo model whose family has a training objective) on a COCO-format dataset,
+    or a clip model (IFC) on a YouTube-VIS-format dataset.
 
     The loop is generic (seeded batches, AdamW with warm-up and cosine decay, gradient
     clipping, periodic val AP, resumable state); the losses are the family's own, e.g.
@@ -124,7 +141,9 @@ def train(model_name, train_json, train_images, val_json, val_images, epochs, it
         save_dtype="float16" if save_fp16 else "float32", resume=resume,
         augment=AugmentConfig(scale_min=lo, scale_max=hi, crop=parse_input_size(crop, stride=1) if crop else None,
                               zoom=zoom),
-        loss_options=_loss_options(loss_option, aux_semantic))
+        loss_options=_loss_options(loss_option, aux_semantic),
+        freeze=tuple(c.strip() for c in freeze.split(",") if c.strip()) if freeze else (),
+        val_interval=val_interval)
     log = TrainLog(log_every=log_every)
     started = False
 
@@ -148,8 +167,9 @@ def train(model_name, train_json, train_images, val_json, val_images, epochs, it
                   f"{result.iterations - result.started_at} iterations in {result.seconds:.0f} s"
                   + (f", loss {first:.3f} -> {last:.3f} (mean of the last 10)" if first is not None else ""))
     if result.val:
-        t = Table(title="val mask AP")
-        keys = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+        video = "AR10" in result.val and "APs" not in result.val
+        t = Table(title="val VIS AP" if video else "val mask AP")
+        keys = ("AP", "AP50", "AP75", "AR1", "AR10") if video else ("AP", "AP50", "AP75", "APs", "APm", "APl")
         for k in keys:
             t.add_column(k, justify="right")
         t.add_row(*(_fmt(result.val.get(k)) for k in keys))

@@ -8,6 +8,11 @@ paths goes into the calibration table so a table can be traced to its images.
 
 Images are decoded and preprocessed lazily, one at a time, so a calibration over
 thousands of images never holds more than one preprocessed tensor.
+
+A clip graph (IFC: input ``[T, 3, H, W]``, the spec's ``frames`` = T) is fed *clips*: T
+consecutive frames (sorted by name) of one folder, e.g. one video of a YouTube-VIS
+``JPEGImages`` folder. The folder's clips are its non-overlapping windows of T frames;
+``num`` counts clips, chosen by the same seeded permutation.
 """
 
 from __future__ import annotations
@@ -96,6 +101,26 @@ class ImageSet:
         return Feeds(self)
 
 
+@dataclass
+class ClipSet(ImageSet):
+    """Clips of T consecutive frames for a clip graph; ``files`` lists every frame used."""
+
+    clips: list[list[Path]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def settings(self) -> dict:
+        return {**super().settings(), "clips": len(self.clips), "frames_per_clip": self.spec.frames}
+
+    def arrays(self) -> Iterator[np.ndarray]:
+        """Preprocessed ``[T, C, H, W]`` (or NHWC) float32 clips, one at a time."""
+        from edgeseg.data.preprocess import preprocess_clip
+
+        for clip in self.clips:
+            yield preprocess_clip([load_image(p) for p in clip], self.spec)
+
+
 class Feeds:
     """Re-iterable ``{input_name: tensor}`` dicts (calibration may need several passes)."""
 
@@ -124,6 +149,8 @@ def select_images(folder: str | os.PathLike, spec: InputSpec, num: int | None = 
     files = list_images(root)
     if exclude:
         files = [p for p in files if p.relative_to(root).as_posix() not in exclude]
+    if spec.frames is not None and spec.frames > 1:
+        return _select_clips(root, files, spec, num, seed)
     if not files:
         what = "no JPEG/PNG images" + (" left after excluding the calibration images" if exclude else "")
         raise EdgesegError(f"{root} holds {what}",
@@ -144,6 +171,39 @@ def select_images(folder: str | os.PathLike, spec: InputSpec, num: int | None = 
     chosen.sort(key=lambda p: p.relative_to(root).as_posix())
     return ImageSet(root=root, files=chosen, spec=spec, skipped=skipped, available=len(files),
                     num=num, seed=seed)
+
+
+def _select_clips(root: Path, files: list[Path], spec: InputSpec, num: int | None, seed: int) -> ClipSet:
+    """``num`` clips (all when None) of ``spec.frames`` consecutive frames of one folder each."""
+    t = int(spec.frames)
+    by_folder: dict[Path, list[Path]] = {}
+    for p in files:
+        by_folder.setdefault(p.parent, []).append(p)
+    windows = [frames[i:i + t] for _, frames in sorted(by_folder.items(), key=lambda kv: kv[0].as_posix())
+               for i in range(0, len(frames) - t + 1, t)]
+    if not windows:
+        raise EdgesegError(f"no folder under {root} holds {t} frames for one clip (the graph takes clips of {t})",
+                           "pass a folder of videos as frame folders (e.g. a YouTube-VIS JPEGImages folder from "
+                           "`edgeseg data synth --videos N`)")
+    order = np.random.default_rng(seed).permutation(len(windows)) if num is not None else range(len(windows))
+    want = len(windows) if num is None else num
+    chosen: list[list[Path]] = []
+    skipped: list[Path] = []
+    for i in order:
+        if len(chosen) == want:
+            break
+        clip = windows[int(i)]
+        bad = [p for p in clip if not _readable(p)]
+        if bad:
+            skipped += bad
+        else:
+            chosen.append(clip)
+    if not chosen:
+        raise EdgesegError(f"none of the {len(windows)} clips in {root} could be read",
+                           "check the frames are valid JPEG/PNG files")
+    chosen.sort(key=lambda c: c[0].relative_to(root).as_posix())
+    return ClipSet(root=root, files=[p for c in chosen for p in c], spec=spec, skipped=skipped,
+                   available=len(files), num=num, seed=seed, clips=chosen)
 
 
 def _graph_inputs(onnx_model) -> list:
@@ -199,8 +259,12 @@ def spec_for_model(model_path: str | os.PathLike, onnx_model=None) -> tuple[Inpu
     if len(dims) != 4 or any(d <= 0 for d in dims[1:]):
         raise EdgesegError(f"input {inp.name!r} has shape {dims}; need a static 4-D image shape",
                            "export with a fixed --input-size, or put manifest.json beside the model")
+    # A first axis above 1 is a clip of that many frames (IFC's [T, 3, H, W]).
+    frames = dims[0] if dims[0] > 1 else None
     if dims[1] in (1, 3):
-        spec = InputSpec(height=dims[2], width=dims[3], channels=dims[1], layout="NCHW", name=inp.name)
+        spec = InputSpec(height=dims[2], width=dims[3], channels=dims[1], layout="NCHW", name=inp.name,
+                         frames=frames)
     else:
-        spec = InputSpec(height=dims[1], width=dims[2], channels=dims[3], layout="NHWC", name=inp.name)
+        spec = InputSpec(height=dims[1], width=dims[2], channels=dims[3], layout="NHWC", name=inp.name,
+                         frames=frames)
     return spec, "graph"

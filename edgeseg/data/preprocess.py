@@ -34,12 +34,26 @@ class InputSpec:
     name: str = "image"
     dtype: str = "float32"
     stride: int = 32  # sizes must be multiples of this (the coarsest feature level)
+    # A clip graph (IFC) takes T frames stacked on the batch axis: ``[T, C, H, W]``.
+    # None: an image graph, ``[1, C, H, W]``.
+    frames: int | None = None
 
     @property
     def shape(self) -> list[int]:
+        n = self.frames or 1
         if self.layout == "NCHW":
-            return [1, self.channels, self.height, self.width]
-        return [1, self.height, self.width, self.channels]
+            return [n, self.channels, self.height, self.width]
+        return [n, self.height, self.width, self.channels]
+
+    @property
+    def is_clip(self) -> bool:
+        return self.frames is not None
+
+    def frame_spec(self) -> "InputSpec":
+        """The spec of one frame of the clip (the image spec for an image graph)."""
+        d = asdict(self)
+        d["frames"] = None
+        return InputSpec(**d)
 
     def with_size(self, height: int, width: int) -> "InputSpec":
         d = asdict(self)
@@ -107,7 +121,28 @@ def parse_input_size(text: str | int | None, stride: int = 32) -> tuple[int, int
 
 
 def preprocess(image: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """HxWx3 uint8 RGB image -> 1xCxHxW (or NHWC) float32 normalised tensor."""
+    """HxWx3 uint8 RGB image -> the graph's input: a 1xCxHxW (or NHWC) float32 normalised
+    tensor; for a clip graph (``spec.frames`` = T) the image repeated as a still clip of T
+    frames, so image datasets (eval, calibration from images) run through clip graphs too."""
+    x = _preprocess_one(image, spec)
+    if spec.frames is not None and spec.frames != 1:
+        x = np.ascontiguousarray(np.repeat(x, spec.frames, axis=0))
+    return x
+
+
+def preprocess_clip(frames, spec: InputSpec) -> np.ndarray:
+    """T frames (HxWx3 uint8 RGB each) -> ``[T, C, H, W]`` (or NHWC) float32, each frame
+    preprocessed exactly as :func:`preprocess` does an image."""
+    frames = list(frames)
+    if spec.frames is not None and len(frames) != spec.frames:
+        raise EdgesegError(f"the clip graph takes {spec.frames} frames, got {len(frames)}",
+                           f"pass clips of {spec.frames} frames (or export with --clip-length {len(frames)})")
+    if not frames:
+        raise EdgesegError("a clip needs at least one frame", "pass T frames")
+    return np.ascontiguousarray(np.concatenate([_preprocess_one(f, spec) for f in frames], axis=0))
+
+
+def _preprocess_one(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     from PIL import Image
 
     if image.ndim == 2:

@@ -341,7 +341,10 @@ def _load_into(module, module_state: dict[str, Any], state: dict[str, Any], path
     missing = sorted(k for k in module_state if k not in state and not _is_bn_counter(k))
     unexpected = sorted(k for k in state if k not in module_state)
     mismatched = sorted(k for k in state if k in module_state and tuple(state[k].shape) != tuple(module_state[k].shape))
-    blocking_missing = [k for k in missing if not k.startswith(allowed_missing)]
+    # BatchNorm's step counter is no weight: detectron2's FrozenBatchNorm2d (FastInst, IFC
+    # checkpoints) has none, and it plays no part in inference.
+    blocking_missing = [k for k in missing if not k.startswith(allowed_missing)
+                        and not k.endswith(".num_batches_tracked")]
     matched = {k: v for k, v in state.items() if k in module_state and k not in mismatched}
 
     if not matched:

@@ -117,6 +117,10 @@ class Family:
     graphs: tuple[str, ...] = ("frame",)    # every graph the module can give (frame first)
     objective: str | None = None            # "module:attr"
     train_data: str = "coco"                # what the objective trains on: "coco" images | "ytvis" clips
+    # The frame graph takes a clip of T frames stacked on the batch axis, [T, 3, H, W]
+    # (IFC); T is the variant config's ``clip_length`` (``edgeseg export --clip-length``),
+    # and the module's input spec records it as ``frames``.
+    clip_input: bool = False
     video: str | None = None                # "module:attr" of a VideoStrategy
     weights_map: str | None = None          # "module:attr"
     graph_calibration: str | None = None    # "module:attr" (see edgeseg.export.graph_settings)

@@ -22,6 +22,7 @@ from edgeseg.models.contract import Family, import_object
 _FAMILY_MODULES = (
     "edgeseg.models.mobileinst.family",
     "edgeseg.models.yolact_edge.family",
+    "edgeseg.models.ifc.family",
     "edgeseg.models.fastinst.family",
     "edgeseg.models.blitzmask.family",
 )

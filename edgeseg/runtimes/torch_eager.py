@@ -60,3 +60,37 @@ class TorchEagerRuntime(Runtime):
         if len(out) != len(self.model.output_names):
             raise EdgesegError("model returned an unexpected number of outputs", "report this as a bug")
         return {n: t.detach().numpy() for n, t in zip(self.model.output_names, out)}
+
+
+class ModuleRuntime(Runtime):
+    """An in-memory zoo module as a runtime (no file): what validation during training
+    runs video strategies on, so the trainer's figures come from the same tracking code
+    as ``edgeseg track``. Output shapes come from one run on zeros, at construction."""
+
+    backend = "torch"
+
+    def __init__(self, module, threads: int | None = None):
+        import torch
+
+        super().__init__(f"<{getattr(module, 'model_name', type(module).__name__)} in memory>",
+                         threads=threads or torch.get_num_threads())
+        self.model = module
+        self.spec = module.input_spec
+        self._torch = torch
+        zeros = np.zeros(self.spec.shape, np.float32)
+        self._out_shapes = {n: list(v.shape) for n, v in self.run({self.spec.name: zeros}).items()}
+
+    def inputs(self) -> list[TensorInfo]:
+        return [TensorInfo(self.spec.name, self.spec.shape, "float32")]
+
+    def outputs(self) -> list[TensorInfo]:
+        return [TensorInfo(n, self._out_shapes.get(n, []) if hasattr(self, "_out_shapes") else [], "float32")
+                for n in self.model.output_names]
+
+    def _run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
+        torch = self._torch
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(np.ascontiguousarray(feeds[self.spec.name])))
+        if isinstance(out, torch.Tensor):
+            out = (out,)
+        return {n: t.detach().float().numpy() for n, t in zip(self.model.output_names, out)}

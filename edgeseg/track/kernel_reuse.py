@@ -492,6 +492,7 @@ class KernelReuseSession:
         self.notes = ([f"made {runtimes.made_features}: the features graph at {runtimes.frame_file}'s plan and "
                        "calibration (recorded in manifest.json)"] if runtimes.made_features else [])
         self.backend = runtimes.frame.backend
+        self.default_interval = 3  # MobileInst's choice
         self.numerics = runtimes.frame.numerics  # how int8 runs (edgeseg.runtimes.numerics)
 
     def tracker(self, interval: int, config: TrackerConfig | None = None) -> KernelReuseTracker:
@@ -528,8 +529,14 @@ class KernelReuse:
     features graph for T-1 frames, kernels of keyframes associated by cosine similarity."""
 
     name = "kernel reuse"
+    interval_name = "T"
     interval_help = ("T: frame i is a keyframe when i % T == 0; the T-1 frames after it run only the "
                      "features graph and reuse its kernels")
+
+    @staticmethod
+    def config(**options: Any) -> TrackerConfig:
+        """The tracker config from ``edgeseg track`` options (each strategy has its own defaults)."""
+        return TrackerConfig(**options)
 
     @staticmethod
     def open(artifact: str | os.PathLike, *, backend: str | None = None, threads: int = 1,

@@ -61,9 +61,11 @@ def video_results(result, video_id: int, category_of: Callable[[int], int] | Non
         segs = [None if rle is None else compressed_rle(rle) for rle in result.track_masks(track)]
         if all(s is None for s in segs):
             continue  # a track that never showed a pixel is not a prediction
-        items.append({"video_id": int(video_id), "category_id": int(category_of(track.label)),
-                      "score": round(float(track.score), 6), "segmentations": segs,
-                      "track_id": int(track.id)})
+        # A strategy may report a track under several classes (IFC: every class above a
+        # probability): ``hypotheses`` = [(label, score), ...], the best first.
+        for label, score in getattr(track, "hypotheses", None) or [(track.label, track.score)]:
+            items.append({"video_id": int(video_id), "category_id": int(category_of(label)),
+                          "score": round(float(score), 6), "segmentations": segs, "track_id": int(track.id)})
     return items
 
 

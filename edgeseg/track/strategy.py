@@ -5,15 +5,25 @@ without naming a family.
 A family names its strategy in ``Family.video`` (``"module:Class"``). The class provides::
 
     name: str                       # "kernel reuse"
-    interval_help: str              # what --key-interval T means for it
+    interval_name: str              # the swept knob's letter: "T" (key interval), "S" (clip stride)
+    interval_help: str              # what --key-interval means for it
+    config(**options) -> config     # its tracker config from `edgeseg track` options, with its defaults
     open(artifact, *, backend, threads, max_interval, make_missing, numerics) -> VideoSession
+    open_module(model) -> VideoSession   # optional: an in-memory module (validation in training)
 
 and a :class:`VideoSession` holds the opened runtimes of one artifact and makes one
-tracker per key interval. A tracker has ``reset()``, ``step(frame) ->
-[TrackedInstance]``, ``finish() -> VideoResult`` and ``timings`` (one
+tracker per interval (``default_interval`` when none is asked for; a clip strategy's
+session also says its ``clip_length``). A tracker has ``reset()``, ``step(frame)``,
+``finish() -> VideoResult`` and ``timings`` (one
 :class:`~edgeseg.track.kernel_reuse.FrameTiming` per frame), so the same pipeline,
 overlay, results JSON and sweep serve kernel reuse (MobileInst), feature warping
 (YolactEdge) and clip matching (IFC).
+
+Per-frame trackers return the instances of the frame just given from ``step``. A
+*delayed* tracker (``tracker.delayed`` true: near-online clip models, whose frame results
+exist only once a clip covering them has run) returns from ``step`` the
+:class:`~edgeseg.track.clip_matching.FrameInstances` of the frames that became final, and
+``flush()`` returns the rest at the end of the video; ``finish()`` flushes by itself.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
-"""The key-interval sweep: VIS AP and per-frame latency for several keyframe intervals T.
+"""The interval sweep: VIS AP and per-frame latency for several intervals of a video strategy.
 
-MobileInst's Table 4 trades accuracy for speed with T: a larger T runs the instance
-decoder less often (YolactEdge's partial feature transform likewise, with its keyframe
-interval). The sweep runs whatever video strategy the artifact's family names
-(:mod:`edgeseg.track.strategy`). Here every video of a YouTube-VIS dataset is tracked at each T with
-the same runtimes, the results are scored with :func:`edgeseg.eval.vis.evaluate_vis`,
-and the mean per-frame latency is measured on one pinned core with one-thread runtimes
-(model inference + host post-processing; JPEG decoding and preprocessing are reported
-apart, as they do not depend on T).
+MobileInst's Table 4 trades accuracy for speed with the keyframe interval T: a larger T
+runs the instance decoder less often (YolactEdge's partial feature transform likewise,
+with its keyframe interval); a clip model (IFC) trades with its clip stride S (a clip of
+T frames every S frames). The sweep runs whatever video strategy the artifact's family
+names (:mod:`edgeseg.track.strategy`); its ``interval_name`` heads the first column. Every
+video of a YouTube-VIS dataset is tracked at each interval with the same runtimes, the
+results are scored with :func:`edgeseg.eval.vis.evaluate_vis`, and the mean per-frame
+latency is measured on one pinned core with one-thread runtimes (model inference + host
+post-processing, the end-of-video work included; JPEG decoding and preprocessing are
+reported apart, as they do not depend on the interval).
 """
 
 from __future__ import annotations
@@ -60,13 +62,15 @@ class SweepReport:
 
     def markdown(self) -> str:
         s = self.settings
+        name = s.get("interval_name", "T")
+        clip = f" (clips of T={s['clip_length']})" if s.get("clip_length") else ""
         lines = [f"# {str(s.get('strategy', 'kernel reuse')).capitalize()} sweep: {s.get('model', '?')} on "
                  f"{s.get('dataset', '?')}", "",
-                 f"{s.get('videos')} videos, {s.get('frames_per_sweep')} frames per T; latency on core "
+                 f"{s.get('videos')} videos, {s.get('frames_per_sweep')} frames per {name}{clip}; latency on core "
                  f"{s.get('core')} with {s.get('threads')} thread(s), {s.get('backend')} "
                  f"({s.get('numerics', '?')} int8 numerics, host {s.get('host_isa', '?')}); "
                  f"weights: {s.get('weights') or 'random init (AP meaningless)'}.", "",
-                 "| T | VIS AP | AP50 | AP75 | ms/frame (model + host) | model ms | host ms | keyframe ms | "
+                 f"| {name} | VIS AP | AP50 | AP75 | ms/frame (model + host) | model ms | host ms | keyframe ms | "
                  "reuse-frame ms | CPU ms/frame |",
                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
@@ -80,6 +84,9 @@ class SweepReport:
                 lines.append(f"T={r.reuse}: {part} {ms:.3f} ms per frame that runs it{share}, part of host ms.")
         lines += ["", "Latency is wall-clock time per frame on the pinned core; CPU ms/frame is the tracking "
                   "thread's CPU time for the same work (equal on an idle core)."]
+        if s.get("clip_length"):
+            lines += ["For clip matching a \"keyframe\" is a frame on which a clip ran (keyframe ms: one clip "
+                      "of T frames; the other frames cost only their share of host work)."]
         return "\n".join(lines) + "\n"
 
 
@@ -112,7 +119,9 @@ def _pinned(core: int | None):
     return ProcessPinning(default_core() if core is None else core)
 
 
-def _timed_video(tracker, frames: list[np.ndarray]) -> list:
+def _timed_video(tracker, frames: list[np.ndarray]):
+    """The video's result, its per-frame timings covering the end-of-video work too (a
+    near-online tracker's last clip runs in ``finish``)."""
     tracker.reset()
     gc.collect()
     gc_was_enabled = gc.isenabled()
@@ -120,20 +129,22 @@ def _timed_video(tracker, frames: list[np.ndarray]) -> list:
     try:
         for frame in frames:
             tracker.step(frame)
+        return tracker.finish()
     finally:
         if gc_was_enabled:
             gc.enable()
-    return list(tracker.timings)
 
 
-def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: TrackerConfig | None = None,
+def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base=None,
                 backend: str | None = None, threads: int = 1, core: int | None = None,
-                numerics: str = "fused") -> SweepReport:
+                numerics: str = "fused", options: dict[str, Any] | None = None) -> SweepReport:
     """Track every video of ``dataset`` (a :class:`~edgeseg.data.ytvis.YtvisDataset` with its
-    frame folder) at each T in ``reuses``; VIS AP and latency per T.
+    frame folder) at each interval in ``reuses``; VIS AP and latency per interval.
 
-    One run gives both figures, so ``numerics`` is the latency default (ONNX Runtime's fused
-    int8 kernels); ``simulated`` gives host-independent VIS AP of int8 artifacts."""
+    ``base`` is the strategy's tracker config; without it one is made from ``options``
+    (``edgeseg track``'s thresholds) with the strategy's own defaults. One run gives both
+    figures, so ``numerics`` is the latency default (ONNX Runtime's fused int8 kernels);
+    ``simulated`` gives host-independent VIS AP of int8 artifacts."""
     from edgeseg.benchmark.cpu_isa import host_isa
     from edgeseg.runtimes.numerics import check_numerics, warn_if_saturating
     from edgeseg.eval.vis import evaluate_vis
@@ -141,31 +152,34 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
     from edgeseg.track.strategy import strategy_for
     from edgeseg.utils.progress import track as progress
 
-    base = base or TrackerConfig()
     category_of = label_to_category(dataset.categories)
     results: dict[int, list[dict[str, Any]]] = {t: [] for t in reuses}
     timings: dict[int, list] = {t: [] for t in reuses}
     strategy = strategy_for(artifact)
+    if base is None:
+        base = strategy.config(**(options or {})) if hasattr(strategy, "config") else TrackerConfig()
     pin = _pinned(core)
     with pin, blas_threads(threads):
         # Opened after pinning so any thread a runtime starts inherits the one core.
         session = strategy.open(artifact, backend=backend, threads=threads, max_interval=max(reuses),
                                 make_missing=True, numerics=check_numerics(numerics))
         try:
-            precisions = (session.manifest.artifacts.get(session.graphs.get("frame"), {}).get("precision") or {}) \
-                .get("precisions") or {}
+            first = next((f for f in session.graphs.values() if f), None)  # the frame (or clip) graph
+            precisions = (session.manifest.artifacts.get(first, {}).get("precision") or {}).get("precisions") or {}
             if "int8" in precisions.values():
                 warn_if_saturating(session.numerics, "VIS AP of the reuse sweep")
             spec = input_spec_of(session.manifest)
             session.check_classes(len(dataset.categories), str(dataset.source))
             trackers = {t: session.tracker(t, base) for t in reuses}
             session.warm_up(WARMUP_RUNS)
-            for video in progress(dataset.videos, f"tracking {len(dataset.videos)} videos x T={reuses}"):
+            letter = getattr(strategy, "interval_name", "T")
+            for video in progress(dataset.videos, f"tracking {len(dataset.videos)} videos x {letter}={reuses}"):
                 # Frames decoded once per video and shared by every T (decoding is not timed).
                 frames = [dataset.load_frame(video, i) for i in range(video.length)]
                 for t, tracker in trackers.items():
-                    timings[t] += _timed_video(tracker, frames)
-                    results[t] += video_results(tracker.finish(), video.id, category_of)
+                    result = _timed_video(tracker, frames)
+                    timings[t] += result.timings
+                    results[t] += video_results(result, video.id, category_of)
         finally:
             session.close()
 
@@ -189,7 +203,9 @@ def reuse_sweep(dataset, artifact: str | os.PathLike, reuses: list[int], base: T
                 "videos": len(dataset.videos), "frames_per_sweep": sum(v.length for v in dataset.videos),
                 "backend": session.backend, "threads": threads, "core": pin.core,
                 "weights": (m.weights or {}).get("path"), "tracker": {k: v for k, v in asdict(base).items()
-                                                                      if k not in ("reuse", "record")},
+                                                                      if k not in ("reuse", "stride", "record")},
+                "interval_name": getattr(strategy, "interval_name", "T"),
+                "clip_length": getattr(session, "clip_length", None),
                 "input": [spec.height, spec.width], "warmup_runs_per_graph": WARMUP_RUNS,
                 "numerics": session.numerics, "host_isa": host_isa().summary()}
     return SweepReport(rows, settings)

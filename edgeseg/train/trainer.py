@@ -1,11 +1,14 @@
 """Train or fine-tune any zoo model whose family has a training objective.
 
 ``train(TrainConfig(...))`` runs the generic loop: seeded batches from the family's kind of
-training data (``Family.train_data``), the family's objective (``Family.objective``, see
+training data (``Family.train_data``: COCO images, or clips of YouTube-VIS videos for
+clip models), the family's objective (``Family.objective``, see
 :mod:`edgeseg.train.objective`), AdamW with warm-up + cosine, gradient clipping,
-periodic mask AP on a val split (measured by ``edgeseg.eval.coco`` exactly as
-``edgeseg eval`` measures it), atomic checkpoints with the embedded manifest, and
-``resume`` from the training state written beside the checkpoint.
+periodic validation (mask AP on a COCO val split, measured by ``edgeseg.eval.coco``
+exactly as ``edgeseg eval`` measures it; VIS AP on a YouTube-VIS val split, tracked by
+the family's video strategy exactly as ``edgeseg track --dataset`` does), atomic
+checkpoints with the embedded manifest, and ``resume`` from the training state written
+beside the checkpoint. ``freeze`` keeps components (e.g. a pretrained backbone) fixed.
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ class TrainConfig:
     # The family objective's options (``--loss-option key=value``), e.g. MobileInst's
     # ``aux_semantic`` (weight of a training-only semantic head; 0 = the paper's losses only).
     loss_options: dict[str, Any] = field(default_factory=dict)
+    # Components whose weights stay as loaded (e.g. a backbone from --weights): not
+    # optimised, kept in eval mode (BatchNorm statistics frozen), no backward through them.
+    freeze: tuple[str, ...] = ()
+    # Video families: the near-online stride S of the val tracking (default: the strategy's).
+    val_interval: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -67,11 +75,8 @@ class TrainConfig:
             raise EdgesegError(f"--iters must be at least 1, got {self.iters}", "e.g. --iters 2000")
         if self.epochs is not None and self.epochs <= 0:
             raise EdgesegError(f"--epochs must be positive, got {self.epochs}", "e.g. --epochs 12")
-        if self.batch_size < 2:
-            # BatchNorm statistics of one image at the coarsest levels (1x1 at 64x64) are
-            # undefined: PyTorch raises mid-forward. Say so up front.
-            raise EdgesegError(f"--batch-size must be at least 2 (BatchNorm needs 2 images per batch), "
-                               f"got {self.batch_size}", "use --batch-size 2 or more")
+        if self.batch_size < 1:
+            raise EdgesegError(f"--batch-size must be at least 1, got {self.batch_size}", "use --batch-size 2 or more")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise EdgesegError(f"--lr must be a positive number, got {self.lr}", "e.g. --lr 5e-4")
         if self.threads is not None and self.threads < 1:
@@ -186,6 +191,42 @@ def evaluate_model(model, dataset, limit: int | None = None) -> dict[str, Any]:
     return figures
 
 
+def evaluate_video_model(model, dataset, limit: int | None = None, interval: int | None = None) -> dict[str, Any]:
+    """VIS AP of the PyTorch model on a YouTube-VIS dataset: every video tracked by the
+    family's video strategy (as ``edgeseg track --dataset`` does, on the module instead of
+    an exported graph), scored by :func:`edgeseg.eval.vis.evaluate_vis`."""
+    from edgeseg.eval.vis import evaluate_vis
+    from edgeseg.models.registry import family
+    from edgeseg.track.results import label_to_category, video_results
+    from edgeseg.utils.progress import track as progress
+
+    strategy = family(model.family).load("video")
+    if not hasattr(strategy, "open_module"):
+        raise EdgesegError(f"the {model.family} video strategy cannot run a PyTorch module",
+                           "validate by exporting the checkpoint and running `edgeseg track --dataset`")
+    videos = dataset.videos[:limit] if limit else dataset.videos
+    was_training = model.training
+    model.eval()
+    category_of = label_to_category(dataset.categories)
+    results: list[dict[str, Any]] = []
+    try:
+        session = strategy.open_module(model)
+        interval = interval or session.default_interval
+        tracker = session.tracker(interval, strategy.config())
+        for video in progress(videos, "val VIS AP", total=len(videos)):
+            tracker.reset()
+            for i in range(video.length):
+                tracker.step(dataset.load_frame(video, i))
+            results += video_results(tracker.finish(), video.id, category_of)
+    finally:
+        model.train(was_training)
+    figures = evaluate_vis(dataset, results, video_ids=[v.id for v in videos])
+    return {**figures, "interval": interval}
+
+
+_TRAIN_DATA = ("coco", "ytvis")
+
+
 def _family_for(model_name: str):
     """The family of MODEL, refused up front when it cannot be trained."""
     from edgeseg.models.registry import family, model_entry
@@ -194,10 +235,53 @@ def _family_for(model_name: str):
     if fam.objective is None:
         raise EdgesegError(f"the {fam.name} family has no training objective, so {model_name} cannot be trained here",
                            "train a model of a family with one (`edgeseg models` shows them)")
-    if fam.train_data != "coco":
-        raise EdgesegError(f"{model_name} trains on {fam.train_data} clips, which `edgeseg train` does not read yet",
-                           "train an image model (COCO format)")
+    if fam.train_data not in _TRAIN_DATA:
+        raise EdgesegError(f"{model_name} trains on {fam.train_data} data, which `edgeseg train` does not read",
+                           f"families train on {' or '.join(_TRAIN_DATA)}")
     return fam
+
+
+def _open_datasets(fam, cfg: TrainConfig):
+    """(train, val) datasets of the family's kind: COCO images or YouTube-VIS videos."""
+    if fam.train_data == "ytvis":
+        from edgeseg.data.ytvis import YtvisDataset
+
+        train_set = YtvisDataset(cfg.train_json, cfg.train_images)
+        val_set = YtvisDataset(cfg.val_json, cfg.val_images) if cfg.val_json else None
+    else:
+        from edgeseg.data.coco import CocoDataset
+
+        train_set = CocoDataset(cfg.train_json, cfg.train_images)
+        val_set = CocoDataset(cfg.val_json, cfg.val_images) if cfg.val_json else None
+    return train_set, val_set
+
+
+def _apply_freeze(model, names: tuple[str, ...]) -> list[str]:
+    """Freeze the named components (their parameters untrained, their modules in eval mode)."""
+    comps = model.component_map.names()
+    unknown = [n for n in names if n not in comps]
+    if unknown:
+        raise EdgesegError(f"--freeze {','.join(unknown)}: not a component of {model.model_name}",
+                           f"components: {', '.join(comps)}")
+    if set(names) == set(comps):
+        raise EdgesegError("--freeze names every component: nothing would train", "leave at least one out")
+    modules = dict(model.named_modules())
+    frozen = []
+    for n in names:
+        sub = modules[model.component_map.module_path(n)]
+        for p in sub.parameters():
+            p.requires_grad_(False)
+        frozen.append(model.component_map.module_path(n))
+    return frozen
+
+
+def _set_train_mode(modules, frozen: list[str]) -> None:
+    for m in modules.values():
+        m.train()
+    if frozen:
+        named = dict(modules["model"].named_modules())
+        for path in frozen:
+            named[path].eval()
 
 
 def _input_size(cfg: TrainConfig, stride: int) -> tuple[int, int] | None:
@@ -209,15 +293,17 @@ def _input_size(cfg: TrainConfig, stride: int) -> tuple[int, int] | None:
     return input_size_of(cfg.input_size, stride)
 
 
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
+
+
 # ------------------------------------------------------------------------------ the loop
 def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
     """Run (or resume) training; returns what happened. ``log(str)`` receives messages,
     ``step_callback(StepInfo)`` every iteration (the CLI's progress bar)."""
     import torch
 
-    from edgeseg.data.coco import CocoDataset
     from edgeseg.models import create_model
-    from edgeseg.train.data import TrainData
     from edgeseg.train.log import StepInfo
     from edgeseg.train.schedule import lr_at
     from edgeseg.train.state import load_state, save_checkpoint, save_state, state_path
@@ -229,8 +315,7 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
     objective_cls.parse_options(cfg.loss_options)  # a wrong --loss-option fails before any work
     size = _input_size(cfg, fam.input_stride)
     # Datasets first: a wrong path fails in milliseconds, before a model is built.
-    train_set = CocoDataset(cfg.train_json, cfg.train_images)
-    val_set = CocoDataset(cfg.val_json, cfg.val_images) if cfg.val_json else None
+    train_set, val_set = _open_datasets(fam, cfg)
     if val_set is not None and val_set.class_names != train_set.class_names:
         raise EdgesegError(f"the val categories ({', '.join(val_set.class_names)}) differ from the training "
                            f"categories ({', '.join(train_set.class_names)})",
@@ -239,26 +324,44 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
         torch.set_num_threads(cfg.threads)
 
     torch.manual_seed(cfg.seed)  # the initial weights are part of what the seed fixes
-    model_cfg: dict[str, Any] = {"num_classes": train_set.num_classes}
+    num_classes = len(train_set.class_names)
+    model_cfg: dict[str, Any] = {"num_classes": num_classes}
     if size is not None:
         model_cfg["input_size"] = size
     model = create_model(cfg.model, **model_cfg)
     # NHWC convolutions and BatchNorm cost ~30% less CPU time than NCHW here (oneDNN);
     # values are the same, and the saved tensors are made contiguous again.
     model = model.to(memory_format=torch.channels_last)
-    data = TrainData(train_set, model.input_spec, cfg.augment, seed=cfg.seed)
+    clips = fam.train_data == "ytvis"
+    if clips:
+        from edgeseg.train.clip_data import ClipTrainData
+
+        frames = int(model.input_spec.frames or 1)
+        data = ClipTrainData(train_set, model.input_spec, frames, cfg.augment, seed=cfg.seed)
+    else:
+        from edgeseg.train.data import TrainData
+
+        frames = 1
+        data = TrainData(train_set, model.input_spec, cfg.augment, seed=cfg.seed)
+    if cfg.batch_size * frames < 2:
+        # BatchNorm statistics of one image at the coarsest levels (1x1 at 64x64) are
+        # undefined: PyTorch raises mid-forward. Say so up front.
+        raise EdgesegError(f"--batch-size must be at least 2 (BatchNorm needs 2 images per batch), "
+                           f"got {cfg.batch_size}", "use --batch-size 2 or more")
     total = cfg.iters if cfg.iters is not None else \
         max(1, math.ceil((cfg.epochs if cfg.epochs is not None else 12) * len(train_set) / cfg.batch_size))
     warmup = cfg.warmup_iters if cfg.warmup_iters is not None else min(200, total // 20)
 
     init_text = _load_init(model, cfg.weights, cfg.model, log) if cfg.weights else None
+    frozen = _apply_freeze(model, tuple(cfg.freeze))
+    if frozen:
+        log(f"frozen (not trained, BatchNorm statistics fixed): {', '.join(cfg.freeze)}")
     # Training-only modules (auxiliary heads) live in the objective: optimised, kept in
     # the resumable state, never in the checkpoint.
-    objective = objective_cls(model, train_set.num_classes, **cfg.loss_options).to(
+    objective = objective_cls(model, num_classes, **cfg.loss_options).to(
         memory_format=torch.channels_last)
     modules: dict[str, torch.nn.Module] = {"model": model, "objective": objective}
-    for m in modules.values():
-        m.train()
+    _set_train_mode(modules, frozen)
     optimizer = torch.optim.AdamW([g for m in modules.values() for g in _param_groups(m, cfg.weight_decay)],
                                   lr=cfg.lr)
     state_file = state_path(cfg.output)
@@ -275,7 +378,8 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
             log("nothing left to train: raise --iters/--epochs to continue")
 
     def record(val: dict[str, Any] | None, done: int, seconds: float) -> dict[str, Any]:
-        return {"dataset": str(cfg.train_json), "images": len(train_set), "val_dataset": cfg.val_json,
+        return {"dataset": str(cfg.train_json), ("videos" if clips else "images"): len(train_set),
+                "val_dataset": cfg.val_json,
                 "iterations": done, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
                 "init": str(cfg.weights) if cfg.weights else None, "seconds": round(seconds, 1),
                 "val": None if val is None else {k: v for k, v in val.items() if k != "per_class"},
@@ -287,10 +391,14 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
                                                   "val_history": val_history, "config": cfg.to_dict()})
 
     def validate(done: int) -> dict[str, Any]:
-        figures = evaluate_model(model, val_set, cfg.val_limit)
+        if clips:
+            figures = evaluate_video_model(model, val_set, cfg.val_limit, cfg.val_interval)
+        else:
+            figures = evaluate_model(model, val_set, cfg.val_limit)
+        _set_train_mode(modules, frozen)
         val_history.append({"iteration": done, **{k: figures[k] for k in ("AP", "AP50", "AP75")}})
-        log(f"val mask AP at iteration {done}: AP {figures['AP']:.1f}  AP50 {figures['AP50']:.1f}  "
-            f"AP75 {figures['AP75']:.1f}")
+        log(f"val {'VIS' if clips else 'mask'} AP at iteration {done}: AP {_fmt(figures['AP'])}  "
+            f"AP50 {_fmt(figures['AP50'])}  AP75 {_fmt(figures['AP75'])}")
         return figures
 
     losses: list[float] = []
@@ -304,7 +412,11 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
             group["lr"] = lr
         torch.manual_seed(cfg.seed * 1_000_003 + it)  # any randomness in the model (drop path)
         images, targets = data.batch(it, cfg.batch_size)
-        images = images.contiguous(memory_format=torch.channels_last)
+        if images.ndim == 5:  # clips [B, T, 3, H, W]: NHWC frames, viewed back as clips
+            images = images.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(
+                0, images.shape[:2])
+        else:
+            images = images.contiguous(memory_format=torch.channels_last)
         out = objective(model, images, targets)
         loss = float(out.total.detach())
         if not math.isfinite(loss):
@@ -314,7 +426,8 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         if cfg.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_([p for m in modules.values() for p in m.parameters()], cfg.clip_grad)
+            torch.nn.utils.clip_grad_norm_([p for m in modules.values() for p in m.parameters() if p.requires_grad],
+                                           cfg.clip_grad)
         optimizer.step()
         train_seconds += time.perf_counter() - t0
 

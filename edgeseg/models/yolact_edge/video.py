@@ -307,6 +307,12 @@ class FeatureWarp:
     name = "partial feature transform"
     interval_help = ("T: frame i is a keyframe when i % T == 0; the frames between run C1-C3 and FeatFlowNet "
                      "and warp the keyframe's P4/P5 on the host")
+    interval_name = "T"
+
+    @staticmethod
+    def config(**options: Any) -> TrackerConfig:
+        """The tracker config from ``edgeseg track`` options (match_threshold is a mask IoU here)."""
+        return TrackerConfig(**options)
 
     @staticmethod
     def open(artifact: str | os.PathLike, *, backend: str | None = None, threads: int = 1,
