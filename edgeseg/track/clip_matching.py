@@ -57,7 +57,7 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 from edgeseg.models.decoding import sigmoid
 from edgeseg.track.kernel_reuse import FrameTiming, TrackedInstance, VideoResult, _frame_hw
-from edgeseg.track.masks import MaskAssembler
+from edgeseg.track.masks import MaskAssembler, check_frame_size
 
 CLIP_OUTPUTS = ("logits", "masks")
 
@@ -241,14 +241,10 @@ class ClipMatchingTracker:
         self.timings: list[FrameTiming] = []
 
     def set_frame_size(self, height: int, width: int) -> None:
-        frame_hw = (int(height), int(width))
+        frame_hw = check_frame_size(self.frame_hw, height, width, self.frame_index)
         if self.frame_hw is None:
             self.frame_hw = frame_hw
             self.assembler = MaskAssembler(self.grid_hw, self.network_hw, frame_hw, self.config.mask_threshold)
-        elif frame_hw != self.frame_hw:
-            raise EdgesegError(f"frame {self.frame_index} is {frame_hw[0]}x{frame_hw[1]}, earlier frames of this "
-                               f"video are {self.frame_hw[0]}x{self.frame_hw[1]}",
-                               "all frames of a video must have one size; resize them or split the video")
 
     # ---------------------------------------------------------------------------- frames
     def step(self, frame_rgb: np.ndarray) -> list[FrameInstances]:

@@ -48,7 +48,7 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 from edgeseg.models.decoding import sigmoid
 from edgeseg.track.associate import associate, preload
-from edgeseg.track.masks import BoxMask, MaskAssembler
+from edgeseg.track.masks import BoxMask, MaskAssembler, check_frame_size
 
 FRAME_OUTPUTS = ("logits", "objectness", "kernels", "mask_features")
 FEATURES_OUTPUT = "mask_features"
@@ -228,14 +228,10 @@ class KernelReuseTracker:
 
     def set_frame_size(self, height: int, width: int) -> None:
         """Fix the video's frame size (done by the first :meth:`step`; every later frame must match)."""
-        frame_hw = (int(height), int(width))
+        frame_hw = check_frame_size(self.frame_hw, height, width, self.frame_index)
         if self.frame_hw is None:
             self.frame_hw = frame_hw
             self.assembler = MaskAssembler(self.grid_hw, self.network_hw, frame_hw, self.config.mask_threshold)
-        elif frame_hw != self.frame_hw:
-            raise EdgesegError(f"frame {self.frame_index} is {frame_hw[0]}x{frame_hw[1]}, earlier frames of this "
-                               f"video are {self.frame_hw[0]}x{self.frame_hw[1]}",
-                               "all frames of a video must have one size; resize them or split the video")
 
     @property
     def next_is_keyframe(self) -> bool:

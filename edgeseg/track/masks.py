@@ -29,6 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from edgeseg.errors import EdgesegError
 from edgeseg.models.decoding import resize_matrix, sigmoid
 
 
@@ -145,6 +146,20 @@ class BoxMask:
 
 
 # ----------------------------------------------------------------------------- assembler
+
+
+def check_frame_size(fixed_hw: tuple[int, int] | None, height: int, width: int,
+                     frame_index: int) -> tuple[int, int]:
+    """This frame's (height, width); a video's frames share the first frame's size (every
+    strategy sizes its mask assembler once per video), so another size is one clear error."""
+    frame_hw = (int(height), int(width))
+    if fixed_hw is not None and frame_hw != fixed_hw:
+        raise EdgesegError(f"frame {frame_index} is {frame_hw[0]}x{frame_hw[1]}, earlier frames of this "
+                           f"video are {fixed_hw[0]}x{fixed_hw[1]}",
+                           "all frames of a video must have one size; resize them or split the video")
+    return frame_hw
+
+
 class MaskAssembler:
     """Kernels x mask features -> :class:`BoxMask` per kernel at one frame size."""
 

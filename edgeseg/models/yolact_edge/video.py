@@ -37,7 +37,7 @@ from edgeseg.models.yolact_edge.decode import detect
 from edgeseg.models.yolact_edge.family import FLOW_OUTPUTS, KEY_EXTRA_OUTPUTS, OUTPUT_NAMES
 from edgeseg.models.yolact_edge.warp import warp_features
 from edgeseg.track.kernel_reuse import FrameTiming, TrackedInstance, TrackerConfig, VideoResult, _frame_hw
-from edgeseg.track.masks import MaskAssembler
+from edgeseg.track.masks import MaskAssembler, check_frame_size
 
 ROLES = ("key", "flow", "warped")
 
@@ -108,16 +108,12 @@ class FeatureWarpTracker:
         self.timings: list[FrameTiming] = []
 
     def set_frame_size(self, height: int, width: int) -> None:
-        frame_hw = (int(height), int(width))
+        frame_hw = check_frame_size(self.frame_hw, height, width, self.frame_index)
         if self.frame_hw is None:
             self.frame_hw = frame_hw
             # Prototypes cover the input, so masks go straight from their grid to the frame
             # (the image decoder's resize): no intermediate network-size step.
             self.assembler = MaskAssembler(self.proto_hw, self.proto_hw, frame_hw, self.config.mask_threshold)
-        elif frame_hw != self.frame_hw:
-            raise EdgesegError(f"frame {self.frame_index} is {frame_hw[0]}x{frame_hw[1]}, earlier frames of this "
-                               f"video are {self.frame_hw[0]}x{self.frame_hw[1]}",
-                               "all frames of a video must have one size; resize them or split the video")
 
     @property
     def next_is_keyframe(self) -> bool:
