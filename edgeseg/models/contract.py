@@ -102,6 +102,19 @@ class Variant:
     description: str
     cfg: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def with_defaults(cls, defaults: Any, name: str, description: str, **overrides: Any) -> "Variant":
+        """A variant holding its family's complete default configuration (a dataclass
+        instance) with ``overrides`` applied, so a manifest's ``model_cfg`` records all of it."""
+        import dataclasses
+
+        cfg = dataclasses.asdict(defaults)
+        unknown = set(overrides) - set(cfg)
+        if unknown:  # a typo in a family's variant table fails at import, not as a silently ignored key
+            raise TypeError(f"variant {name}: unknown config keys {sorted(unknown)}")
+        cfg.update(overrides)
+        return cls(name, description, cfg)
+
 
 @dataclass
 class Family:

@@ -16,7 +16,6 @@ checkpoints in ``weights.py``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,10 +52,7 @@ class BlitzMaskConfig:
 
 
 def _variant(name: str, description: str, **overrides: Any) -> Variant:
-    """A variant with its complete default configuration (so ``model_cfg`` records all of it)."""
-    cfg = dataclasses.asdict(BlitzMaskConfig())
-    cfg.update(overrides)
-    return Variant(name, description, cfg)
+    return Variant.with_defaults(BlitzMaskConfig(), name, description, **overrides)
 
 
 _LITE = tuple(

@@ -17,7 +17,6 @@ three prefixes (``weights.py``).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,10 +61,7 @@ class FastInstConfig:
 
 
 def _variant(name: str, description: str, **overrides: Any) -> Variant:
-    """A variant with its complete default configuration (so ``model_cfg`` records all of it)."""
-    cfg = dataclasses.asdict(FastInstConfig())
-    cfg.update(overrides)
-    return Variant(name, description, cfg)
+    return Variant.with_defaults(FastInstConfig(), name, description, **overrides)
 
 
 FAMILY = register_family(Family(

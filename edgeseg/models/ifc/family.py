@@ -17,7 +17,6 @@ the training objective in ``loss.py``, the official-checkpoint key map in ``weig
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,9 +57,7 @@ class IFCConfig:
 
 
 def _variant(name: str, description: str, **overrides: Any) -> Variant:
-    cfg = dataclasses.asdict(IFCConfig())
-    cfg.update(overrides)
-    return Variant(name, description, cfg)
+    return Variant.with_defaults(IFCConfig(), name, description, **overrides)
 
 
 FAMILY = register_family(Family(

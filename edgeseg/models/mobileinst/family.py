@@ -9,7 +9,6 @@ the video strategy is ``edgeseg.track.kernel_reuse``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +45,7 @@ class MobileInstConfig:
 
 
 def _variant(name: str, description: str, **overrides: Any) -> Variant:
-    """A variant with its complete default configuration (so ``model_cfg`` records all of it)."""
-    cfg = dataclasses.asdict(MobileInstConfig())
-    cfg.update(overrides)
-    return Variant(name, description, cfg)
+    return Variant.with_defaults(MobileInstConfig(), name, description, **overrides)
 
 
 FAMILY = register_family(Family(

@@ -22,7 +22,6 @@ in ``weights.py``, the video strategy in ``video.py``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,9 +77,7 @@ class YolactEdgeConfig:
 
 
 def _variant(name: str, description: str, **overrides: Any) -> Variant:
-    cfg = dataclasses.asdict(YolactEdgeConfig())
-    cfg.update(overrides)
-    return Variant(name, description, cfg)
+    return Variant.with_defaults(YolactEdgeConfig(), name, description, **overrides)
 
 
 FAMILY = register_family(Family(
