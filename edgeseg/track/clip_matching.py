@@ -446,14 +446,12 @@ class ClipMatching:
     @staticmethod
     def open(artifact: str | os.PathLike, *, backend: str | None = None, threads: int = 1,
              max_interval: int = 1, make_missing: bool = True, numerics: str = "fused") -> ClipMatchingSession:
-        from edgeseg.export.manifest import Manifest, input_spec_of
+        from edgeseg.export.manifest import input_spec_of
         from edgeseg.runtimes.base import load_runtime
 
-        p = Path(artifact)
-        if not p.exists():
-            raise EdgesegError(f"artifact {p} does not exist", "export one with `edgeseg export MODEL -o DIR`")
-        manifest = Manifest.load(p)
-        folder = p if p.is_dir() else p.parent
+        from edgeseg.track.strategy import open_artifact
+
+        p, manifest, folder = open_artifact(artifact)
         graph = _clip_graph(manifest, None if p.is_dir() else p.name)
         spec = input_spec_of(manifest)
         if not spec.is_clip:

@@ -443,11 +443,9 @@ def open_video_runtimes(artifact: str | os.PathLike, backend: str | None = None,
     from edgeseg.export.manifest import Manifest
     from edgeseg.runtimes.base import load_runtime
 
-    p = Path(artifact)
-    if not p.exists():
-        raise EdgesegError(f"artifact {p} does not exist", "export one with `edgeseg export MODEL -o DIR`")
-    manifest = Manifest.load(p)
-    folder = p if p.is_dir() else p.parent
+    from edgeseg.track.strategy import open_artifact
+
+    p, manifest, folder = open_artifact(artifact)
     frame_file, features_file = pick_video_graphs(manifest, None if p.is_dir() else p.name)
     made = None
     if features_file is None and reuse > 1:

@@ -51,15 +51,22 @@ class VideoSession(Protocol):
     def close(self) -> None: ...
 
 
-def strategy_for(artifact: str | os.PathLike):
-    """The video strategy of the family an artifact belongs to (from its manifest)."""
+def open_artifact(artifact: str | os.PathLike):
+    """``(path, manifest, folder)`` of an artifact folder, or of a graph file in one: how
+    every strategy's ``open`` starts (one existence check, one error text)."""
     from edgeseg.export.manifest import Manifest
-    from edgeseg.models.registry import family, family_of_model
 
     p = Path(artifact)
     if not p.exists():
         raise EdgesegError(f"artifact {p} does not exist", "export one with `edgeseg export MODEL -o DIR`")
-    manifest = Manifest.load(p)
+    return p, Manifest.load(p), (p if p.is_dir() else p.parent)
+
+
+def strategy_for(artifact: str | os.PathLike):
+    """The video strategy of the family an artifact belongs to (from its manifest)."""
+    from edgeseg.models.registry import family, family_of_model
+
+    _, manifest, _ = open_artifact(artifact)
     fam = family(manifest.family) if manifest.family else family_of_model(manifest.model)
     if fam is None:
         raise EdgesegError(f"{manifest.model} is not a zoo model, so no video strategy is known for it",

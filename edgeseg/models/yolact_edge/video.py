@@ -316,11 +316,9 @@ class FeatureWarp:
         from edgeseg.export.manifest import Manifest
         from edgeseg.runtimes.base import load_runtime
 
-        p = Path(artifact)
-        if not p.exists():
-            raise EdgesegError(f"artifact {p} does not exist", "export one with `edgeseg export MODEL -o DIR`")
-        manifest = Manifest.load(p)
-        folder = p if p.is_dir() else p.parent
+        from edgeseg.track.strategy import open_artifact
+
+        p, manifest, folder = open_artifact(artifact)
         frame_file, graphs = pick_warp_graphs(manifest, None if p.is_dir() else p.name)
         notes: list[str] = []
         needed = ("key",) if max_interval <= 1 else ROLES
