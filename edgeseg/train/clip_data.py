@@ -24,7 +24,7 @@ import torch
 from edgeseg.data.preprocess import InputSpec, preprocess
 from edgeseg.data.ytvis import YtvisDataset
 from edgeseg.errors import EdgesegError
-from edgeseg.train.data import AugmentConfig, _place, _resize
+from edgeseg.train.data import AugmentConfig, EpochOrder, _place, _resize
 
 
 def check_trainable_videos(dataset: YtvisDataset, clip_length: int) -> None:
@@ -55,7 +55,7 @@ def _track_masks(track, frames: list[int], height: int, width: int) -> np.ndarra
     return out
 
 
-class ClipTrainData:
+class ClipTrainData(EpochOrder):
     """A YouTube-VIS dataset served as augmented batches of clips for iteration ``i``."""
 
     def __init__(self, dataset: YtvisDataset, spec: InputSpec, clip_length: int,
@@ -75,17 +75,7 @@ class ClipTrainData:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    # ---------------------------------------------------------------- order
-    def indices(self, iteration: int, batch_size: int) -> list[int]:
-        """Video indices of batch ``iteration``: epochs are seeded permutations, concatenated."""
-        n = len(self.dataset)
-        out = []
-        for k in range(iteration * batch_size, (iteration + 1) * batch_size):
-            epoch, pos = divmod(k, n)
-            perm = np.random.default_rng([self.seed, 0, epoch]).permutation(n)
-            out.append(int(perm[pos]))
-        return out
-
+    # ---------------------------------------------------------------- order (EpochOrder.indices: video indices)
     def frame_indices(self, length: int, rng: np.random.Generator | None) -> list[int]:
         """T frame indices of a video of ``length`` frames (repeating the last ones when the
         video is shorter than the clip); the first T frames without ``rng``."""

@@ -104,7 +104,28 @@ def _place(x: torch.Tensor, out_hw: tuple[int, int], top: int, left: int) -> tor
     return out
 
 
-class TrainData:
+class EpochOrder:
+    """The sample order of a training set (``self.dataset``, ``self.seed``): epochs are seeded
+    permutations, concatenated, so batch ``iteration`` is the same on a resumed run."""
+
+    def indices(self, iteration: int, batch_size: int) -> list[int]:
+        """Dataset indices of batch ``iteration``."""
+        n = len(self.dataset)
+        out = []
+        for k in range(iteration * batch_size, (iteration + 1) * batch_size):
+            epoch, pos = divmod(k, n)
+            out.append(int(self._permutation(epoch)[pos]))
+        return out
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        cache = getattr(self, "_perm_cache", None)
+        if cache is None or cache[0] != epoch:
+            cache = (epoch, np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.dataset)))
+            self._perm_cache = cache
+        return cache[1]
+
+
+class TrainData(EpochOrder):
     """A COCO dataset served as augmented batches for iteration ``i``."""
 
     def __init__(self, dataset: CocoDataset, spec: InputSpec, augment: AugmentConfig | None = None,
@@ -119,23 +140,6 @@ class TrainData:
 
     def __len__(self) -> int:
         return len(self.dataset)
-
-    # ---------------------------------------------------------------- order
-    def indices(self, iteration: int, batch_size: int) -> list[int]:
-        """Dataset indices of batch ``iteration``: epochs are seeded permutations, concatenated."""
-        n = len(self.dataset)
-        out = []
-        for k in range(iteration * batch_size, (iteration + 1) * batch_size):
-            epoch, pos = divmod(k, n)
-            out.append(int(self._permutation(epoch)[pos]))
-        return out
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        cache = getattr(self, "_perm_cache", None)
-        if cache is None or cache[0] != epoch:
-            cache = (epoch, np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.dataset)))
-            self._perm_cache = cache
-        return cache[1]
 
     # ---------------------------------------------------------------- samples
     def sample(self, index: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
