@@ -26,6 +26,9 @@ import tempfile
 from pathlib import Path
 
 
+FORMAT = "edgeseg-search-vs-sweep"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", help="zoo model name, checkpoint or edgeseg export folder")
@@ -59,6 +62,14 @@ def main(argv=None) -> int:
     work = Path(a.work or tempfile.mkdtemp(prefix="search_vs_sweep_"))
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
 
+    if a.output and Path(a.output).exists():
+        # Replace only a report this script wrote; anything else at -o is the user's.
+        try:
+            ours = json.loads(Path(a.output).read_text()).get("format") == FORMAT
+        except (ValueError, AttributeError, OSError):
+            ours = False
+        if not ours:
+            raise SystemExit(f"{a.output} exists and is not a report of this script: pass another -o")
     data = json.loads(Path(a.sensitivity).read_text())
     if data.get("format") != "edgeseg-sensitivity":
         raise SystemExit(f"{a.sensitivity} is not an `edgeseg sensitivity` report (sensitivity.json)")
@@ -148,7 +159,7 @@ def main(argv=None) -> int:
     if a.output:
         from edgeseg.utils import atomic
 
-        atomic.write_json(a.output, {"model": report.model, "host_isa": host_isa().summary(),
+        atomic.write_json(a.output, {"format": FORMAT, "model": report.model, "host_isa": host_isa().summary(),
                                      "clock": a.clock, "max_ap_drop": a.max_ap_drop, "evaluations": {
                                          "sweep": sweep_evaluations, "screening": screening,
                                          "search": report.search_evaluations},
