@@ -170,3 +170,38 @@ class TransformerDecoderLayer(nn.Module):
         queries = self.cross_attn(queries, query_pos, memory, memory_pos)
         queries = self.self_attn(queries, query_pos)
         return self.ffn(queries)
+
+
+class PackedAttention(nn.Module):
+    """Batch-first multi-head attention with ``nn.MultiheadAttention``'s parameter names
+    (``in_proj_weight`` / ``in_proj_bias`` / ``out_proj``: the official FastInst and IFC
+    checkpoints' layout), written out in MatMul / Softmax(-1), with an optional additive
+    bias ``[B, 1, Nq, Nk]`` (masked attention)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
+        self.dim, self.num_heads = dim, num_heads
+        self.head_dim = dim // num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def _heads(self, x: torch.Tensor, part: int) -> torch.Tensor:
+        d = self.dim
+        y = F.linear(x, self.in_proj_weight[part * d:(part + 1) * d], self.in_proj_bias[part * d:(part + 1) * d])
+        b, n, _ = y.shape
+        return y.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)   # [B, h, n, hd]
+
+    def forward(self, query, key, value, bias: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, _ = query.shape
+        q = self._heads(query, 0) * (self.head_dim ** -0.5)
+        k, v = self._heads(key, 1), self._heads(value, 2)
+        logits = torch.matmul(q, k.transpose(-2, -1))
+        if bias is not None:
+            logits = logits + bias
+        out = torch.matmul(logits.softmax(-1), v).transpose(1, 2).reshape(b, n, self.dim)
+        return self.out_proj(out)

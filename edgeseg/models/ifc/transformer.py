@@ -17,38 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeseg.models.layers import PortableLayerNorm
-
-
-class PackedAttention(nn.Module):
-    """Multi-head attention with ``nn.MultiheadAttention``'s parameters (batch-first)."""
-
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
-        self.out_proj = nn.Linear(dim, dim)
-        nn.init.xavier_uniform_(self.in_proj_weight)
-        nn.init.zeros_(self.out_proj.bias)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        return x.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        b, n, c = query.shape
-        wq, wk, wv = self.in_proj_weight.chunk(3)
-        bq, bk, bv = self.in_proj_bias.chunk(3)
-        q = self._heads(F.linear(query, wq, bq)) * (self.head_dim ** -0.5)
-        k = self._heads(F.linear(key, wk, bk))
-        v = self._heads(F.linear(value, wv, bv))
-        attn = torch.matmul(q, k.transpose(-2, -1)).softmax(dim=-1)
-        out = torch.matmul(attn, v).transpose(1, 2).reshape(b, n, c)
-        return self.out_proj(out)
+from edgeseg.models.layers import PackedAttention, PortableLayerNorm
 
 
 def _with_pos(x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
