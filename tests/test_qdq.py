@@ -160,6 +160,7 @@ def test_weights_are_per_channel_symmetric_on_the_output_axis(art):
     q, _ = quantize_model(src, plan("int8"), table, activation_dtype="int8")
     inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
     orig = {t.name: numpy_helper.to_array(t) for t in src.graph.initializer}
+    src_weight = {n.name: n.input[1] for n in src.graph.node if len(n.input) > 1}
     producer = {o: n for n in q.graph.node for o in n.output}
     checked = 0
     for n in q.graph.node:
@@ -170,8 +171,7 @@ def test_weights_are_per_channel_symmetric_on_the_output_axis(art):
             continue  # activation input (attention MatMul)
         wq, scale = inits[dq.input[0]], inits[dq.input[1]]
         axis = next(a.i for a in dq.attribute if a.name == "axis")
-        name = dq.input[0][: -len("_quantized")]
-        w = orig[name]
+        w = orig[src_weight[n.name]]  # the node keeps its name; its weight is renamed
         expected_axis = {"Conv": 0, "Gemm": 0, "MatMul": 1}[n.op_type]  # Gemm here has transB=1
         assert axis == expected_axis, n.name
         assert np.abs(wq).max() == 127 and wq.min() >= -127
@@ -201,7 +201,8 @@ def test_uint8_and_int8_activations_differ_only_on_nonnegative_ranges(art):
     q8 = quantize_model(src, plan("int8"), table, activation_dtype="int8")[0]
     qu8 = quantize_model(src, plan("int8"), table, activation_dtype="uint8")[0]
     assert [n.op_type for n in q8.graph.node] == [n.op_type for n in qu8.graph.node]  # same placement
-    zps = {int(numpy_helper.to_array(t)) for t in qu8.graph.initializer if t.name.endswith("_zero_point")
+    zp_names = {n.input[2] for n in qu8.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    zps = {int(numpy_helper.to_array(t)) for t in qu8.graph.initializer if t.name in zp_names
            and t.data_type == TensorProto.UINT8}
     assert zps == {0, 128}
     converted = to_int8_activations(qu8)[0]
@@ -350,3 +351,33 @@ def test_cli_quantize_bad_plan_fails_without_output(tmp_path):
 def test_cli_quantize_help_shows_an_example():
     res = _cli(["quantize", "--help"])
     assert res.exit_code == 0 and "Examples:" in res.output and "--plan" in res.output
+
+
+def test_added_names_are_short_and_source_names_stay(art):
+    """What the quantizer adds is named briefly (half a small int8 file was names), while
+    every source node and tensor name that tables and reports key on is unchanged."""
+    model_path, folder, table = art
+    src = onnx.load(model_path)
+    q, _ = quantize_model(src, plan("int8"), table)
+    src_nodes = {n.name for n in src.graph.node if n.op_type != "Constant"}
+    src_outputs = {o for n in src.graph.node if n.op_type != "Constant" for o in n.output}
+    q_nodes = {n.name: n for n in q.graph.node}
+    assert src_nodes <= set(q_nodes)
+    assert src_outputs <= {o for n in q.graph.node for o in n.output}
+    added = [n for n in q.graph.node if n.name not in {m.name for m in src.graph.node}]
+    assert added and all(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in added)
+    scopes = {n.name.rsplit("/", 1)[0] + "/" for n in src.graph.node if "/" in n.name}
+    for n in added:
+        scope, _, stem = n.name.rpartition("/")
+        assert stem.rstrip("0123456789") in ("Q", "DQ"), n.name
+        assert not scope or scope + "/" in scopes, n.name  # placed in a module scope of the source
+        assert all(len(x) <= 6 for x in list(n.output) + list(n.input[1:])), n.name
+    # identical added constants (every activation zero point of one type) are stored once
+    qdq = [n for n in q.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    contents = [(a.dtype.str, a.shape, a.tobytes()) for name, a in inits.items() if name in {n.input[2] for n in qdq}]
+    assert len(contents) == len(set(contents))
+    assert len({n.input[2] for n in qdq if inits[n.input[2]].ndim == 0}) <= 2  # uint8 128 and uint8 0
+    x = sample_input(folder, model_path)
+    ref = quantize_model(src, plan("int8"), table)[0]
+    np.testing.assert_array_equal(run(q, x)["masks"], run(ref, x)["masks"])  # deterministic, runs

@@ -99,11 +99,19 @@ def test_quantized_files_are_smaller_than_fp32(spec, at_most):
     # Weights are stored as what they run as: int8 (int32 biases), float16, never both.
     dtypes = {t.name: t.data_type for t in q.graph.initializer}
     if spec == "int8":
-        assert dtypes["w1_quantized"] == TensorProto.INT8 and dtypes["b1_quantized"] == TensorProto.INT32
+        assert dtypes[stored(q, "conv1", 1)] == TensorProto.INT8 and dtypes[stored(q, "conv1", 2)] == TensorProto.INT32
         assert "w1" not in dtypes and "w3" not in dtypes
         assert not [n for n in q.graph.node if n.op_type == "Constant"]  # the neck's weight Constant is gone
     if spec == "*=fp16":
-        assert dtypes["w1_fp16"] == TensorProto.FLOAT16 and "w1" not in dtypes
+        assert dtypes[stored(q, "conv1", 1)] == TensorProto.FLOAT16 and "w1" not in dtypes
+
+
+def stored(model, node_name: str, slot: int) -> str:
+    """The initializer a node's input holds: itself, or what its DequantizeLinear reads."""
+    node = next(n for n in model.graph.node if n.name == node_name)
+    name = node.input[slot]
+    producer = {o: n for n in model.graph.node for o in n.output}
+    return producer[name].input[0] if name in producer else name
 
 
 def test_the_tiny_test_model_keeps_no_float_originals(tmp_path):
@@ -131,7 +139,8 @@ def test_the_tiny_test_model_keeps_no_float_originals(tmp_path):
 def test_a_weight_still_read_elsewhere_is_kept():
     q, _ = quantize(wide_model(shared_weight=True), "backbone=int8,neck=fp32,head=fp32")
     names = {t.name for t in q.graph.initializer}
-    assert {"w1", "w1_quantized"} <= names  # the fp32 head still reads the float weight
+    assert "w1" in names and stored(q, "conv1", 1) in names  # the fp32 head still reads the float weight
+    assert stored(q, "conv1", 1) != "w1"  # conv1 reads the int8 copy
     assert unused_initializers(q) == []
 
 

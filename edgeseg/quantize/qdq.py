@@ -690,6 +690,11 @@ def quantize_model(model, plan: PrecisionPlan, table: CalibrationTable | None,
             m = onnx.shape_inference.infer_shapes(m)
         except Exception:  # annotations are optional; ORT infers what it needs
             pass
+    # Names of what was added, shortened (half the file of a small int8 network was names).
+    from edgeseg.quantize.names import compact_added_names
+
+    source_tensors = {t.name for t in model.graph.initializer} | {o for n in model.graph.node for o in n.output}
+    compact_added_names(m, source_tensors, {n.name for n in model.graph.node})
     return m, report
 
 
