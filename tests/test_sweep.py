@@ -455,3 +455,16 @@ def test_sweep_says_when_calib_num_exceeds_the_folder(tiny_sweep, tmp_path):
     rep = load_sweep(tmp_path / "rep" / "sweep.json")
     assert rep.calibration["num_images"] == n and rep.calibration["num_requested"] == 50
     assert "(--calib-num 50: the folder holds no more)" in (tmp_path / "rep" / "sweep.md").read_text()
+
+
+def test_clock_cpu_reaches_every_target_and_a_bad_clock_is_refused(tmp_path):
+    """--clock cpu: every plan timed with the process's CPU time (a shared machine's waits
+    left out), recorded in the runtime facts the report prints."""
+    from edgeseg.quantize.sweep_latency import LatencySettings, measure_interleaved
+    from tests.quant_models import make_model
+
+    model = make_model(tmp_path / "m")
+    run = measure_interleaved({"A": model, "B": model}, LatencySettings(runs=2, warmup=0, repeats=1, clock="cpu"))
+    assert "process_time_ns" in run.runtime["timer"] and run.stats["B"].n == 2
+    with pytest.raises(EdgesegError, match="unknown clock 'gpu'"):
+        LatencySettings(clock="gpu").validate()

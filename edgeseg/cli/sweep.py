@@ -90,6 +90,9 @@ def print_table(report) -> None:
               help="Interleaved rounds the runs are split into (every round times every plan; "
                    "default: 10, or --runs if fewer).")
 @click.option("--core", type=int, default=None, help="CPU core to pin to (default: the fastest).")
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="Host latency as elapsed time per run, or as this process's CPU time per run (on a machine "
+                   "other jobs share, CPU time leaves out the waits for the core).")
 @click.option("--target", "target_spec", default=None,
               help="Measure latency on a device: adb[:SERIAL] (phone) or ssh://user@host[:port] (Jetson). "
                    "AP stays a host measurement with the target's numerics unless --ap-from device.")
@@ -122,7 +125,7 @@ def print_table(report) -> None:
               default=Path("reports"), show_default=True, help="Report folder.")
 @click.option("--overwrite", is_flag=True,
               help="Write into non-empty -o / --work-dir folders that no sweep made (files there are kept).")
-def sweep(source, calib, dataset_json, images_dir, plans, backend, runs, warmup, repeats, core, target_spec,
+def sweep(source, calib, dataset_json, images_dir, plans, backend, runs, warmup, repeats, core, clock, target_spec,
           runner_bin, device_artifact, ap_from, device_python, trt_options, device_timeout, limit, eval_threads, calib_num,
           calib_method, numerics, max_ap_drop, work_dir, out_dir, overwrite) -> None:
     """Build every precision plan of ARTIFACT_OR_MODEL from one calibration, measure its mask
@@ -166,6 +169,7 @@ def sweep(source, calib, dataset_json, images_dir, plans, backend, runs, warmup,
                              calib_method=calib_method, calib_num=calib_num, max_ap_drop=max_ap_drop, device=device,
                              numerics=numerics,
                              latency=LatencySettings(runs=runs, warmup=warmup, core=None if device else core,
+                                                     clock=clock,
                                                      repeats=repeats if repeats is not None else max(1, min(10, runs))))
     report = run_sweep(source, dataset_json, images_dir, calib, work_dir or out_dir / "work", settings,
                        progress=lambda msg: click.echo(msg, err=True), overwrite=overwrite)

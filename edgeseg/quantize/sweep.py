@@ -311,6 +311,9 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
     _check_backend(settings.backend)
     check_numerics(settings.numerics)
     settings.latency.validate()
+    if settings.device is not None and settings.latency.clock != "wall":
+        raise EdgesegError("--clock cpu times runs on this machine, not on a --target device",
+                           "drop --clock (the device's own tool reports its latency)")
     if settings.limit is not None and settings.limit < 1:
         raise EdgesegError(f"--limit must be at least 1, got {settings.limit}", "drop --limit to evaluate every image")
     if settings.max_ap_drop is not None and settings.max_ap_drop < 0:
@@ -446,7 +449,7 @@ def run_sweep(source: str | os.PathLike, dataset_json: str | os.PathLike, images
                  "limit": settings.limit},
         backend=settings.backend,
         latency={"runs": lat.runs, "warmup": lat.warmup, "repeats": lat.repeats, "rewarm": lat.rewarm,
-                 "interleaved": True, "core": timing.runtime.get("core"),
+                 "clock": lat.clock, "interleaved": True, "core": timing.runtime.get("core"),
                  "threads": timing.runtime.get("threads_intra_op", 1), "runtime": timing.runtime,
                  "device_before": timing.device_before, "device_after": timing.device_after,
                  "target": settings.device.target if settings.device is not None else "local",

@@ -13,6 +13,7 @@ runs before each block refill the caches the other plans evicted.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,12 +29,19 @@ class LatencySettings:
     repeats: int = 10  # interleaved rounds (many short ones cancel drift best; see tests)
     rewarm: int = 2  # untimed runs before every later block (caches)
     core: int | None = None  # None: the fastest core this process may use
+    # "wall": elapsed time per run; "cpu": this process's CPU time per run, which a shared
+    # machine does not inflate with the time the run waited for the core (host runs only).
+    clock: str = "wall"
 
     def validate(self) -> None:
         if self.runs < 1:
             raise EdgesegError(f"--runs must be at least 1 (got {self.runs})", "e.g. --runs 50")
         if self.warmup < 0:
             raise EdgesegError(f"--warmup cannot be negative (got {self.warmup})", "e.g. --warmup 10")
+        from edgeseg.benchmark.targets.local import CLOCKS
+
+        if self.clock not in CLOCKS:
+            raise EdgesegError(f"unknown clock {self.clock!r}", f"use one of: {', '.join(CLOCKS)}")
         if not 1 <= self.repeats <= self.runs:
             raise EdgesegError(f"--repeats must be between 1 and --runs ({self.runs}), got {self.repeats}",
                                "e.g. --runs 50 --repeats 5 (five interleaved rounds of ten runs per plan)")
@@ -64,7 +72,7 @@ def measure_interleaved(files: dict[str, Path], settings: LatencySettings, backe
     settings.validate()
     if not files:
         raise EdgesegError("no models to time", "give the sweep at least one plan")
-    factory = target_factory or LocalTarget
+    factory = target_factory or functools.partial(LocalTarget, clock=settings.clock)
     core = default_core() if settings.core is None else settings.core
     keys = list(files)
     samples: dict[str, list[LatencyStats]] = {k: [] for k in keys}

@@ -252,8 +252,9 @@ def render_markdown(report: SweepReport) -> str:
     lines = [f"# Precision sweep: {report.model.get('name', '?')}", ""]
     size = report.model.get("input_size")
     target = report.latency.get("target") or "local"
+    per_run = "process CPU time per run" if report.latency.get("clock") == "cpu" else "runs"
     where = (f"one pinned core (#{report.latency.get('core')}), {report.latency.get('threads', 1)} thread, "
-             f"p50 of {ref.runs} runs per plan") if target == "local" else \
+             f"p50 of {ref.runs} {per_run} per plan") if target == "local" else \
         (f"latency on **{target}**, median of {ref.runs} {report.latency.get('statistic', 'runs')} per plan")
     facts = [f"backend **{report.backend}**",
              f"input {size[0]}x{size[1]}" if size else None,
