@@ -1,8 +1,8 @@
 """File size of the fp32 / fp16 / int8 / mixed ONNX artifacts of one model, and the ratio to fp32.
 
-Users expect a quantized model to be smaller than the float one. Sizes do not depend on
-the weights' values or the calibration ranges, so the model is exported with random
-weights and the int8 plans use a stand-in calibration table (every float tensor amax 1):
+Users expect a quantized model to be smaller than the float one. Sizes barely depend on
+the weights' values and not on the calibration ranges, so the model is exported with random
+weights (or ``--weights``) and the int8 plans use a stand-in table (a distinct amax per tensor):
 what is measured is what the quantizer stores (int8 weights, fp16 weights, int32 biases,
 scales) and that it stores nothing else (no unused initializers).
 
@@ -11,6 +11,7 @@ Targets (issue 12): int8 <= 0.30x and fp16 <= 0.52x of fp32.
     python benchmarks/artifact_sizes.py                       # mobileinst_topformer at 640
     python benchmarks/artifact_sizes.py --input-size 320 --dir out/sizes320
     python benchmarks/artifact_sizes.py --graph features      # the features graph (video)
+    python benchmarks/artifact_sizes.py --model mobileinst_topformer_synth --input-size 256 --weights zoo
 
 Prints one table; exits 1 when a target is missed or a file keeps unused initializers.
 """
@@ -58,6 +59,9 @@ def main() -> int:
     ap.add_argument("--input-size", type=int, default=640)
     ap.add_argument("--dir", default=None, help="export folder (default out/sizes_<model>_<size>; reused if present)")
     ap.add_argument("--graph", choices=["frame", "features"], default="frame")
+    ap.add_argument("--weights", default=None,
+                    help="'zoo' or a checkpoint: trained weights (random ones have equal zero biases, which the "
+                         "writer stores once, so they read a little smaller)")
     args = ap.parse_args()
 
     import onnx
@@ -68,12 +72,13 @@ def main() -> int:
     folder = Path(args.dir or f"out/sizes_{args.model}_{args.input_size}")
     fp32_name = f"{args.model}.onnx" if args.graph == "frame" else f"{args.model}.features.onnx"
     if not (folder / fp32_name).exists():
+        from edgeseg.cli.export import build_model
         from edgeseg.export.onnx import export_onnx
-        from edgeseg.models import create_model
 
-        print(f"exporting {args.model} at {args.input_size} (random weights) to {folder} ...", file=sys.stderr)
-        model = create_model(args.model, input_size=(args.input_size, args.input_size)).eval()
-        export_onnx(model, folder)
+        print(f"exporting {args.model} at {args.input_size} ({args.weights or 'random'} weights) to {folder} ...",
+              file=sys.stderr)
+        model, _ = build_model(args.model, str(args.input_size), None, args.weights)
+        export_onnx(model.eval(), folder)
     manifest = Manifest.load(folder)
     src_path = folder / fp32_name
     src = onnx.load(os.fspath(src_path))
