@@ -13,6 +13,7 @@ import shlex
 import pytest
 
 from edgeseg.models.pretrained import ZOO_DIR, zoo_checkpoints
+from tests.zoo_checks import remeasure_val_ap
 
 NAME = "blitzmask_mobilenetv2_synth"
 RECORD = ZOO_DIR / f"{NAME}.json"
@@ -52,15 +53,4 @@ def test_the_record_holds_the_reproduce_commands(record):
 
 @pytest.mark.slow
 def test_its_val_ap_is_what_the_record_says(record, tmp_path):
-    from edgeseg.data.synthetic import SynthConfig, generate
-    from edgeseg.eval.coco import evaluate_artifact
-
-    generate(tmp_path / "shapes", SynthConfig(train=0, val=record["data"]["val"], videos=0, val_videos=0,
-                                              seed=record["data"]["seed"]))
-    coco = tmp_path / "shapes" / "coco"
-    result = evaluate_artifact(zoo_checkpoints()[NAME], coco / "annotations" / "val.json", coco / "val",
-                               threads=1)
-    assert result.images == record["data"]["val"]
-    for k in ("AP", "AP50", "AP75"):
-        assert result.metrics[k] == pytest.approx(record["val"]["torch"][k], abs=0.5), k
-    assert result.metrics["AP"] >= 40.0
+    remeasure_val_ap(NAME, record, tmp_path)  # >= 40, the bar
