@@ -132,7 +132,8 @@ def _check_single_outputs(input_path, artifact, output, overlay, overwrite):
 
 def _single(input_path, artifact, strategy, interval, options, output, overlay, video_id, backend, threads,
             owned=(), numerics="fused") -> None:
-    from edgeseg.track.pipeline import blas_threads, track_video
+    from edgeseg.track.pipeline import track_video
+    from edgeseg.utils.blas import blas_threads
     from edgeseg.track.results import check_results, video_results
     from edgeseg.track.video_io import OverlayWriter, open_frames
     from edgeseg.utils import atomic

@@ -201,21 +201,25 @@ class EvalResult:
 
 def predict_dataset(run: Callable[[np.ndarray], dict[str, np.ndarray]], dataset: CocoDataset, spec,
                     postprocess: Callable[[dict[str, np.ndarray], tuple[int, int]], list[Any]],
-                    images: Sequence[Any] | None = None, description: str = "evaluating") -> dict[int, list[Any]]:
+                    images: Sequence[Any] | None = None, description: str = "evaluating",
+                    threads: int = 1) -> dict[int, list[Any]]:
     """Image id -> detections, for any way of running a model.
 
     ``run`` maps the preprocessed input tensor (``spec``: an ``InputSpec``) to the output
     dict; a runtime, or during training a closure around the PyTorch module, so the
-    trainer measures AP exactly as ``edgeseg eval`` does.
+    trainer measures AP exactly as ``edgeseg eval`` does. Decoding uses at most
+    ``threads`` BLAS threads, as the model run does.
     """
     from edgeseg.data.preprocess import preprocess
+    from edgeseg.utils.blas import blas_threads
     from edgeseg.utils.progress import track
 
     images = list(images) if images is not None else dataset.images
     detections: dict[int, list[Any]] = {}
-    for im in track(images, description, total=len(images)):
-        outputs = run(preprocess(dataset.load_image(im), spec))
-        detections[im.id] = list(postprocess(outputs, (im.height, im.width)))
+    with blas_threads(threads):
+        for im in track(images, description, total=len(images)):
+            outputs = run(preprocess(dataset.load_image(im), spec))
+            detections[im.id] = list(postprocess(outputs, (im.height, im.width)))
     return detections
 
 
@@ -272,7 +276,7 @@ def evaluate_artifact(artifact_path: str | os.PathLike, dataset_json: str | os.P
         if input_name not in names and len(names) == 1:
             input_name = names[0]  # converters (TFLite) may rename the input
         detections = predict_dataset(lambda x: runtime.run({input_name: x}), dataset, spec, postprocess,
-                                     images)
+                                     images, threads=threads)
         backend_name = runtime.backend
         numerics_used = runtime.numerics
     figures = evaluate_detections(dataset, detections, box=box, image_ids=[im.id for im in images])

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
@@ -43,17 +42,3 @@ def track_video(tracker: KernelReuseTracker, frames: Iterable[np.ndarray], *, to
     if delayed and tracker.frame_index:
         draw(tracker.flush())
     return tracker.finish()
-
-
-@contextlib.contextmanager
-def blas_threads(n: int = 1) -> Iterator[None]:
-    """Run the host work with at most ``n`` BLAS threads (numpy's matrix products).
-
-    The tracker's host side stands in for one phone core. OpenBLAS starts one thread per
-    core by default; pinned to a single core those threads take turns on it, and the
-    mask products measured 5-8x slower than with one thread.
-    """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=max(1, int(n)), user_api="blas"):
-        yield

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgeseg.errors import EdgesegError
 from edgeseg.track.kernel_reuse import TrackerConfig
-from edgeseg.track.pipeline import blas_threads
+from edgeseg.utils.blas import blas_threads
 from edgeseg.track.results import label_to_category, video_results
 
 WARMUP_RUNS = 3  # per graph, before any timed frame: first runs allocate and tune
