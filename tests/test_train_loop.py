@@ -68,6 +68,44 @@ def test_resume_continues_exactly_where_the_run_stopped(shapes, tmp_path):
         assert torch.allclose(wf[k].float(), wr[k].float(), atol=1e-5), k
 
 
+def test_ema_saves_the_running_average_and_resumes_it(shapes, tmp_path):
+    """--ema: the checkpoint holds the average of the weights along the run (not the last
+    raw weights), and a resumed run continues the same average."""
+    from safetensors.torch import load_file
+
+    from edgeseg.train.state import state_path
+
+    const = dict(min_lr_ratio=1.0, augment=AugmentConfig(), ema=0.5)
+    train(_cfg(shapes, tmp_path / "full.safetensors", iters=4, **const))
+    saved, _ = read_state_dict(tmp_path / "full.safetensors")
+    state = load_file(str(state_path(tmp_path / "full.safetensors")))
+    raw = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    avg = {k[len("ema."):]: v for k, v in state.items() if k.startswith("ema.")}
+    floats = [k for k in saved if saved[k].is_floating_point() and k in raw]
+    assert floats and all(torch.equal(saved[k], avg[k]) for k in floats)
+    assert any(not torch.allclose(saved[k], raw[k]) for k in floats)  # the average, not the last step
+    train(_cfg(shapes, tmp_path / "part.safetensors", iters=2, **const))
+    train(_cfg(shapes, tmp_path / "part.safetensors", iters=4, resume=True, **const))
+    part, _ = read_state_dict(tmp_path / "part.safetensors")
+    for k in floats:
+        assert torch.allclose(saved[k], part[k], atol=1e-5), k
+
+
+def test_weight_average_ramps_up_then_decays():
+    from edgeseg.train.trainer import WeightAverage
+
+    live = torch.nn.BatchNorm1d(2)
+    avg = WeightAverage(live, decay=0.9)
+    with torch.no_grad():
+        live.weight.fill_(3.0)
+        live.num_batches_tracked.fill_(7)
+    avg.update(live, 0)  # d = min(0.9, 1/10): mostly the new weights
+    assert torch.allclose(avg.model.weight, torch.full((2,), 0.1 * 1.0 + 0.9 * 3.0))
+    assert int(avg.model.num_batches_tracked) == 7
+    avg.update(live, 1000)  # d = 0.9
+    assert torch.allclose(avg.model.weight, 0.9 * torch.full((2,), 2.8) + 0.1 * 3.0)
+
+
 def test_resume_without_a_state_says_how_to_start(shapes, tmp_path):
     with pytest.raises(EdgesegError, match="no training state"):
         train(_cfg(shapes, tmp_path / "new.safetensors", resume=True))
@@ -157,6 +195,7 @@ def test_missing_images_are_refused_before_training(shapes, tmp_path):
     ({"batch_size": 1}, "at least 2"),
     ({"iters": 2, "epochs": 1.0}, "both --epochs and --iters"),
     ({"lr": 0.0}, "positive"),
+    ({"ema": 1.0}, "--ema must be in"),
     ({"output": "model.pth"}, ".safetensors"),
     ({"model": "no_such_model"}, "unknown model"),
 ])

@@ -65,6 +65,9 @@ Examples:
 @click.option("--warmup", "warmup_iters", type=int, default=None,
               help="Warm-up iterations (default: 5% of the run, at most 200).")
 @click.option("--clip-grad", type=float, default=1.0, show_default=True, help="Max gradient norm (0: off).")
+@click.option("--ema", type=float, default=0.0, show_default=True,
+              help="Keep an exponential moving average of the weights with this decay (e.g. 0.999) and "
+                   "validate and save it instead of the raw weights (0: off).")
 @click.option("--input-size", default=None, help="N or HEIGHTxWIDTH, multiples of 64 (default: the model's).")
 @click.option("--scale-jitter", default="0.75,1.25", show_default=True,
               help="Random rescale range MIN,MAX before cropping/padding back ('1,1': off).")
@@ -96,7 +99,7 @@ Examples:
               help="Checkpoint to write (.safetensors, with the model's manifest embedded).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing -o file that edgeseg did not write.")
 def train(model_name, train_json, train_images, val_json, val_images, val_interval, freeze, epochs, iters,
-          batch_size, lr, weight_decay, warmup_iters, clip_grad, input_size, scale_jitter, crop, zoom, loss_option,
+          batch_size, lr, weight_decay, warmup_iters, clip_grad, ema, input_size, scale_jitter, crop, zoom, loss_option,
           aux_semantic, weights, threads, seed, val_every, val_limit, save_every, save_fp16, resume, log_every,
           output, overwrite) -> None:
     """Train MODEL (a zoo model whose family has a training objective) on a COCO-format dataset,
@@ -136,7 +139,7 @@ def train(model_name, train_json, train_images, val_json, val_images, val_interv
         model=model_name, train_json=train_json, train_images=train_images, output=output, val_json=val_json,
         val_images=val_images, input_size=parse_input_size(input_size, stride=1) if input_size else None,
         epochs=epochs, iters=iters, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        warmup_iters=warmup_iters, clip_grad=clip_grad, weights=weights, threads=threads, seed=seed,
+        warmup_iters=warmup_iters, clip_grad=clip_grad, ema=ema, weights=weights, threads=threads, seed=seed,
         val_every=val_every, val_limit=val_limit, save_every=save_every, log_every=log_every,
         save_dtype="float16" if save_fp16 else "float32", resume=resume,
         augment=AugmentConfig(scale_min=lo, scale_max=hi, crop=parse_input_size(crop, stride=1) if crop else None,

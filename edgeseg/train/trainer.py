@@ -43,6 +43,9 @@ class TrainConfig:
     warmup_iters: int | None = None            # default: 5% of the run, at most 200
     min_lr_ratio: float = 0.01
     clip_grad: float = 1.0                     # max gradient norm (0 = off)
+    # Exponential moving average of the weights (0 = off): validated and saved instead of
+    # the raw weights, which a small batch leaves noisy at the end of a run.
+    ema: float = 0.0
     weights: str | None = None                 # initial weights (a path, or "zoo")
     threads: int | None = None                 # torch.set_num_threads; default: torch's
     seed: int = 0
@@ -79,6 +82,8 @@ class TrainConfig:
             raise EdgesegError(f"--batch-size must be at least 1, got {self.batch_size}", "use --batch-size 2 or more")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise EdgesegError(f"--lr must be a positive number, got {self.lr}", "e.g. --lr 5e-4")
+        if not 0.0 <= self.ema < 1.0:
+            raise EdgesegError(f"--ema must be in [0, 1), got {self.ema}", "e.g. --ema 0.999 (0: off)")
         if self.threads is not None and self.threads < 1:
             raise EdgesegError(f"--threads must be at least 1, got {self.threads}", "e.g. --threads 2")
         if self.save_dtype not in ("float32", "float16"):
@@ -293,6 +298,35 @@ def _input_size(cfg: TrainConfig, stride: int) -> tuple[int, int] | None:
     return input_size_of(cfg.input_size, stride)
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights (and BatchNorm statistics).
+
+    ``decay`` ramps up as ``(1 + t) / (10 + t)`` over the first iterations (t: the run's
+    iteration, so a resumed run continues the same ramp), so the average does not sit on
+    the initial weights; integer buffers (BatchNorm's batch counters) are copied.
+    """
+
+    def __init__(self, model, decay: float):
+        import copy
+
+        self.decay = float(decay)
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def update(self, model, iteration: int) -> None:
+        import torch
+
+        d = min(self.decay, (1.0 + iteration) / (10.0 + iteration))
+        with torch.no_grad():
+            live = model.state_dict()
+            for name, avg in self.model.state_dict().items():
+                if avg.is_floating_point():
+                    avg.mul_(d).add_(live[name].detach(), alpha=1.0 - d)
+                else:
+                    avg.copy_(live[name])
+
+
 def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.1f}"
 
@@ -364,10 +398,14 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
     _set_train_mode(modules, frozen)
     optimizer = torch.optim.AdamW([g for m in modules.values() for g in _param_groups(m, cfg.weight_decay)],
                                   lr=cfg.lr)
+    ema = WeightAverage(model, cfg.ema) if cfg.ema else None
+    # What is validated and saved: the averaged weights when --ema is on.
+    kept = ema.model if ema is not None else model
+    state_modules = {**modules, "ema": ema.model} if ema is not None else modules
     state_file = state_path(cfg.output)
     start, val_history, seconds_before = 0, [], 0.0
     if cfg.resume:
-        info = load_state(state_file, modules, optimizer)
+        info = load_state(state_file, state_modules, optimizer)
         if info.get("model") != cfg.model:
             raise EdgesegError(f"the training state {state_file.name} is for {info.get('model')}, not {cfg.model}",
                                "resume with the same MODEL, or delete the state file to start over")
@@ -386,15 +424,15 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
                 "config": cfg.to_dict()}
 
     def checkpoint(done: int, seconds: float, val: dict[str, Any] | None) -> None:
-        save_checkpoint(model, cfg.output, record(val, done, seconds), dtype=cfg.save_dtype)
-        save_state(state_file, modules, optimizer, {"model": cfg.model, "iteration": done, "seconds": seconds,
+        save_checkpoint(kept, cfg.output, record(val, done, seconds), dtype=cfg.save_dtype)
+        save_state(state_file, state_modules, optimizer, {"model": cfg.model, "iteration": done, "seconds": seconds,
                                                   "val_history": val_history, "config": cfg.to_dict()})
 
     def validate(done: int) -> dict[str, Any]:
         if clips:
-            figures = evaluate_video_model(model, val_set, cfg.val_limit, cfg.val_interval)
+            figures = evaluate_video_model(kept, val_set, cfg.val_limit, cfg.val_interval)
         else:
-            figures = evaluate_model(model, val_set, cfg.val_limit)
+            figures = evaluate_model(kept, val_set, cfg.val_limit)
         _set_train_mode(modules, frozen)
         val_history.append({"iteration": done, **{k: figures[k] for k in ("AP", "AP50", "AP75")}})
         log(f"val {'VIS' if clips else 'mask'} AP at iteration {done}: AP {_fmt(figures['AP'])}  "
@@ -429,6 +467,8 @@ def train(cfg: TrainConfig, log=None, step_callback=None) -> TrainResult:
             torch.nn.utils.clip_grad_norm_([p for m in modules.values() for p in m.parameters() if p.requires_grad],
                                            cfg.clip_grad)
         optimizer.step()
+        if ema is not None:
+            ema.update(model, it)
         train_seconds += time.perf_counter() - t0
 
         losses.append(loss)
