@@ -9,26 +9,20 @@ image components are those of the image stage, so the mask AP re-measured here o
 
 from __future__ import annotations
 
-import json
 import shlex
 
 import pytest
 
-from edgeseg.models.pretrained import ZOO_DIR, zoo_checkpoints
-from tests.zoo_checks import check_shipped_float16, remeasure_val_ap
+from edgeseg.models.pretrained import zoo_checkpoints
+from tests.zoo_checks import arg, check_shipped_float16, load_record, remeasure_val_ap
 
 NAME = "yolact_edge_mobilenetv2_synth"
-RECORD = ZOO_DIR / f"{NAME}.json"
 FLOW_TRAIN = "edgeseg.models.yolact_edge.flow_train"
 
 
 @pytest.fixture(scope="module")
 def record() -> dict:
-    return json.loads(RECORD.read_text(encoding="utf-8"))
-
-
-def _arg(cmd: list[str], flag: str) -> str:
-    return cmd[cmd.index(flag) + 1]
+    return load_record(NAME)
 
 
 def test_the_checkpoint_is_shipped_small_in_float16_and_loads_by_name(record):
@@ -47,20 +41,20 @@ def test_the_record_chains_the_training_stages_it_reproduces(record):
     assert "--weights" not in train[0]  # the first phase starts from scratch
     # Each stage starts from what the one before wrote; the eval measures the last one.
     for before, after in zip(train, train[1:]):
-        assert _arg(after, "--weights") == _arg(before, "-o")
-    assert cmds[-1][:3] == ["edgeseg", "eval", _arg(train[-1], "-o")]
+        assert arg(after, "--weights") == arg(before, "-o")
+    assert cmds[-1][:3] == ["edgeseg", "eval", arg(train[-1], "-o")]
 
     rec = [h for h in manifest_for_artifact(zoo_checkpoints()[NAME]).history if h["step"] == "train"][-1]
     last = train[-1]
-    assert rec["seed"] == int(_arg(last, "--seed"))
+    assert rec["seed"] == int(arg(last, "--seed"))
     # A checkpoint written before its run's last iteration says so, with the iteration.
     stopped = record.get("stopped_at")
-    assert rec["iterations"] == (stopped["iterations"] if stopped else int(_arg(last, "--iters")))
+    assert rec["iterations"] == (stopped["iterations"] if stopped else int(arg(last, "--iters")))
     if stopped:
-        assert stopped["of"] == int(_arg(last, "--iters")) > stopped["iterations"]
+        assert stopped["of"] == int(arg(last, "--iters")) > stopped["iterations"]
     if FLOW_TRAIN in last:  # the paper's second stage: FeatFlowNet alone, on the videos
         vis = [c for c in data if "--videos" in c and c[c.index("--videos") + 1] != "0"]
-        assert vis and _arg(last, "--dataset").startswith(_arg(vis[0], "-o"))
+        assert vis and arg(last, "--dataset").startswith(arg(vis[0], "-o"))
         assert rec["stage"] == "flow_net" and rec["loss_last"] is not None
         image = rec["image_training"]
     else:

@@ -42,3 +42,17 @@ def remeasure_val_ap(name: str, record: dict, tmp_path, bar: float = 40.0) -> No
     for k in ("AP", "AP50", "AP75"):
         assert result.metrics[k] == pytest.approx(record["val"]["torch"][k], abs=0.5), k
     assert result.metrics["AP"] >= bar
+
+
+def load_record(name: str) -> dict:
+    """The JSON record written beside a shipped checkpoint (scripts/zoo_record.py)."""
+    import json
+
+    from edgeseg.models.pretrained import ZOO_DIR
+
+    return json.loads((ZOO_DIR / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def arg(cmd: list[str], flag: str) -> str:
+    """The value after ``flag`` in a recorded command."""
+    return cmd[cmd.index(flag) + 1]
