@@ -95,7 +95,7 @@ FAMILY = register_family(Family(
         # and decoder width as mobileinst_topformer_synth, so the two compare on equal terms.
         _variant("fastinst_topformer_synth",
                  "FastInst-D1, TopFormer-Tiny, 64-wide decoder, 4 shape classes at 256 "
-                 "(for the synthetic shapes; no checkpoint shipped yet)",
+                 "(the shipped synthetic-data checkpoint: --weights zoo)",
                  backbone="topformer_tiny", num_classes=4, input_size=(256, 256), hidden_dim=64, mask_dim=64,
                  num_queries=50, num_aux_queries=8, num_heads=4, ffn_dim=128, dec_layers=1, norm="BN"),
     ),
