@@ -57,7 +57,7 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 from edgeseg.models.decoding import sigmoid
 from edgeseg.track.kernel_reuse import FrameTiming, TrackedInstance, VideoResult, _frame_hw
-from edgeseg.track.masks import MaskAssembler, check_frame_size
+from edgeseg.track.masks import MaskAssembler, video_assembler
 
 CLIP_OUTPUTS = ("logits", "masks")
 
@@ -241,10 +241,9 @@ class ClipMatchingTracker:
         self.timings: list[FrameTiming] = []
 
     def set_frame_size(self, height: int, width: int) -> None:
-        frame_hw = check_frame_size(self.frame_hw, height, width, self.frame_index)
-        if self.frame_hw is None:
-            self.frame_hw = frame_hw
-            self.assembler = MaskAssembler(self.grid_hw, self.network_hw, frame_hw, self.config.mask_threshold)
+        self.assembler = video_assembler(self.assembler, height, width, self.frame_index, self.grid_hw,
+                                         self.network_hw, self.config.mask_threshold)
+        self.frame_hw = self.assembler.frame_hw
 
     # ---------------------------------------------------------------------------- frames
     def step(self, frame_rgb: np.ndarray) -> list[FrameInstances]:

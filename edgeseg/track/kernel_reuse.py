@@ -48,7 +48,7 @@ import numpy as np
 from edgeseg.errors import EdgesegError
 from edgeseg.models.decoding import sigmoid
 from edgeseg.track.associate import associate, preload
-from edgeseg.track.masks import BoxMask, MaskAssembler, check_frame_size
+from edgeseg.track.masks import BoxMask, MaskAssembler, video_assembler
 
 FRAME_OUTPUTS = ("logits", "objectness", "kernels", "mask_features")
 FEATURES_OUTPUT = "mask_features"
@@ -228,10 +228,9 @@ class KernelReuseTracker:
 
     def set_frame_size(self, height: int, width: int) -> None:
         """Fix the video's frame size (done by the first :meth:`step`; every later frame must match)."""
-        frame_hw = check_frame_size(self.frame_hw, height, width, self.frame_index)
-        if self.frame_hw is None:
-            self.frame_hw = frame_hw
-            self.assembler = MaskAssembler(self.grid_hw, self.network_hw, frame_hw, self.config.mask_threshold)
+        self.assembler = video_assembler(self.assembler, height, width, self.frame_index, self.grid_hw,
+                                         self.network_hw, self.config.mask_threshold)
+        self.frame_hw = self.assembler.frame_hw
 
     @property
     def next_is_keyframe(self) -> bool:

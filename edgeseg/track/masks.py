@@ -148,16 +148,20 @@ class BoxMask:
 # ----------------------------------------------------------------------------- assembler
 
 
-def check_frame_size(fixed_hw: tuple[int, int] | None, height: int, width: int,
-                     frame_index: int) -> tuple[int, int]:
-    """This frame's (height, width); a video's frames share the first frame's size (every
-    strategy sizes its mask assembler once per video), so another size is one clear error."""
+def video_assembler(current: "MaskAssembler | None", height: int, width: int, frame_index: int,
+                    grid_hw: tuple[int, int], network_hw: tuple[int, int], threshold: float) -> "MaskAssembler":
+    """The video's mask assembler: made for the first frame's size and kept; a video's frames
+    share that size (every strategy sizes its assembler once per video), so a frame of
+    another size is one clear error."""
     frame_hw = (int(height), int(width))
-    if fixed_hw is not None and frame_hw != fixed_hw:
+    if current is None:
+        return MaskAssembler(grid_hw, network_hw, frame_hw, threshold)
+    if frame_hw != current.frame_hw:
+        fixed = current.frame_hw
         raise EdgesegError(f"frame {frame_index} is {frame_hw[0]}x{frame_hw[1]}, earlier frames of this "
-                           f"video are {fixed_hw[0]}x{fixed_hw[1]}",
+                           f"video are {fixed[0]}x{fixed[1]}",
                            "all frames of a video must have one size; resize them or split the video")
-    return frame_hw
+    return current
 
 
 class MaskAssembler:

@@ -37,7 +37,7 @@ from edgeseg.models.yolact_edge.decode import detect
 from edgeseg.models.yolact_edge.family import FLOW_OUTPUTS, KEY_EXTRA_OUTPUTS, OUTPUT_NAMES
 from edgeseg.models.yolact_edge.warp import warp_features
 from edgeseg.track.kernel_reuse import FrameTiming, TrackedInstance, TrackerConfig, VideoResult, _frame_hw
-from edgeseg.track.masks import MaskAssembler, check_frame_size
+from edgeseg.track.masks import MaskAssembler, video_assembler
 
 ROLES = ("key", "flow", "warped")
 
@@ -108,12 +108,11 @@ class FeatureWarpTracker:
         self.timings: list[FrameTiming] = []
 
     def set_frame_size(self, height: int, width: int) -> None:
-        frame_hw = check_frame_size(self.frame_hw, height, width, self.frame_index)
-        if self.frame_hw is None:
-            self.frame_hw = frame_hw
-            # Prototypes cover the input, so masks go straight from their grid to the frame
-            # (the image decoder's resize): no intermediate network-size step.
-            self.assembler = MaskAssembler(self.proto_hw, self.proto_hw, frame_hw, self.config.mask_threshold)
+        # Prototypes cover the input, so masks go straight from their grid to the frame
+        # (the image decoder's resize): no intermediate network-size step.
+        self.assembler = video_assembler(self.assembler, height, width, self.frame_index, self.proto_hw,
+                                         self.proto_hw, self.config.mask_threshold)
+        self.frame_hw = self.assembler.frame_hw
 
     @property
     def next_is_keyframe(self) -> bool:
