@@ -39,6 +39,16 @@ def _scope(name: str) -> str:
     return name[:cut + 1] if cut > 0 else ""
 
 
+def _readers(graph) -> dict[str, list]:
+    """Tensor name -> [(node, input slot)] of the top-level nodes reading it."""
+    readers: dict[str, list] = defaultdict(list)
+    for n in graph.node:
+        for k, x in enumerate(n.input):
+            if x:
+                readers[x].append((n, k))
+    return readers
+
+
 def compact_added_names(model, source_tensors: set[str], source_nodes: set[str]) -> dict[str, int]:
     """Rename in place the Q/DQ nodes, their output tensors and the initializers only they
     read, where the name is not one of ``source_tensors`` / ``source_nodes``; return counts."""
@@ -63,11 +73,7 @@ def compact_added_names(model, source_tensors: set[str], source_nodes: set[str])
                 taken.add(name)
                 return name
 
-    readers: dict[str, list] = defaultdict(list)
-    for n in g.node:
-        for k, x in enumerate(n.input):
-            if x:
-                readers[x].append((n, k))
+    readers = _readers(g)
 
     def qdq_only(name: str) -> bool:
         return bool(readers.get(name)) and all(n.op_type in _NODE_STEM for n, _ in readers[name])
@@ -115,11 +121,7 @@ def compact_added_names(model, source_tensors: set[str], source_nodes: set[str])
             vi.name = rename[vi.name]
 
     # 4. Added nodes: the scope of the source tensor or node they serve, and a short stem.
-    readers = defaultdict(list)
-    for n in g.node:
-        for k, x in enumerate(n.input):
-            if x:
-                readers[x].append((n, k))
+    readers = _readers(g)  # by the new names
     renamed_nodes = 0
     for n in g.node:
         if n.name in source_nodes or n.op_type not in _NODE_STEM:
@@ -131,6 +133,6 @@ def compact_added_names(model, source_tensors: set[str], source_nodes: set[str])
                 if reader.name in source_nodes:
                     scope = _scope(reader.name)
                     break
-        n.name = fresh(scope + _NODE_STEM.get(n.op_type, n.op_type))
+        n.name = fresh(scope + _NODE_STEM[n.op_type])
         renamed_nodes += 1
     return {"tensors": len(rename), "nodes": renamed_nodes, "deduplicated_initializers": deduplicated}
