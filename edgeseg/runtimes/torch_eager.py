@@ -16,6 +16,21 @@ from edgeseg.errors import EdgesegError
 from edgeseg.runtimes.base import Runtime, TensorInfo
 
 
+def module_outputs(model, x: np.ndarray, strict: bool = False) -> dict[str, np.ndarray]:
+    """One inference of a zoo module on a preprocessed input, as the output dict every
+    runtime returns (float32 NumPy by ``model.output_names``). ``strict``: a module that
+    returns another number of outputs than it names is an error."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(torch.from_numpy(np.ascontiguousarray(x)))
+    if isinstance(out, torch.Tensor):
+        out = (out,)
+    if strict and len(out) != len(model.output_names):
+        raise EdgesegError("model returned an unexpected number of outputs", "report this as a bug")
+    return {n: t.detach().float().numpy() for n, t in zip(model.output_names, out)}
+
+
 class TorchEagerRuntime(Runtime):
     backend = "torch"
 
@@ -43,7 +58,6 @@ class TorchEagerRuntime(Runtime):
         if self.path.suffix in (".pt", ".pth", ".safetensors"):
             load_weights(self.model, self.path)
         self.spec = self.model.input_spec
-        self._torch = torch
 
     def inputs(self) -> list[TensorInfo]:
         return [TensorInfo(self.spec.name, self.spec.shape, "float32")]
@@ -52,14 +66,7 @@ class TorchEagerRuntime(Runtime):
         return [TensorInfo(n, [], "float32") for n in self.model.output_names]
 
     def _run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
-        torch = self._torch
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(np.ascontiguousarray(feeds[self.spec.name])))
-        if isinstance(out, torch.Tensor):
-            out = (out,)
-        if len(out) != len(self.model.output_names):
-            raise EdgesegError("model returned an unexpected number of outputs", "report this as a bug")
-        return {n: t.detach().numpy() for n, t in zip(self.model.output_names, out)}
+        return module_outputs(self.model, feeds[self.spec.name], strict=True)
 
 
 class ModuleRuntime(Runtime):
@@ -76,7 +83,6 @@ class ModuleRuntime(Runtime):
                          threads=threads or torch.get_num_threads())
         self.model = module
         self.spec = module.input_spec
-        self._torch = torch
         zeros = np.zeros(self.spec.shape, np.float32)
         self._out_shapes = {n: list(v.shape) for n, v in self.run({self.spec.name: zeros}).items()}
 
@@ -88,9 +94,4 @@ class ModuleRuntime(Runtime):
                 for n in self.model.output_names]
 
     def _run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
-        torch = self._torch
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(np.ascontiguousarray(feeds[self.spec.name])))
-        if isinstance(out, torch.Tensor):
-            out = (out,)
-        return {n: t.detach().float().numpy() for n, t in zip(self.model.output_names, out)}
+        return module_outputs(self.model, feeds[self.spec.name])

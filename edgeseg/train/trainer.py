@@ -13,6 +13,7 @@ beside the checkpoint. ``freeze`` keeps components (e.g. a pretrained backbone) 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -170,26 +171,18 @@ def _saved_num_classes(meta: dict[str, str]) -> int | None:
 def evaluate_model(model, dataset, limit: int | None = None) -> dict[str, Any]:
     """Mask AP of the PyTorch model on a COCO dataset, via the same code as ``edgeseg eval``
     (the model's family decoder)."""
-    import numpy as np
-    import torch
-
     from edgeseg.eval.coco import evaluate_detections, predict_dataset
     from edgeseg.models.registry import family
+    from edgeseg.runtimes.torch_eager import module_outputs
 
     decode = family(model.family).load("decoder")
     was_training = model.training
     model.eval()
 
-    def run(x: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            out = model(torch.from_numpy(x))
-        if isinstance(out, torch.Tensor):
-            out = (out,)
-        return {n: t.numpy() for n, t in zip(model.output_names, out)}
-
     images = dataset.images[:limit] if limit else dataset.images
     try:
-        dets = predict_dataset(run, dataset, model.input_spec, decode, images, description="val AP")
+        dets = predict_dataset(functools.partial(module_outputs, model), dataset, model.input_spec, decode, images,
+                               description="val AP")
         figures = evaluate_detections(dataset, dets, image_ids=[im.id for im in images])
     finally:
         model.train(was_training)
