@@ -9,20 +9,19 @@ strategy on the PyTorch module at the record's test stride, as training's valida
 
 from __future__ import annotations
 
-import json
 import shlex
 
 import pytest
 
-from edgeseg.models.pretrained import ZOO_DIR, zoo_checkpoints
+from edgeseg.models.pretrained import zoo_checkpoints
+from tests.zoo_checks import load_record
 
 NAME = "ifc_topformer_synth"
-RECORD = ZOO_DIR / f"{NAME}.json"
 
 
 @pytest.fixture(scope="module")
 def record() -> dict:
-    return json.loads(RECORD.read_text(encoding="utf-8"))
+    return load_record(NAME)
 
 
 def test_the_checkpoint_is_shipped_small_and_found_by_name(record):

@@ -7,21 +7,19 @@ size of the train split), through the same runtime as ``edgeseg eval``.
 
 from __future__ import annotations
 
-import json
 import shlex
 
 import pytest
 
-from edgeseg.models.pretrained import ZOO_DIR, zoo_checkpoints
-from tests.zoo_checks import remeasure_val_ap
+from edgeseg.models.pretrained import zoo_checkpoints
+from tests.zoo_checks import load_record, remeasure_val_ap
 
 NAME = "mobileinst_topformer_synth"
-RECORD = ZOO_DIR / f"{NAME}.json"
 
 
 @pytest.fixture(scope="module")
 def record() -> dict:
-    return json.loads(RECORD.read_text(encoding="utf-8"))
+    return load_record(NAME)
 
 
 def test_the_checkpoint_is_shipped_small_and_found_by_name(record):
